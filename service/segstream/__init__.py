@@ -1,0 +1,3 @@
+"""segstream: event-driven customer segmentation."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,1 @@
+"""The pure domain core: no Kafka, faust or Prometheus imports here (a test enforces it)."""

@@ -1,0 +1,218 @@
+"""Input-event and segment-change contracts (pydantic v2), and the parser that rejects bad input.
+
+Bad input is never fatal: :func:`parse_event` returns a :class:`Rejection` carrying a typed
+:class:`RejectReason` and a human-readable message, so callers can count and dead-letter it.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+import orjson
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
+
+from segstream.core.timeutil import parse_timestamp
+
+DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024
+_CURRENCY = re.compile(r"^[A-Z]{3}$")
+
+
+class RejectReason(StrEnum):
+    """Why an input message was rejected; the values are stable metric labels and DLQ headers."""
+
+    TOO_LARGE = "too_large"
+    BAD_JSON = "bad_json"
+    NOT_AN_OBJECT = "not_an_object"
+    MISSING_TYPE = "missing_type"
+    UNKNOWN_TYPE = "unknown_type"
+    INVALID_FIELD = "invalid_field"
+    WRONG_CURRENCY = "wrong_currency"
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    reason: RejectReason
+    message: str
+
+
+def _amount(value: object) -> Decimal:
+    """JSON number or decimal string to an exact Decimal (floats go through their shortest repr)."""
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise ValueError("amount must be a JSON number or a decimal string")
+    try:
+        amount = Decimal(str(value)) if not isinstance(value, str) else Decimal(value.strip())
+    except InvalidOperation:
+        raise ValueError(f"amount is not a decimal number: {value!r}") from None
+    if not amount.is_finite() or amount < 0 or amount > Decimal("1e15"):
+        raise ValueError("amount must be finite, >= 0 and <= 1e15")
+    return amount
+
+
+EpochMs = Annotated[int, BeforeValidator(parse_timestamp)]
+Id = Annotated[str, Field(min_length=1, max_length=128)]
+Amount = Annotated[Decimal, BeforeValidator(_amount)]
+AttributeValue = str | bool | int | float | None
+
+
+class _Event(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True, strict=False)
+
+    event_id: Id
+    customer_id: Id
+    occurred_at: EpochMs = Field(description="RFC 3339 with offset, or epoch ms; held as epoch ms")
+
+
+class OrderEvent(_Event):
+    type: Literal["order"] = "order"
+    order_id: Id
+    amount: Amount
+    currency: str | None = None
+    status: Literal["completed", "refunded", "cancelled"] = "completed"
+
+    @field_validator("currency")
+    @classmethod
+    def _one_currency(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None:
+            return None
+        if not _CURRENCY.match(value):
+            raise ValueError("currency must be an ISO 4217 code such as USD")
+        expected = (info.context or {}).get("currency", "USD")
+        if value != expected:
+            raise ValueError(f"wrong_currency: {value} (this deployment uses {expected})")
+        return value
+
+
+class SupportEvent(_Event):
+    type: Literal["support"] = "support"
+    ticket_id: Id
+    status: Literal["opened", "closed", "reopened"]
+    priority: Literal["low", "normal", "high", "urgent"] | None = None
+
+
+class SurveyEvent(_Event):
+    type: Literal["survey"] = "survey"
+    score: Annotated[int, Field(ge=0, le=10, strict=True)]
+    survey_id: Id | None = None
+
+
+class ProfileEvent(_Event):
+    type: Literal["profile"] = "profile"
+    attributes: Annotated[
+        dict[Annotated[str, Field(min_length=1, max_length=64)], AttributeValue],
+        Field(max_length=256),
+    ]
+
+    @field_validator("attributes")
+    @classmethod
+    def _bounded_strings(cls, value: dict[str, AttributeValue]) -> dict[str, AttributeValue]:
+        for name, item in value.items():
+            if isinstance(item, str) and len(item) > 1024:
+                raise ValueError(f"attribute {name!r} is longer than 1024 characters")
+        return value
+
+
+Event = OrderEvent | SupportEvent | SurveyEvent | ProfileEvent
+
+EVENT_MODELS: dict[str, type[_Event]] = {
+    "order": OrderEvent,
+    "support": SupportEvent,
+    "survey": SurveyEvent,
+    "profile": ProfileEvent,
+}
+_VALIDATORS = {name: model.__pydantic_validator__ for name, model in EVENT_MODELS.items()}
+
+
+def _describe(error: ValidationError) -> str:
+    parts = []
+    for item in error.errors(include_url=False)[:3]:
+        where = ".".join(str(p) for p in item["loc"]) or "event"
+        parts.append(f"{where}: {item['msg']}")
+    return "; ".join(parts)
+
+
+def parse_event(
+    raw: bytes | str,
+    *,
+    currency: str = "USD",
+    max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+) -> Event | Rejection:
+    """Parse one JSON message into an event, or say exactly why not."""
+    if len(raw) > max_bytes:
+        return Rejection(RejectReason.TOO_LARGE, f"message is {len(raw)} bytes, limit {max_bytes}")
+    try:
+        obj = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        return Rejection(RejectReason.BAD_JSON, f"not valid JSON: {exc}")
+    return validate_event(obj, currency=currency)
+
+
+def validate_event(obj: Any, *, currency: str = "USD") -> Event | Rejection:
+    if not isinstance(obj, dict):
+        return Rejection(RejectReason.NOT_AN_OBJECT, "an event must be a JSON object")
+    kind = obj.get("type")
+    if kind is None:
+        return Rejection(RejectReason.MISSING_TYPE, "field 'type' is missing")
+    validator = _VALIDATORS.get(kind) if isinstance(kind, str) else None
+    if validator is None:
+        return Rejection(
+            RejectReason.UNKNOWN_TYPE,
+            f"unknown type {str(kind)[:40]!r}; expected one of {', '.join(EVENT_MODELS)}",
+        )
+    try:
+        event: Event = validator.validate_python(obj, context={"currency": currency})
+    except ValidationError as exc:
+        errors = exc.errors(include_url=False)
+        only_currency = all("wrong_currency" in str(item["msg"]) for item in errors)
+        reason = RejectReason.WRONG_CURRENCY if only_currency else RejectReason.INVALID_FIELD
+        return Rejection(reason, _describe(exc))
+    return event
+
+
+Change = Literal["entered", "exited", "upgraded", "downgraded"]
+CauseKind = Literal["event", "clock", "rules", "population"]
+
+
+class Cause(BaseModel):
+    kind: CauseKind
+    event_id: str | None
+    rules_version: str
+
+
+class Reason(BaseModel):
+    matched: str | None
+    failed: str | None
+
+
+class SegmentChange(BaseModel):
+    """One membership change; the JSON produced by the engine validates against this model."""
+
+    model_config = ConfigDict(populate_by_name=True)
+
+    event_id: str
+    customer_id: str
+    family: str
+    segment: str
+    from_: str | bool | None = Field(alias="from")
+    to: str | bool | None
+    change: Change
+    seq: int
+    at: str
+    cause: Cause
+    reason: Reason
+    state: dict[str, Any]
+
+
+SEGMENT_CHANGE_ADAPTER = TypeAdapter(SegmentChange)

@@ -1,0 +1,485 @@
+"""The segmentation engine: apply events, evaluate rules, detect and describe changes.
+
+One :class:`Engine` holds the customers of one process (all of them in ``replay``, the owned
+partitions in a worker). Everything here is synchronous and I/O free: the worker hands it whole
+Kafka batches and the replay command hands it file lines, and both get the same changes.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections import Counter
+from collections.abc import Iterable, Iterator, MutableMapping
+from dataclasses import dataclass, field
+from hashlib import blake2b
+from typing import Any
+
+from segstream.core.contracts import (
+    DEFAULT_MAX_MESSAGE_BYTES,
+    Event,
+    Rejection,
+    RejectReason,
+    parse_event,
+)
+from segstream.core.population import Population
+from segstream.core.rulelang import RuleSet
+from segstream.core.state import DAY_COUNTERS, CustomerState
+from segstream.core.timeutil import MS_PER_DAY, day_of, to_rfc3339
+
+Change = dict[str, Any]
+CLOCK_EVENT = "event"
+CLOCK_WALL = "wall"
+
+
+@dataclass(slots=True)
+class BatchResult:
+    changes: list[Change] = field(default_factory=list)
+    rejections: list[tuple[int, Rejection]] = field(default_factory=list)
+    events: int = 0
+    duplicates: int = 0
+
+
+class Engine:
+    """Per-customer state plus the compiled rules; the only implementation of every rule."""
+
+    def __init__(
+        self,
+        rules: RuleSet,
+        *,
+        store: MutableMapping[str, CustomerState] | None = None,
+        clock: str = CLOCK_EVENT,
+        currency: str = "USD",
+        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+        refresh_fraction: float = 0.01,
+    ) -> None:
+        if clock not in (CLOCK_EVENT, CLOCK_WALL):
+            raise ValueError(f"clock must be 'event' or 'wall', not {clock!r}")
+        self.rules = rules
+        self.store: MutableMapping[str, CustomerState] = {} if store is None else store
+        self.clock = clock
+        self.currency = currency
+        self.max_message_bytes = max_message_bytes
+        self.refresh_fraction = refresh_fraction
+        self.clock_ms: int | None = None
+        self.partition_of: dict[str, int] = {}
+        self.rejections: Counter[RejectReason] = Counter()
+        self.dirty: set[str] = set()
+        self._due: dict[int, set[str]] = {}
+        self._due_days: list[int] = []
+        self.populations: dict[str, Population] = {}
+        self._configure_population()
+
+    # -- clock -------------------------------------------------------------------------------
+
+    @property
+    def clock_day(self) -> int:
+        return 0 if self.clock_ms is None else day_of(self.clock_ms)
+
+    def advance(self, now_ms: int) -> list[Change]:
+        """Move the clock forward; re-evaluate only the customers due by the new day."""
+        if self.clock_ms is not None and now_ms <= self.clock_ms:
+            return []
+        old_day = None if self.clock_ms is None else self.clock_day
+        self.clock_ms = now_ms
+        new_day = self.clock_day
+        changes: list[Change] = []
+        if old_day is None or new_day == old_day:
+            return changes
+        at = new_day * MS_PER_DAY
+        for customer_id in self._pop_due(new_day):
+            st = self.store.get(customer_id)
+            if st is not None and st.due_day is not None and st.due_day <= new_day:
+                st.due_day = None
+                changes += self._evaluate(st, "clock", None, at)
+        if self._population_stale():
+            changes += self.refresh_population()
+        return changes
+
+    def _pop_due(self, day: int) -> Iterator[str]:
+        while self._due_days and self._due_days[0] <= day:
+            d = heapq.heappop(self._due_days)
+            yield from sorted(self._due.pop(d, ()))
+
+    def _schedule(self, st: CustomerState) -> None:
+        day = self._next_change_day(st)
+        if day == st.due_day:
+            return
+        if st.due_day is not None:
+            members = self._due.get(st.due_day)
+            if members is not None:
+                members.discard(st.customer_id)
+        st.due_day = day
+        if day is not None:
+            members = self._due.get(day)
+            if members is None:
+                self._due[day] = members = set()
+                heapq.heappush(self._due_days, day)
+            members.add(st.customer_id)
+
+    def _next_change_day(self, st: CustomerState) -> int | None:
+        """The first day after today on which a time-dependent value a rule reads changes."""
+        today = self.clock_day
+        rules = self.rules
+        best: int | None = None
+        for day in st.window_exits(rules.windows, rules.used_fields):
+            if day > today and (best is None or day < best):
+                best = day
+        if rules.counter_thresholds or rules.daily_counters:
+            anchors = st.anchors()
+            for counter in DAY_COUNTERS:
+                anchor = anchors[counter]
+                if anchor is None:
+                    continue
+                if counter in rules.daily_counters:
+                    candidate: int | None = today + 1
+                else:
+                    value = today - anchor
+                    later = [t for t in rules.counter_thresholds.get(counter, ()) if t > value]
+                    candidate = anchor + min(later) if later else None
+                if candidate is not None and (best is None or candidate < best):
+                    best = candidate
+        return best
+
+    def due_count(self) -> int:
+        return sum(len(v) for v in self._due.values())
+
+    # -- events ------------------------------------------------------------------------------
+
+    def parse(self, raw: bytes | str) -> Event | Rejection:
+        result = parse_event(raw, currency=self.currency, max_bytes=self.max_message_bytes)
+        if isinstance(result, Rejection):
+            self.rejections[result.reason] += 1
+        return result
+
+    def process(
+        self, raws: Iterable[bytes | str], *, now_ms: int | None = None, partition: int = 0
+    ) -> BatchResult:
+        """Parse and apply a batch of raw messages; no await, no I/O."""
+        result = BatchResult()
+        if now_ms is not None:
+            result.changes += self.advance(now_ms)
+        for index, raw in enumerate(raws):
+            event = self.parse(raw)
+            if isinstance(event, Rejection):
+                result.rejections.append((index, event))
+                continue
+            result.events += 1
+            changes = self.apply(event, partition=partition)
+            if changes is None:
+                result.duplicates += 1
+            else:
+                result.changes += changes
+        return result
+
+    def apply(self, event: Event, *, partition: int = 0) -> list[Change] | None:
+        """Apply one event; returns its changes, or None when it changed nothing (a duplicate)."""
+        changes: list[Change] = []
+        if self.clock == CLOCK_EVENT and (
+            self.clock_ms is None or event.occurred_at > self.clock_ms
+        ):
+            changes += self.advance(event.occurred_at)
+        customer_id = event.customer_id
+        st = self.store.get(customer_id)
+        if st is None:
+            st = CustomerState(customer_id)
+            self.store[customer_id] = st
+            self.partition_of[customer_id] = partition
+        if not st.apply(event, self.clock_day, self.rules.windows):
+            return changes or None
+        return changes + self._evaluate(st, "event", event.event_id, self.clock_ms or 0)
+
+    # -- evaluation --------------------------------------------------------------------------
+
+    def values(self, st: CustomerState) -> dict[str, Any]:
+        """Everything rules can read for one customer, with derived metrics and segments."""
+        rules = self.rules
+        st.compact(self.clock_day, rules.windows)
+        values = st.values(self.clock_day, rules.windows)
+        for attr in rules.attributes.values():
+            item = st.attrs.get(attr.name)
+            values[attr.name] = attr.default if item is None else attr.coerce(item[2])
+        for score in rules.scores.values():
+            raw = values[score.field]
+            if score.quantiles:
+                values[score.name] = score.from_cuts(raw, self.populations[score.field].cuts)
+            else:
+                values[score.name] = score.from_bins(raw)
+        if "r" in rules.scores and "f" in rules.scores and "m" in rules.scores:
+            values["rfm"] = f"{values['r']}{values['f']}{values['m']}"
+        rules.evaluate(values)
+        return values
+
+    def _evaluate(
+        self, st: CustomerState, cause: str, event_id: str | None, at_ms: int
+    ) -> list[Change]:
+        values = self.values(st)
+        partition = self.partition_of.get(st.customer_id, 0)
+        for field_name, population in self.populations.items():
+            population.set(partition, st.customer_id, values[field_name])
+        self._schedule(st)
+        self.dirty.add(st.customer_id)
+        return self._diff(st, values, cause, event_id, at_ms)
+
+    def _diff(
+        self,
+        st: CustomerState,
+        values: dict[str, Any],
+        cause: str,
+        event_id: str | None,
+        at_ms: int,
+    ) -> list[Change]:
+        rules = self.rules
+        changes: list[Change] = []
+        segments = st.segments
+        for name, family in rules.families.items():
+            old, new = segments.get(name), values[name]
+            if old == new:
+                continue
+            if old is None:
+                kind = "entered"
+            elif new is None:
+                kind = "exited"
+            else:
+                kind = "upgraded" if family.rank(new) < family.rank(old) else "downgraded"
+            matched = family.tiers[family.rank(new)].source if new is not None else None
+            failed = None
+            if old is not None and family.rank(old) < len(family.tiers):
+                condition = family.tiers[family.rank(old)]
+                failed = None if condition.holds(values) else condition.source
+            segments[name] = new
+            changes.append(
+                self._change(
+                    st,
+                    name,
+                    new if new is not None else old,
+                    old,
+                    new,
+                    kind,
+                    cause,
+                    event_id,
+                    at_ms,
+                    matched,
+                    failed,
+                    values,
+                )
+            )
+        for name, flag in rules.flags.items():
+            old_flag, new_flag = bool(segments.get(name, False)), bool(values[name])
+            if old_flag == new_flag:
+                continue
+            segments[name] = new_flag
+            kind = "entered" if new_flag else "exited"
+            changes.append(
+                self._change(
+                    st,
+                    name,
+                    name,
+                    old_flag,
+                    new_flag,
+                    kind,
+                    cause,
+                    event_id,
+                    at_ms,
+                    flag.source if new_flag else None,
+                    None if new_flag else flag.source,
+                    values,
+                )
+            )
+        for name in [n for n in segments if n not in rules.families and n not in rules.flags]:
+            old_value = segments.pop(name)
+            if old_value is None or old_value is False:
+                continue
+            segment = name if isinstance(old_value, bool) else str(old_value)
+            new_value: str | bool | None = False if isinstance(old_value, bool) else None
+            changes.append(
+                self._change(
+                    st,
+                    name,
+                    segment,
+                    old_value,
+                    new_value,
+                    "exited",
+                    cause,
+                    event_id,
+                    at_ms,
+                    None,
+                    None,
+                    values,
+                )
+            )
+        return changes
+
+    def _change(
+        self,
+        st: CustomerState,
+        family: str,
+        segment: Any,
+        old: Any,
+        new: Any,
+        kind: str,
+        cause: str,
+        event_id: str | None,
+        at_ms: int,
+        matched: str | None,
+        failed: str | None,
+        values: dict[str, Any],
+    ) -> Change:
+        st.seq += 1
+        version = self.rules.version
+        parts = (st.customer_id, st.seq, family, old, new, cause, event_id, version)
+        key = "\x1f".join(map(str, parts))
+        reads = self.rules.reads.get(family, ())
+        return {
+            "event_id": blake2b(key.encode(), digest_size=16).hexdigest(),
+            "customer_id": st.customer_id,
+            "family": family,
+            "segment": segment,
+            "from": old,
+            "to": new,
+            "change": kind,
+            "seq": st.seq,
+            "at": to_rfc3339(at_ms),
+            "cause": {"kind": cause, "event_id": event_id, "rules_version": version},
+            "reason": {"matched": matched, "failed": failed},
+            "state": {name: values.get(name) for name in reads},
+        }
+
+    # -- population --------------------------------------------------------------------------
+
+    def _configure_population(self) -> None:
+        wanted = {s.field: s.quantiles for s in self.rules.quantile_scores}
+        for field_name in list(self.populations):
+            if field_name not in wanted:
+                del self.populations[field_name]
+        for field_name, quantiles in wanted.items():
+            population = self.populations.get(field_name)
+            if population is None or population.quantiles != quantiles:
+                self.populations[field_name] = Population(field_name, quantiles)
+
+    def _population_stale(self) -> bool:
+        for population in self.populations.values():
+            threshold = max(1, int(self.refresh_fraction * population.size()))
+            if population.updates_since_refresh >= threshold:
+                return True
+        return False
+
+    def refresh_population(self, *, at_ms: int | None = None) -> list[Change]:
+        """Recompute quantile cut points; re-evaluate exactly the customers whose score moved."""
+        changes: list[Change] = []
+        at = self.clock_day * MS_PER_DAY if at_ms is None else at_ms
+        scores = {s.field: s for s in self.rules.quantile_scores}
+        affected: set[str] = set()
+        for field_name, population in self.populations.items():
+            population.updates_since_refresh = 0
+            old_cuts, new_cuts = population.cuts, population.compute_cuts()
+            if old_cuts == new_cuts:
+                continue
+            population.cuts = new_cuts
+            score = scores[field_name]
+            for bucket in population.values.values():
+                affected.update(
+                    cid
+                    for cid, v in bucket.items()
+                    if score.from_cuts(v, old_cuts) != score.from_cuts(v, new_cuts)
+                )
+        for customer_id in sorted(affected):
+            st = self.store.get(customer_id)
+            if st is not None:
+                changes += self._evaluate(st, "population", None, at)
+        return changes
+
+    # -- rules -------------------------------------------------------------------------------
+
+    def set_rules(self, rules: RuleSet) -> None:
+        """Switch rule sets; callers then re-evaluate customers (in chunks) with cause 'rules'."""
+        self.rules = rules
+        self._configure_population()
+        for population in self.populations.values():
+            population.cuts = population.compute_cuts()
+
+    def reevaluate(self, customer_ids: Iterable[str], cause: str = "rules") -> list[Change]:
+        changes: list[Change] = []
+        at = self.clock_ms or 0
+        for customer_id in customer_ids:
+            st = self.store.get(customer_id)
+            if st is not None:
+                changes += self._evaluate(st, cause, None, at)
+        return changes
+
+    # -- recovery and reading ----------------------------------------------------------------
+
+    def adopt(self, st: CustomerState, partition: int) -> None:
+        """Take over a recovered customer: index its schedule and population values, no changes."""
+        self.store[st.customer_id] = st
+        self.partition_of[st.customer_id] = partition
+        if self.clock == CLOCK_EVENT and (
+            self.clock_ms is None or st.last_event_ms > self.clock_ms
+        ):
+            self.clock_ms = st.last_event_ms
+        if self.populations:
+            values = st.values(self.clock_day, self.rules.windows)
+            for field_name, population in self.populations.items():
+                population.set(partition, st.customer_id, values[field_name])
+        due, st.due_day = st.due_day, None
+        if due is not None:
+            st.due_day = due
+            members = self._due.get(due)
+            if members is None:
+                self._due[due] = members = set()
+                heapq.heappush(self._due_days, due)
+            members.add(st.customer_id)
+
+    def release_partition(self, partition: int) -> None:
+        """Forget the customers of a partition this process no longer owns."""
+        gone = [cid for cid, p in self.partition_of.items() if p == partition]
+        for customer_id in gone:
+            st = self.store.pop(customer_id, None)
+            del self.partition_of[customer_id]
+            if st is not None and st.due_day is not None:
+                self._due.get(st.due_day, set()).discard(customer_id)
+        for population in self.populations.values():
+            population.drop_partition(partition)
+
+    def segments_of(self, customer_id: str) -> dict[str, Any] | None:
+        st = self.store.get(customer_id)
+        if st is None:
+            return None
+        return {
+            name: st.segments.get(name, False if name in self.rules.flags else None)
+            for name in self.rules.segment_names
+        }
+
+    def explain(self, customer_id: str) -> dict[str, Any] | None:
+        """State, segments, and for each family which tier conditions hold."""
+        st = self.store.get(customer_id)
+        if st is None:
+            return None
+        values = self.values(st)
+        rules = self.rules
+        return {
+            "customer_id": customer_id,
+            "as_of": to_rfc3339(self.clock_ms or 0),
+            "rules_version": rules.version,
+            "state": {
+                k: v for k, v in values.items() if k not in rules.families and k not in rules.flags
+            },
+            "segments": self.segments_of(customer_id),
+            "families": {
+                name: [
+                    {"tier": t.name, "when": t.source, "holds": t.holds(values)} for t in fam.tiers
+                ]
+                for name, fam in rules.families.items()
+            },
+            "flags": {
+                name: {"when": f.source, "holds": f.holds(values)}
+                for name, f in rules.flags.items()
+            },
+        }
+
+    def member_counts(self) -> dict[str, dict[str, int]]:
+        counts: dict[str, Counter[str]] = {name: Counter() for name in self.rules.segment_names}
+        for st in self.store.values():
+            for name, value in st.segments.items():
+                if name in counts and value not in (None, False):
+                    counts[name][name if value is True else str(value)] += 1
+        return {name: dict(c) for name, c in counts.items()}

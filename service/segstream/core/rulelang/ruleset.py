@@ -1,0 +1,639 @@
+"""Load a rule set from YAML, check it whole, and compile it once into one Python function."""
+
+from __future__ import annotations
+
+import ast
+import difflib
+import hashlib
+import itertools
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from segstream.core.rulelang import expr
+from segstream.core.rulelang.errors import RuleError, RuleErrors
+from segstream.core.rulelang.yamlpos import Marks, load_with_marks
+from segstream.core.state import DAY_COUNTERS, STATE_FIELDS, Windows
+
+_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,63}$")
+_TOP_KEYS = (
+    "version",
+    "description",
+    "windows",
+    "attributes",
+    "scores",
+    "derived",
+    "families",
+    "flags",
+)
+_ATTR_TYPES = {
+    "str": ("str", (str,)),
+    "int": ("num", (int,)),
+    "float": ("num", (int, float)),
+    "bool": ("bool", (bool,)),
+}
+_ERRORS = (TypeError, ZeroDivisionError, ArithmeticError, ValueError)
+_LITERAL_ALIASES = {"true": True, "false": False, "null": None}
+
+Evaluator = Callable[[dict[str, Any]], None]
+
+
+@dataclass(frozen=True, slots=True)
+class Attribute:
+    name: str
+    type: str
+    default: Any
+
+    def coerce(self, value: Any) -> Any:
+        """A profile value of the wrong type reads as the declared default."""
+        kinds = _ATTR_TYPES[self.type][1]
+        if value is None or isinstance(value, bool) != (self.type == "bool"):
+            return self.default
+        return value if isinstance(value, kinds) else self.default
+
+
+@dataclass(frozen=True, slots=True)
+class Score:
+    name: str
+    field: str
+    bins: tuple[float, ...] = ()
+    better: str = "higher"
+    quantiles: int = 0
+
+    def from_bins(self, value: float | None) -> int:
+        if value is None:
+            return 0
+        if self.better == "lower":
+            return len(self.bins) + 1 - sum(1 for b in self.bins if b < value)
+        return 1 + sum(1 for b in self.bins if b <= value)
+
+    def from_cuts(self, value: float | None, cuts: tuple[float, ...]) -> int:
+        """Quantile score: 0 for null, 1 for a non-positive value, else 1 + cut points <= value."""
+        if value is None:
+            return 0
+        if value <= 0 or not cuts:
+            return 1
+        return 1 + sum(1 for c in cuts if c <= value)
+
+
+@dataclass(frozen=True, slots=True)
+class Condition:
+    """One named condition (a family tier or a flag), compiled for standalone use in reasons."""
+
+    name: str
+    source: str
+    reads: tuple[str, ...]
+    test: Callable[[dict[str, Any]], bool]
+
+    def holds(self, values: dict[str, Any]) -> bool:
+        try:
+            return bool(self.test(values))
+        except _ERRORS:
+            return False
+
+
+@dataclass(frozen=True, slots=True)
+class Family:
+    name: str
+    tiers: tuple[Condition, ...]
+
+    def rank(self, tier: Any) -> int:
+        for i, t in enumerate(self.tiers):
+            if t.name == tier:
+                return i
+        return len(self.tiers)
+
+
+@dataclass(slots=True)
+class RuleSet:
+    version: str
+    windows: Windows
+    attributes: dict[str, Attribute]
+    scores: dict[str, Score]
+    derived: dict[str, str]
+    families: dict[str, Family]
+    flags: dict[str, Condition]
+    evaluate: Evaluator
+    source_files: dict[str, str]
+    python_source: str
+    reads: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    used_fields: frozenset[str] = frozenset()
+    counter_thresholds: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    daily_counters: frozenset[str] = frozenset()
+
+    @property
+    def segment_names(self) -> list[str]:
+        return [*self.families, *self.flags]
+
+    @property
+    def quantile_scores(self) -> list[Score]:
+        return [s for s in self.scores.values() if s.quantiles]
+
+
+def load_rules(path: str | Path) -> RuleSet:
+    """Load every ``*.yaml``/``*.yml`` file of a directory (or one file) as one rule set."""
+    root = Path(path)
+    if root.is_dir():
+        files = sorted(p for p in root.iterdir() if p.suffix in (".yaml", ".yml") and p.is_file())
+        if not files:
+            raise RuleErrors([RuleError(str(root), 1, 1, "no *.yaml rule files in this directory")])
+    elif root.is_file():
+        files = [root]
+    else:
+        raise RuleErrors([RuleError(str(root), 1, 1, "no such file or directory")])
+    return compile_rules({str(p): p.read_text(encoding="utf-8") for p in files})
+
+
+def rules_version(files: Mapping[str, str]) -> str:
+    """Content hash of a rule set: file base names and texts, independent of where it lives."""
+    digest = hashlib.sha256()
+    for name in sorted(files, key=lambda n: Path(n).name):
+        digest.update(Path(name).name.encode() + b"\0" + files[name].encode() + b"\0")
+    return digest.hexdigest()[:16]
+
+
+def compile_rules(files: Mapping[str, str]) -> RuleSet:
+    """Check a whole rule set (all errors at once) and compile it."""
+    return _Compiler(dict(files)).build()
+
+
+class _Compiler:
+    def __init__(self, files: dict[str, str]) -> None:
+        self.files = files
+        self.errors: list[RuleError] = []
+        self.docs: list[tuple[str, Any, Marks]] = []
+        # section -> name -> (file, path, value)
+        self.entries: dict[str, dict[str, tuple[str, tuple[Any, ...], Any]]] = {}
+
+    def error(self, file: str, marks: Marks, path: tuple[Any, ...], message: str) -> None:
+        line, col = marks.get(path, (1, 1))
+        self.errors.append(RuleError(file, line, col, message))
+
+    def build(self) -> RuleSet:
+        for name, text in self.files.items():
+            self.parse_file(name, text)
+        windows = self.windows()
+        attributes = self.attributes()
+        symbols: dict[str, expr.Symbol] = {
+            name: expr.Symbol("str" if kind.startswith("str") else "num", kind.endswith("?"))
+            for name, kind in STATE_FIELDS.items()
+        }
+        for attr in attributes.values():
+            symbols[attr.name] = expr.Symbol(_ATTR_TYPES[attr.type][0], attr.default is None)
+        scores = self.scores(symbols)
+        for score in scores.values():
+            symbols[score.name] = expr.Symbol("num")
+        if {"r", "f", "m"} <= scores.keys():
+            symbols["rfm"] = expr.Symbol("str")
+        families_raw = self.entries.get("families", {})
+        flags_raw = self.entries.get("flags", {})
+        derived_raw = self.entries.get("derived", {})
+        for section in (derived_raw, families_raw, flags_raw):
+            for name, (file, path, _) in section.items():
+                if name in symbols:
+                    self.error(
+                        file,
+                        self.marks(file),
+                        (*path, "<key>"),
+                        f"name {name!r} is already defined",
+                    )
+        tier_names: dict[str, tuple[str, ...]] = {}
+        for fam, (file, path, tiers) in families_raw.items():
+            tier_names[fam] = self.tier_names(file, path, tiers)
+            symbols[fam] = expr.Symbol("str", True, tier_names[fam])
+        for flag in flags_raw:
+            symbols[flag] = expr.Symbol("bool")
+        for name in derived_raw:
+            symbols[name] = expr.Symbol("any", True)
+        counters = frozenset(DAY_COUNTERS)
+        checked: dict[str, list[tuple[str, expr.Checked]]] = {}
+        locations: dict[str, tuple[str, tuple[Any, ...]]] = {}
+
+        def check(owner: str, label: str, source: Any, file: str, path: tuple[Any, ...]) -> None:
+            if isinstance(source, bool):
+                source = str(source)
+            try:
+                result = expr.check(
+                    _aliases(source) if isinstance(source, str) else source, symbols, counters
+                )
+            except expr.ExprError as exc:
+                line, col = self.marks(file).get(path, (1, 1))
+                self.errors.append(
+                    RuleError(
+                        file,
+                        line,
+                        col + _quote_shift(file, line, col, self.files) + exc.offset,
+                        str(exc),
+                    )
+                )
+                return
+            result.source = str(source)
+            checked.setdefault(owner, []).append((label, result))
+            locations[owner] = (file, path)
+
+        for name, (file, path, source) in derived_raw.items():
+            check(name, name, source, file, path)
+        for fam, (file, path, tiers) in families_raw.items():
+            for i, tier in enumerate(tiers if isinstance(tiers, list) else []):
+                if isinstance(tier, dict) and "when" in tier:
+                    check(fam, str(tier.get("name")), tier["when"], file, (*path, i, "when"))
+        for name, (file, path, source) in flags_raw.items():
+            if isinstance(source, dict):
+                source, path = source.get("when"), (*path, "when")
+            check(name, name, source, file, path)
+        order = self.topo_order(checked, locations)
+        if self.errors:
+            raise RuleErrors(self.errors)
+        return self.assemble(
+            windows,
+            attributes,
+            scores,
+            checked,
+            order,
+            list(families_raw),
+            list(flags_raw),
+            list(derived_raw),
+        )
+
+    # -- parsing sections --------------------------------------------------------------------
+
+    def marks(self, file: str) -> Marks:
+        for name, _, marks in self.docs:
+            if name == file:
+                return marks
+        return {}
+
+    def parse_file(self, name: str, text: str) -> None:
+        try:
+            data, marks = load_with_marks(text, name)
+        except yaml.MarkedYAMLError as exc:
+            mark = exc.problem_mark
+            line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+            self.errors.append(RuleError(name, line, col, f"YAML: {exc.problem}"))
+            return
+        except yaml.YAMLError as exc:
+            self.errors.append(RuleError(name, 1, 1, f"YAML: {exc}"))
+            return
+        self.docs.append((name, data, marks))
+        if data is None:
+            return
+        if not isinstance(data, dict):
+            self.error(name, marks, (), "a rule file must be a mapping of sections")
+            return
+        if data.get("version") != 1:
+            self.error(
+                name,
+                marks,
+                ("version",) if "version" in data else (),
+                "every rule file needs 'version: 1'",
+            )
+        for key, value in data.items():
+            if key not in _TOP_KEYS:
+                close = difflib.get_close_matches(str(key), _TOP_KEYS, n=1)
+                hint = f"; did you mean {close[0]!r}?" if close else ""
+                self.error(name, marks, (key, "<key>"), f"unknown section {key!r}{hint}")
+            elif key in ("attributes", "scores", "derived", "families", "flags", "windows"):
+                if not isinstance(value, dict):
+                    self.error(name, marks, (key,), f"section {key!r} must be a mapping")
+                    continue
+                section = self.entries.setdefault(key, {})
+                for entry, body in value.items():
+                    if key != "windows" and not (isinstance(entry, str) and _NAME.match(entry)):
+                        self.error(
+                            name,
+                            marks,
+                            (key, entry, "<key>"),
+                            f"{entry!r} is not a valid name (lowercase letters, digits, _)",
+                        )
+                        continue
+                    if entry in section:
+                        other = section[entry][0]
+                        self.error(
+                            name,
+                            marks,
+                            (key, entry, "<key>"),
+                            f"{key}.{entry} is already defined in {other}",
+                        )
+                        continue
+                    section[entry] = (name, (key, entry), body)
+
+    def windows(self) -> Windows:
+        values = {"rfm_days": 365, "csi_days": 365}
+        for key, (file, path, value) in self.entries.get("windows", {}).items():
+            if key not in values:
+                self.error(
+                    file,
+                    self.marks(file),
+                    (*path, "<key>"),
+                    f"unknown window {key!r}; windows are rfm_days, csi_days",
+                )
+            elif isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 3650:
+                self.error(
+                    file, self.marks(file), path, f"{key} must be a whole number of days 1-3650"
+                )
+            else:
+                values[key] = value
+        return Windows(**values)
+
+    def attributes(self) -> dict[str, Attribute]:
+        result: dict[str, Attribute] = {}
+        for name, (file, path, body) in self.entries.get("attributes", {}).items():
+            marks = self.marks(file)
+            if not isinstance(body, dict) or body.get("type") not in _ATTR_TYPES:
+                self.error(
+                    file, marks, path, f"attribute {name!r} needs a type: str, int, float or bool"
+                )
+                continue
+            kind = body["type"]
+            default = body.get("default")
+            if default is not None and Attribute(name, kind, None).coerce(default) is None:
+                self.error(file, marks, (*path, "default"), f"default of {name!r} is not a {kind}")
+                continue
+            unknown = set(body) - {"type", "default", "description"}
+            if unknown:
+                self.error(
+                    file, marks, path, f"unknown keys in attribute {name!r}: {sorted(unknown)}"
+                )
+            result[name] = Attribute(name, kind, default)
+        return result
+
+    def scores(self, symbols: dict[str, expr.Symbol]) -> dict[str, Score]:
+        result: dict[str, Score] = {}
+        for name, (file, path, body) in self.entries.get("scores", {}).items():
+            marks = self.marks(file)
+            if not isinstance(body, dict):
+                self.error(file, marks, path, f"score {name!r} must be a mapping")
+                continue
+            source = body.get("field")
+            if source not in symbols or symbols[source].type != "num":
+                close = difflib.get_close_matches(
+                    str(source), [s for s, v in symbols.items() if v.type == "num"], n=1
+                )
+                hint = f"; did you mean {close[0]!r}?" if close else ""
+                self.error(
+                    file,
+                    marks,
+                    (*path, "field") if "field" in body else path,
+                    f"score {name!r} needs a numeric state field or attribute{hint}",
+                )
+                continue
+            bins, quantiles, better = (
+                body.get("bins"),
+                body.get("quantiles"),
+                body.get("better", "higher"),
+            )
+            if (bins is None) == (quantiles is None):
+                self.error(
+                    file, marks, path, f"score {name!r} needs exactly one of bins or quantiles"
+                )
+                continue
+            if better not in ("higher", "lower"):
+                self.error(file, marks, (*path, "better"), "better must be 'higher' or 'lower'")
+                continue
+            if bins is not None:
+                ok = (
+                    isinstance(bins, list)
+                    and 1 <= len(bins) <= 9
+                    and all(isinstance(b, int | float) and not isinstance(b, bool) for b in bins)
+                    and all(a < b for a, b in itertools.pairwise(bins))
+                )
+                if not ok:
+                    self.error(
+                        file, marks, (*path, "bins"), "bins must be 1-9 strictly increasing numbers"
+                    )
+                    continue
+                result[name] = Score(name, source, tuple(float(b) for b in bins), better)
+            else:
+                if (
+                    isinstance(quantiles, bool)
+                    or not isinstance(quantiles, int)
+                    or not 2 <= quantiles <= 10
+                ):
+                    self.error(
+                        file, marks, (*path, "quantiles"), "quantiles must be a whole number 2-10"
+                    )
+                    continue
+                if better != "higher":
+                    self.error(
+                        file, marks, (*path, "better"), "quantile scores rank higher as better"
+                    )
+                    continue
+                result[name] = Score(name, source, quantiles=quantiles)
+        return result
+
+    def tier_names(self, file: str, path: tuple[Any, ...], tiers: Any) -> tuple[str, ...]:
+        marks = self.marks(file)
+        if not isinstance(tiers, list) or not tiers:
+            self.error(
+                file, marks, path, "a family is a non-empty list of {name, when} tiers, best first"
+            )
+            return ()
+        names: list[str] = []
+        for i, tier in enumerate(tiers):
+            if not isinstance(tier, dict) or "name" not in tier or "when" not in tier:
+                self.error(file, marks, (*path, i), "each tier needs 'name' and 'when'")
+                continue
+            tier_name = tier["name"]
+            if not isinstance(tier_name, str) or not _NAME.match(tier_name):
+                self.error(
+                    file, marks, (*path, i, "name"), f"{tier_name!r} is not a valid tier name"
+                )
+            elif tier_name in names:
+                self.error(file, marks, (*path, i, "name"), f"tier {tier_name!r} appears twice")
+            else:
+                names.append(tier_name)
+        return tuple(names)
+
+    def topo_order(
+        self,
+        checked: dict[str, list[tuple[str, expr.Checked]]],
+        locations: dict[str, tuple[str, tuple[Any, ...]]],
+    ) -> list[str]:
+        deps = {
+            owner: {n for _, c in items for n in c.names if n in checked and n != owner}
+            for owner, items in checked.items()
+        }
+        for owner, items in checked.items():
+            if any(owner in c.names for _, c in items):
+                file, path = locations[owner]
+                self.error(file, self.marks(file), path, f"{owner!r} refers to itself")
+                deps[owner] = set()
+        order: list[str] = []
+        state: dict[str, int] = {}
+
+        def visit(node: str, trail: list[str]) -> None:
+            if state.get(node) == 2:
+                return
+            if state.get(node) == 1:
+                cycle = " -> ".join([*trail[trail.index(node) :], node])
+                file, path = locations[node]
+                self.error(
+                    file, self.marks(file), path, f"rules refer to each other in a cycle: {cycle}"
+                )
+                return
+            state[node] = 1
+            for dep in sorted(deps[node]):
+                visit(dep, [*trail, node])
+            state[node] = 2
+            order.append(node)
+
+        for owner in checked:
+            visit(owner, [])
+        return order
+
+    # -- code generation ---------------------------------------------------------------------
+
+    def assemble(
+        self,
+        windows: Windows,
+        attributes: dict[str, Attribute],
+        scores: dict[str, Score],
+        checked: dict[str, list[tuple[str, expr.Checked]]],
+        order: list[str],
+        family_names: list[str],
+        flag_names: list[str],
+        derived_names: list[str],
+    ) -> RuleSet:
+        namespace: dict[str, Any] = {"__builtins__": {}, "_ERRORS": _ERRORS, "_bool": bool}
+        namespace.update({name: fn for name, (fn, *_rest) in expr.FUNCTIONS.items()})
+        lines = ["def evaluate(s):"]
+        for owner in order:
+            items = checked[owner]
+            if owner in derived_names:
+                code = expr.to_python(items[0][1])
+                lines += [
+                    "    try:",
+                    f"        s[{owner!r}] = {code}",
+                    "    except _ERRORS:",
+                    f"        s[{owner!r}] = None",
+                ]
+            elif owner in flag_names:
+                code = expr.to_python(items[0][1])
+                lines += [
+                    "    try:",
+                    f"        s[{owner!r}] = _bool({code})",
+                    "    except _ERRORS:",
+                    f"        s[{owner!r}] = False",
+                ]
+            else:
+                lines.append("    v = None")
+                for i, (tier, c) in enumerate(items):
+                    pad = "    " if i == 0 else "        "
+                    if i:
+                        lines.append("    if v is None:")
+                    lines += [
+                        f"{pad}try:",
+                        f"{pad}    if {expr.to_python(c)}:",
+                        f"{pad}        v = {tier!r}",
+                        f"{pad}except _ERRORS:",
+                        f"{pad}    pass",
+                    ]
+                lines.append(f"    s[{owner!r}] = v")
+        if len(lines) == 1:
+            lines.append("    pass")
+        source = "\n".join(lines) + "\n"
+        exec(compile(source, "<rules>", "exec"), namespace)
+
+        def condition(name: str, c: expr.Checked) -> Condition:
+            test = eval(compile(f"lambda s: {expr.to_python(c)}", "<rule>", "eval"), namespace)
+            return Condition(name, c.source, tuple(sorted(c.names)), test)
+
+        families = {
+            f: Family(f, tuple(condition(t, c) for t, c in checked.get(f, [])))
+            for f in family_names
+        }
+        flags = {f: condition(f, checked[f][0][1]) for f in flag_names if f in checked}
+        derived = {d: checked[d][0][1].source for d in derived_names if d in checked}
+        # names each segment reads, through derived metrics and scores down to state fields
+        direct = {owner: {n for _, c in items for n in c.names} for owner, items in checked.items()}
+        score_fields = {s.name: s.field for s in scores.values()}
+
+        def closure(names: set[str]) -> set[str]:
+            seen: set[str] = set()
+            todo = list(names)
+            while todo:
+                n = todo.pop()
+                if n in seen:
+                    continue
+                seen.add(n)
+                todo.extend(direct.get(n, ()))
+                if n in score_fields:
+                    todo.append(score_fields[n])
+                if n == "rfm":
+                    todo.extend(k for k in ("r", "f", "m") if k in score_fields)
+            return seen
+
+        everything = closure(set(checked))
+        thresholds: dict[str, set[float]] = {}
+        daily: set[str] = set()
+        for items in checked.values():
+            for _, c in items:
+                for counter, values in c.thresholds.items():
+                    thresholds.setdefault(counter, set()).update(values)
+                daily |= expr.opaque_counters(c, frozenset(DAY_COUNTERS))
+        for name in derived_names:
+            daily |= {n for n in direct.get(name, ()) if n in DAY_COUNTERS}
+        for s in scores.values():
+            if s.field in DAY_COUNTERS:
+                if s.quantiles:
+                    daily.add(s.field)
+                else:
+                    thresholds.setdefault(s.field, set()).update(s.bins)
+        critical = {
+            k: tuple(sorted(_critical_values(v))) for k, v in thresholds.items() if k in everything
+        }
+        return RuleSet(
+            version=rules_version(self.files),
+            windows=windows,
+            attributes=attributes,
+            scores=scores,
+            derived=derived,
+            families=families,
+            flags=flags,
+            evaluate=namespace["evaluate"],
+            source_files=dict(self.files),
+            python_source=source,
+            reads={o: tuple(sorted(closure({o}) - {o})) for o in checked if o not in derived_names},
+            used_fields=frozenset(n for n in everything if n in STATE_FIELDS),
+            counter_thresholds=critical,
+            daily_counters=frozenset(d for d in daily if d in everything),
+        )
+
+
+def _critical_values(thresholds: set[float]) -> set[int]:
+    """Counter values at which a comparison with any threshold can flip (counters are ints)."""
+    out: set[int] = set()
+    for t in thresholds:
+        low = int(t // 1)
+        out.update((low, low + 1, low + 2))
+    return out
+
+
+def _aliases(source: str) -> str:
+    """Accept YAML-style literals ``true``/``false``/``null`` inside expressions."""
+    try:
+        tree = ast.parse(source.strip(), mode="eval")
+    except (SyntaxError, MemoryError, RecursionError, ValueError):
+        return source
+    if not any(isinstance(n, ast.Name) and n.id in _LITERAL_ALIASES for n in ast.walk(tree)):
+        return source
+
+    class Replace(ast.NodeTransformer):
+        def visit_Name(self, node: ast.Name) -> ast.AST:
+            if node.id in _LITERAL_ALIASES:
+                return ast.copy_location(ast.Constant(_LITERAL_ALIASES[node.id]), node)
+            return node
+
+    return ast.unparse(Replace().visit(tree))
+
+
+def _quote_shift(file: str, line: int, col: int, files: Mapping[str, str]) -> int:
+    """Expressions usually sit in quotes; point the column past the opening quote."""
+    lines = files.get(file, "").splitlines()
+    if 0 < line <= len(lines) and col - 1 < len(lines[line - 1]):
+        return 1 if lines[line - 1][col - 1] in "\"'" else 0
+    return 0

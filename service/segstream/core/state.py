@@ -1,0 +1,408 @@
+"""Per-customer state, kept incrementally and independent of arrival order and duplicates.
+
+Every collection is keyed by a natural id (order, ticket, survey, attribute, event) and
+resolved last-writer-wins on ``(occurred_at, event_id)``, so applying the same set of events in
+any order, any number of times, gives the same state. Memory stays bounded because
+:meth:`CustomerState.compact` folds orders older than the retention horizon into totals and
+drops items that no window can see any more.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+from hashlib import blake2b
+from typing import Any
+
+import orjson
+
+from segstream.core.contracts import Event, OrderEvent, ProfileEvent, SupportEvent, SurveyEvent
+from segstream.core.timeutil import day_of
+
+ACTIVITY_DAYS = 30
+ZERO = Decimal(0)
+
+# Every name a rule can read from a customer's state, with its type (used by the rule checker).
+STATE_FIELDS: dict[str, str] = {
+    "recency_days": "int?",
+    "frequency": "int",
+    "monetary": "float",
+    "orders_total": "int",
+    "monetary_total": "float",
+    "tenure_days": "int?",
+    "orders_30d": "int",
+    "orders_90d": "int",
+    "tickets_open": "int",
+    "tickets_30d": "int",
+    "surveys_90d": "int",
+    "activity_30d": "int",
+    "activity_trend": "int",
+    "days_since_activity": "int?",
+    "promoters": "int",
+    "detractors": "int",
+    "responses": "int",
+    "last_score": "int?",
+    "csi": "float?",
+    "nps": "float?",
+}
+# Counters that grow by one every day; the scheduler treats them specially.
+DAY_COUNTERS = ("recency_days", "tenure_days", "days_since_activity")
+
+
+@dataclass(frozen=True, slots=True)
+class Windows:
+    rfm_days: int = 365
+    csi_days: int = 365
+
+    @property
+    def horizon(self) -> int:
+        """Days after which no window can see an item; older orders fold into totals."""
+        return max(self.rfm_days, self.csi_days, 90, 2 * ACTIVITY_DAYS)
+
+
+class CustomerState:
+    """What segstream remembers about one customer."""
+
+    __slots__ = (
+        "activity",
+        "attrs",
+        "compacted_day",
+        "customer_id",
+        "due_day",
+        "folded_amount",
+        "folded_count",
+        "folded_first_day",
+        "folded_ids",
+        "folded_last_day",
+        "last_activity_day",
+        "last_event_ms",
+        "orders",
+        "refunds",
+        "segments",
+        "seq",
+        "surveys",
+        "tickets",
+    )
+
+    def __init__(self, customer_id: str) -> None:
+        self.customer_id = customer_id
+        # order_id -> (occurred_at, event_id, day, amount)
+        self.orders: dict[str, tuple[int, str, int, Decimal]] = {}
+        # order_id -> day of the earliest refund/cancel seen
+        self.refunds: dict[str, int] = {}
+        self.folded_count = 0
+        self.folded_amount = ZERO
+        self.folded_first_day: int | None = None
+        self.folded_last_day: int | None = None
+        # 64-bit digests of folded order ids: keeps duplicates of old orders out, 8 bytes each
+        self.folded_ids: set[int] = set()
+        # ticket_id -> (occurred_at, event_id, status, opened_day or -1)
+        self.tickets: dict[str, tuple[int, str, str, int]] = {}
+        # survey key -> (occurred_at, event_id, day, score)
+        self.surveys: dict[str, tuple[int, str, int, int]] = {}
+        # attribute -> (occurred_at, event_id, value); value None is a tombstone
+        self.attrs: dict[str, tuple[int, str, Any]] = {}
+        # event_id -> day, for events young enough to count as activity (the de-dup record)
+        self.activity: dict[str, int] = {}
+        self.last_activity_day: int | None = None
+        self.last_event_ms = 0
+        self.compacted_day = -(10**9)
+        self.segments: dict[str, str | bool | None] = {}
+        self.seq = 0
+        self.due_day: int | None = None
+
+    # -- applying events ---------------------------------------------------------------------
+
+    def apply(self, event: Event, clock_day: int, windows: Windows) -> bool:
+        """Fold one event in; returns False when it changed nothing (a duplicate)."""
+        day = day_of(event.occurred_at)
+        if event.event_id in self.activity:
+            return False
+        changed = False
+        if clock_day - day < 2 * ACTIVITY_DAYS:
+            self.activity[event.event_id] = day
+            changed = True
+        if self.last_activity_day is None or day > self.last_activity_day:
+            self.last_activity_day = day
+            changed = True
+        if event.occurred_at > self.last_event_ms:
+            self.last_event_ms = event.occurred_at
+        if isinstance(event, OrderEvent):
+            changed |= self._apply_order(event, day, clock_day, windows)
+        elif isinstance(event, SupportEvent):
+            changed |= self._apply_ticket(event, day)
+        elif isinstance(event, SurveyEvent):
+            key = event.survey_id if event.survey_id is not None else "\x00" + event.event_id
+            changed |= _lww(
+                self.surveys, key, (event.occurred_at, event.event_id, day, event.score)
+            )
+        elif isinstance(event, ProfileEvent):
+            for name, value in event.attributes.items():
+                changed |= _lww(self.attrs, name, (event.occurred_at, event.event_id, value))
+        return changed
+
+    def _apply_order(self, event: OrderEvent, day: int, clock_day: int, windows: Windows) -> bool:
+        if event.status != "completed":
+            known = self.refunds.get(event.order_id)
+            if known is not None and known <= day:
+                return False
+            self.refunds[event.order_id] = day
+            return True
+        if _digest(event.order_id) in self.folded_ids:
+            return False
+        if clock_day - day >= windows.horizon and event.order_id not in self.refunds:
+            if event.order_id in self.orders:
+                return False
+            self._fold(event.order_id, day, event.amount)
+            return True
+        return _lww(
+            self.orders, event.order_id, (event.occurred_at, event.event_id, day, event.amount)
+        )
+
+    def _apply_ticket(self, event: SupportEvent, day: int) -> bool:
+        old = self.tickets.get(event.ticket_id)
+        opened = day if event.status == "opened" else -1
+        if old is not None:
+            if old[3] >= 0 and (opened < 0 or old[3] < opened):
+                opened = old[3]
+            if (old[0], old[1]) >= (event.occurred_at, event.event_id):
+                if opened == old[3]:
+                    return False
+                self.tickets[event.ticket_id] = (old[0], old[1], old[2], opened)
+                return True
+        self.tickets[event.ticket_id] = (event.occurred_at, event.event_id, event.status, opened)
+        return True
+
+    def _fold(self, order_id: str, day: int, amount: Decimal) -> None:
+        self.folded_ids.add(_digest(order_id))
+        self.folded_count += 1
+        self.folded_amount += amount
+        if self.folded_first_day is None or day < self.folded_first_day:
+            self.folded_first_day = day
+        if self.folded_last_day is None or day > self.folded_last_day:
+            self.folded_last_day = day
+
+    def compact(self, clock_day: int, windows: Windows) -> None:
+        """Drop or fold what no window can see any more; bounded memory per customer."""
+        if clock_day <= self.compacted_day:
+            return
+        self.compacted_day = clock_day
+        horizon = windows.horizon
+        for order_id, (_, _, day, amount) in list(self.orders.items()):
+            if clock_day - day >= horizon:
+                del self.orders[order_id]
+                if order_id in self.refunds:
+                    del self.refunds[order_id]
+                    self.folded_ids.add(_digest(order_id))
+                else:
+                    self._fold(order_id, day, amount)
+        for order_id, day in list(self.refunds.items()):
+            if clock_day - day >= horizon and order_id not in self.orders:
+                del self.refunds[order_id]
+        survey_days = max(windows.csi_days, 90)
+        for key, survey in list(self.surveys.items()):
+            if clock_day - survey[2] >= survey_days:
+                del self.surveys[key]
+        for ticket_id, (ms, _, status, opened) in list(self.tickets.items()):
+            if status == "closed" and clock_day - max(day_of(ms), opened) >= horizon:
+                del self.tickets[ticket_id]
+        for event_id, day in list(self.activity.items()):
+            if clock_day - day >= 2 * ACTIVITY_DAYS:
+                del self.activity[event_id]
+
+    # -- reading -----------------------------------------------------------------------------
+
+    def counted_orders(self) -> list[tuple[int, Decimal]]:
+        refunds = self.refunds
+        return [(o[2], o[3]) for oid, o in self.orders.items() if oid not in refunds]
+
+    def values(self, clock_day: int, windows: Windows) -> dict[str, Any]:
+        """The state names rules read, as of ``clock_day``."""
+        rfm_days = windows.rfm_days
+        orders = self.counted_orders()
+        frequency = orders_30d = orders_90d = 0
+        monetary = ZERO
+        total = self.folded_amount
+        first = self.folded_first_day
+        last = self.folded_last_day
+        for day, amount in orders:
+            age = clock_day - day
+            total += amount
+            if first is None or day < first:
+                first = day
+            if last is None or day > last:
+                last = day
+            if age < rfm_days:
+                frequency += 1
+                monetary += amount
+                if age < 90:
+                    orders_90d += 1
+                    if age < 30:
+                        orders_30d += 1
+        tickets_open = tickets_30d = 0
+        for _, _, status, opened in self.tickets.values():
+            if status != "closed":
+                tickets_open += 1
+            if opened >= 0 and clock_day - opened < 30:
+                tickets_30d += 1
+        promoters = detractors = responses = surveys_90d = nps_pro = nps_det = 0
+        last_score: int | None = None
+        last_key: tuple[int, str] | None = None
+        csi_days = windows.csi_days
+        for ms, eid, day, score in self.surveys.values():
+            age = clock_day - day
+            if age < 90:
+                surveys_90d += 1
+            if age < csi_days:
+                responses += 1
+                if score >= 8:
+                    promoters += 1
+                    if score >= 9:
+                        nps_pro += 1
+                elif 1 <= score <= 3:
+                    detractors += 1
+                if score <= 6:
+                    nps_det += 1
+                if last_key is None or (ms, eid) > last_key:
+                    last_key = (ms, eid)
+                    last_score = score
+        recent = previous = 0
+        for day in self.activity.values():
+            age = clock_day - day
+            if age < ACTIVITY_DAYS:
+                recent += 1
+            elif age < 2 * ACTIVITY_DAYS:
+                previous += 1
+        return {
+            "recency_days": None if last is None else clock_day - last,
+            "frequency": frequency,
+            "monetary": float(monetary),
+            "orders_total": self.folded_count + len(orders),
+            "monetary_total": float(total),
+            "tenure_days": None if first is None else clock_day - first,
+            "orders_30d": orders_30d,
+            "orders_90d": orders_90d,
+            "tickets_open": tickets_open,
+            "tickets_30d": tickets_30d,
+            "surveys_90d": surveys_90d,
+            "activity_30d": recent,
+            "activity_trend": recent - previous,
+            "days_since_activity": (
+                None if self.last_activity_day is None else clock_day - self.last_activity_day
+            ),
+            "promoters": promoters,
+            "detractors": detractors,
+            "responses": responses,
+            "last_score": last_score,
+            "csi": promoters / max(detractors, 1) if responses else None,
+            "nps": 100.0 * (nps_pro - nps_det) / responses if responses else None,
+        }
+
+    def anchors(self) -> dict[str, int | None]:
+        """The day each day-counter counts from (counter value = clock_day - anchor)."""
+        days = [day for day, _ in self.counted_orders()]
+        first = min(days, default=None)
+        last = max(days, default=None)
+        if self.folded_first_day is not None:
+            first = self.folded_first_day if first is None else min(first, self.folded_first_day)
+        if self.folded_last_day is not None:
+            last = self.folded_last_day if last is None else max(last, self.folded_last_day)
+        return {
+            "recency_days": last,
+            "tenure_days": first,
+            "days_since_activity": self.last_activity_day,
+        }
+
+    def window_exits(self, windows: Windows, used: frozenset[str]) -> list[int]:
+        """Days at which an item leaves a window that a rule reads (exit day = item day + N)."""
+        exits: list[int] = []
+        if used & {"frequency", "monetary", "orders_30d", "orders_90d"}:
+            spans = [
+                n
+                for n, names in (
+                    (30, {"orders_30d"}),
+                    (90, {"orders_90d"}),
+                    (windows.rfm_days, {"frequency", "monetary"}),
+                )
+                if used & names
+            ]
+            exits.extend(day + n for day, _ in self.counted_orders() for n in spans)
+        if "tickets_30d" in used:
+            exits.extend(t[3] + 30 for t in self.tickets.values() if t[3] >= 0)
+        csi_names = {"promoters", "detractors", "responses", "last_score", "csi", "nps"}
+        if used & csi_names:
+            exits.extend(s[2] + windows.csi_days for s in self.surveys.values())
+        if "surveys_90d" in used:
+            exits.extend(s[2] + 90 for s in self.surveys.values())
+        if used & {"activity_30d", "activity_trend"}:
+            exits.extend(day + ACTIVITY_DAYS for day in self.activity.values())
+            if "activity_trend" in used:
+                exits.extend(day + 2 * ACTIVITY_DAYS for day in self.activity.values())
+        return exits
+
+    def attribute(self, name: str) -> Any:
+        item = self.attrs.get(name)
+        return None if item is None else item[2]
+
+
+def _digest(order_id: str) -> int:
+    return int.from_bytes(blake2b(order_id.encode(), digest_size=8).digest(), "big")
+
+
+def _lww(table: dict[str, Any], key: str, record: tuple[Any, ...]) -> bool:
+    """Last-writer-wins on (occurred_at, event_id); True when the record replaced the old one."""
+    old = table.get(key)
+    if old is not None and (old[0], old[1]) >= (record[0], record[1]):
+        return False
+    table[key] = record
+    return True
+
+
+_FORMAT = 1
+
+
+def dump_state(st: CustomerState) -> bytes:
+    """Compact, versioned JSON for the state store and its changelog."""
+    return orjson.dumps(
+        [
+            _FORMAT,
+            st.customer_id,
+            [[k, o[0], o[1], o[2], str(o[3])] for k, o in st.orders.items()],
+            st.refunds,
+            st.folded_count,
+            str(st.folded_amount),
+            st.folded_first_day,
+            st.folded_last_day,
+            sorted(st.folded_ids),
+            {k: list(t) for k, t in st.tickets.items()},
+            {k: list(s) for k, s in st.surveys.items()},
+            {k: list(a) for k, a in st.attrs.items()},
+            st.activity,
+            st.last_activity_day,
+            st.last_event_ms,
+            st.compacted_day,
+            st.segments,
+            st.seq,
+            st.due_day,
+        ]
+    )
+
+
+def load_state(raw: bytes) -> CustomerState:
+    data = orjson.loads(raw)
+    if data[0] != _FORMAT:
+        raise ValueError(f"unknown state format {data[0]!r}")
+    st = CustomerState(data[1])
+    st.orders = {o[0]: (o[1], o[2], o[3], Decimal(o[4])) for o in data[2]}
+    st.refunds = data[3]
+    st.folded_count = data[4]
+    st.folded_amount = Decimal(data[5])
+    st.folded_first_day, st.folded_last_day = data[6], data[7]
+    st.folded_ids = set(data[8])
+    st.tickets = {k: (t[0], t[1], t[2], t[3]) for k, t in data[9].items()}
+    st.surveys = {k: (s[0], s[1], s[2], s[3]) for k, s in data[10].items()}
+    st.attrs = {k: (a[0], a[1], a[2]) for k, a in data[11].items()}
+    st.activity = data[12]
+    st.last_activity_day, st.last_event_ms, st.compacted_day = data[13], data[14], data[15]
+    st.segments, st.seq, st.due_day = data[16], data[17], data[18]
+    return st
