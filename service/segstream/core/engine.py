@@ -8,6 +8,7 @@ Kafka batches and the replay command hands it file lines, and both get the same 
 from __future__ import annotations
 
 import heapq
+from bisect import bisect_right
 from collections import Counter
 from collections.abc import Iterable, Iterator, MutableMapping
 from dataclasses import dataclass, field
@@ -23,12 +24,13 @@ from segstream.core.contracts import (
 )
 from segstream.core.population import Population
 from segstream.core.rulelang import RuleSet
-from segstream.core.state import DAY_COUNTERS, CustomerState
+from segstream.core.state import DAY_COUNTERS, WINDOW_GROUPS, CustomerState, Exits
 from segstream.core.timeutil import MS_PER_DAY, day_of, to_rfc3339
 
 Change = dict[str, Any]
 CLOCK_EVENT = "event"
 CLOCK_WALL = "wall"
+REFRESH_MIN_UPDATES = 50  # population refresh is O(customers): not for every few updates
 
 
 @dataclass(slots=True)
@@ -50,7 +52,7 @@ class Engine:
         clock: str = CLOCK_EVENT,
         currency: str = "USD",
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
-        refresh_fraction: float = 0.01,
+        refresh_fraction: float = 0.05,
     ) -> None:
         if clock not in (CLOCK_EVENT, CLOCK_WALL):
             raise ValueError(f"clock must be 'event' or 'wall', not {clock!r}")
@@ -67,7 +69,7 @@ class Engine:
         self._due: dict[int, set[str]] = {}
         self._due_days: list[int] = []
         self.populations: dict[str, Population] = {}
-        self._configure_population()
+        self._configure_rules()
 
     # -- clock -------------------------------------------------------------------------------
 
@@ -100,8 +102,7 @@ class Engine:
             d = heapq.heappop(self._due_days)
             yield from sorted(self._due.pop(d, ()))
 
-    def _schedule(self, st: CustomerState) -> None:
-        day = self._next_change_day(st)
+    def _schedule(self, st: CustomerState, day: int | None) -> None:
         if day == st.due_day:
             return
         if st.due_day is not None:
@@ -116,28 +117,45 @@ class Engine:
                 heapq.heappush(self._due_days, day)
             members.add(st.customer_id)
 
-    def _next_change_day(self, st: CustomerState) -> int | None:
-        """The first day after today on which a time-dependent value a rule reads changes."""
+    def _next_change_day(self, values: dict[str, Any], exits: Exits) -> int | None:
+        """The first day after today on which a rule reading a time-dependent value may flip.
+
+        Window counts compared only with literals matter when they cross a boundary, so a
+        customer with 9 recent events and a rule ``activity_30d >= 3`` is due when the 7th of
+        them leaves the window, not at each exit. Everything else is due at its next exit.
+        """
         today = self.clock_day
-        rules = self.rules
         best: int | None = None
-        for day in st.window_exits(rules.windows, rules.used_fields):
-            if day > today and (best is None or day < best):
-                best = day
-        if rules.counter_thresholds or rules.daily_counters:
-            anchors = st.anchors()
-            for counter in DAY_COUNTERS:
-                anchor = anchors[counter]
-                if anchor is None:
+        for group in self._every_exit:
+            days = exits[group]
+            if days:
+                first = min(days)
+                if best is None or first < best:
+                    best = first
+        for group, count, bounds in self._boundary_exit:
+            days = exits[group]
+            value = values[count]
+            i = bisect_right(bounds, value)
+            if i == 0 or not days:
+                continue
+            k = value - bounds[i - 1] + 1
+            if k <= len(days):
+                day = heapq.nsmallest(k, days)[-1]
+                if best is None or day < best:
+                    best = day
+        for counter, every_day, bounds in self._counters:
+            value = values[counter]
+            if value is None:
+                continue
+            if every_day:
+                candidate = today + 1
+            else:
+                i = bisect_right(bounds, value)
+                if i == len(bounds):
                     continue
-                if counter in rules.daily_counters:
-                    candidate: int | None = today + 1
-                else:
-                    value = today - anchor
-                    later = [t for t in rules.counter_thresholds.get(counter, ()) if t > value]
-                    candidate = anchor + min(later) if later else None
-                if candidate is not None and (best is None or candidate < best):
-                    best = candidate
+                candidate = today + bounds[i] - value
+            if best is None or candidate < best:
+                best = candidate
         return best
 
     def due_count(self) -> int:
@@ -192,9 +210,12 @@ class Engine:
 
     def values(self, st: CustomerState) -> dict[str, Any]:
         """Everything rules can read for one customer, with derived metrics and segments."""
+        return self._values(st)[0]
+
+    def _values(self, st: CustomerState) -> tuple[dict[str, Any], Exits]:
         rules = self.rules
         st.compact(self.clock_day, rules.windows)
-        values = st.values(self.clock_day, rules.windows)
+        values, exits = st.values(self.clock_day, rules.windows, self._watch)
         for attr in rules.attributes.values():
             item = st.attrs.get(attr.name)
             values[attr.name] = attr.default if item is None else attr.coerce(item[2])
@@ -207,16 +228,16 @@ class Engine:
         if "r" in rules.scores and "f" in rules.scores and "m" in rules.scores:
             values["rfm"] = f"{values['r']}{values['f']}{values['m']}"
         rules.evaluate(values)
-        return values
+        return values, exits
 
     def _evaluate(
         self, st: CustomerState, cause: str, event_id: str | None, at_ms: int
     ) -> list[Change]:
-        values = self.values(st)
+        values, exits = self._values(st)
         partition = self.partition_of.get(st.customer_id, 0)
         for field_name, population in self.populations.items():
             population.set(partition, st.customer_id, values[field_name])
-        self._schedule(st)
+        self._schedule(st, self._next_change_day(values, exits))
         self.dirty.add(st.customer_id)
         return self._diff(st, values, cause, event_id, at_ms)
 
@@ -346,7 +367,24 @@ class Engine:
 
     # -- population --------------------------------------------------------------------------
 
-    def _configure_population(self) -> None:
+    def _configure_rules(self) -> None:
+        """Precompute, per rule set, which clock-driven changes can matter to the rules."""
+        rules = self.rules
+        used, opaque, bounds = rules.used_fields, rules.opaque_fields, rules.boundaries
+        self._every_exit: list[str] = []
+        self._boundary_exit: list[tuple[str, str, tuple[int, ...]]] = []
+        for group, (count, names) in WINDOW_GROUPS.items():
+            read = used & names
+            if not read:
+                continue
+            if count is None or read - {count} or count in opaque:
+                self._every_exit.append(group)
+            elif count in bounds:
+                self._boundary_exit.append((group, count, bounds[count]))
+        self._watch = frozenset([*self._every_exit, *(g for g, _, _ in self._boundary_exit)])
+        self._counters: list[tuple[str, bool, tuple[int, ...]]] = [
+            (c, c in opaque, bounds.get(c, ())) for c in DAY_COUNTERS if c in opaque or c in bounds
+        ]
         wanted = {s.field: s.quantiles for s in self.rules.quantile_scores}
         for field_name in list(self.populations):
             if field_name not in wanted:
@@ -358,7 +396,7 @@ class Engine:
 
     def _population_stale(self) -> bool:
         for population in self.populations.values():
-            threshold = max(1, int(self.refresh_fraction * population.size()))
+            threshold = max(REFRESH_MIN_UPDATES, int(self.refresh_fraction * population.size()))
             if population.updates_since_refresh >= threshold:
                 return True
         return False
@@ -367,21 +405,14 @@ class Engine:
         """Recompute quantile cut points; re-evaluate exactly the customers whose score moved."""
         changes: list[Change] = []
         at = self.clock_day * MS_PER_DAY if at_ms is None else at_ms
-        scores = {s.field: s for s in self.rules.quantile_scores}
         affected: set[str] = set()
-        for field_name, population in self.populations.items():
+        for population in self.populations.values():
             population.updates_since_refresh = 0
             old_cuts, new_cuts = population.cuts, population.compute_cuts()
             if old_cuts == new_cuts:
                 continue
             population.cuts = new_cuts
-            score = scores[field_name]
-            for bucket in population.values.values():
-                affected.update(
-                    cid
-                    for cid, v in bucket.items()
-                    if score.from_cuts(v, old_cuts) != score.from_cuts(v, new_cuts)
-                )
+            affected.update(population.moved(old_cuts, new_cuts))
         for customer_id in sorted(affected):
             st = self.store.get(customer_id)
             if st is not None:
@@ -393,7 +424,7 @@ class Engine:
     def set_rules(self, rules: RuleSet) -> None:
         """Switch rule sets; callers then re-evaluate customers (in chunks) with cause 'rules'."""
         self.rules = rules
-        self._configure_population()
+        self._configure_rules()
         for population in self.populations.values():
             population.cuts = population.compute_cuts()
 
@@ -417,7 +448,7 @@ class Engine:
         ):
             self.clock_ms = st.last_event_ms
         if self.populations:
-            values = st.values(self.clock_day, self.rules.windows)
+            values, _ = st.values(self.clock_day, self.rules.windows, self._watch)
             for field_name, population in self.populations.items():
                 population.set(partition, st.customer_id, values[field_name])
         due, st.due_day = st.due_day, None

@@ -61,3 +61,20 @@ class Population:
             return ()
         ranks = [i / self.quantiles for i in range(1, self.quantiles)]
         return tuple(float(q) for q in merged.get_quantiles(ranks))
+
+    def moved(self, old_cuts: tuple[float, ...], new_cuts: tuple[float, ...]) -> list[str]:
+        """Customers whose quantile score differs between two sets of cut points (vectorised)."""
+        moved: list[str] = []
+        old = np.asarray(old_cuts, dtype=np.float64)
+        new = np.asarray(new_cuts, dtype=np.float64)
+        for bucket in self.values.values():
+            if not bucket:
+                continue
+            keys = list(bucket)
+            values = np.fromiter(bucket.values(), dtype=np.float64, count=len(bucket))
+            changed = np.nonzero(
+                np.searchsorted(old, values, side="right")
+                != np.searchsorted(new, values, side="right")
+            )[0]
+            moved.extend(keys[i] for i in changed)
+        return moved

@@ -20,6 +20,7 @@ from segstream.core.contracts import Event, OrderEvent, ProfileEvent, SupportEve
 from segstream.core.timeutil import day_of
 
 ACTIVITY_DAYS = 30
+COMPACT_EVERY_DAYS = 30  # compaction only bounds memory; reads filter windows by age anyway
 ZERO = Decimal(0)
 
 # Every name a rule can read from a customer's state, with its type (used by the rule checker).
@@ -47,6 +48,27 @@ STATE_FIELDS: dict[str, str] = {
 }
 # Counters that grow by one every day; the scheduler treats them specially.
 DAY_COUNTERS = ("recency_days", "tenure_days", "days_since_activity")
+
+
+# Windows whose items leave with time: group -> (the count it decrements, every name it feeds).
+WINDOW_GROUPS: dict[str, tuple[str | None, frozenset[str]]] = {
+    "rfm": ("frequency", frozenset({"frequency", "monetary"})),
+    "o30": ("orders_30d", frozenset({"orders_30d"})),
+    "o90": ("orders_90d", frozenset({"orders_90d"})),
+    "t30": ("tickets_30d", frozenset({"tickets_30d"})),
+    "s90": ("surveys_90d", frozenset({"surveys_90d"})),
+    "csi": (
+        "responses",
+        frozenset({"responses", "promoters", "detractors", "last_score", "csi", "nps"}),
+    ),
+    "a30": ("activity_30d", frozenset({"activity_30d", "activity_trend"})),
+    "a60": (None, frozenset({"activity_trend"})),
+}
+# Int fields whose rule outcomes can be predicted from literal comparisons.
+TRACKED_FIELDS = frozenset(DAY_COUNTERS) | frozenset(
+    count for count, _ in WINDOW_GROUPS.values() if count is not None
+)
+Exits = dict[str, list[int]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,6 +165,11 @@ class CustomerState:
 
     def _apply_order(self, event: OrderEvent, day: int, clock_day: int, windows: Windows) -> bool:
         if event.status != "completed":
+            order = self.orders.get(event.order_id)
+            if order is not None and clock_day - order[2] >= windows.horizon:
+                return (
+                    False  # the order is past the horizon: it has been (or is about to be) folded
+                )
             known = self.refunds.get(event.order_id)
             if known is not None and known <= day:
                 return False
@@ -184,7 +211,7 @@ class CustomerState:
 
     def compact(self, clock_day: int, windows: Windows) -> None:
         """Drop or fold what no window can see any more; bounded memory per customer."""
-        if clock_day <= self.compacted_day:
+        if clock_day - self.compacted_day < COMPACT_EVERY_DAYS:
             return
         self.compacted_day = clock_day
         horizon = windows.horizon
@@ -212,48 +239,66 @@ class CustomerState:
 
     # -- reading -----------------------------------------------------------------------------
 
-    def counted_orders(self) -> list[tuple[int, Decimal]]:
-        refunds = self.refunds
-        return [(o[2], o[3]) for oid, o in self.orders.items() if oid not in refunds]
-
-    def values(self, clock_day: int, windows: Windows) -> dict[str, Any]:
-        """The state names rules read, as of ``clock_day``."""
+    def values(
+        self, clock_day: int, windows: Windows, watch: frozenset[str] = frozenset()
+    ) -> tuple[dict[str, Any], Exits]:
+        """The state names rules read as of ``clock_day``, and for each window group in
+        ``watch`` the days its current items leave it (so the scheduler knows when to look)."""
         rfm_days = windows.rfm_days
-        orders = self.counted_orders()
-        frequency = orders_30d = orders_90d = 0
+        csi_days = windows.csi_days
+        exits: Exits = {group: [] for group in watch}
+        x_rfm, x_o30, x_o90 = exits.get("rfm"), exits.get("o30"), exits.get("o90")
+        x_t30, x_s90, x_csi = exits.get("t30"), exits.get("s90"), exits.get("csi")
+        x_a30, x_a60 = exits.get("a30"), exits.get("a60")
+        frequency = orders_30d = orders_90d = counted = 0
         monetary = ZERO
         total = self.folded_amount
         first = self.folded_first_day
         last = self.folded_last_day
-        for day, amount in orders:
-            age = clock_day - day
+        refunds = self.refunds
+        for order_id, (_, _, day, amount) in self.orders.items():
+            if order_id in refunds:
+                continue
+            counted += 1
             total += amount
             if first is None or day < first:
                 first = day
             if last is None or day > last:
                 last = day
+            age = clock_day - day
             if age < rfm_days:
                 frequency += 1
                 monetary += amount
+                if x_rfm is not None:
+                    x_rfm.append(day + rfm_days)
                 if age < 90:
                     orders_90d += 1
+                    if x_o90 is not None:
+                        x_o90.append(day + 90)
                     if age < 30:
                         orders_30d += 1
+                        if x_o30 is not None:
+                            x_o30.append(day + 30)
         tickets_open = tickets_30d = 0
         for _, _, status, opened in self.tickets.values():
             if status != "closed":
                 tickets_open += 1
             if opened >= 0 and clock_day - opened < 30:
                 tickets_30d += 1
+                if x_t30 is not None:
+                    x_t30.append(opened + 30)
         promoters = detractors = responses = surveys_90d = nps_pro = nps_det = 0
         last_score: int | None = None
         last_key: tuple[int, str] | None = None
-        csi_days = windows.csi_days
         for ms, eid, day, score in self.surveys.values():
             age = clock_day - day
             if age < 90:
                 surveys_90d += 1
+                if x_s90 is not None:
+                    x_s90.append(day + 90)
             if age < csi_days:
+                if x_csi is not None:
+                    x_csi.append(day + csi_days)
                 responses += 1
                 if score >= 8:
                     promoters += 1
@@ -271,13 +316,17 @@ class CustomerState:
             age = clock_day - day
             if age < ACTIVITY_DAYS:
                 recent += 1
+                if x_a30 is not None:
+                    x_a30.append(day + ACTIVITY_DAYS)
             elif age < 2 * ACTIVITY_DAYS:
                 previous += 1
-        return {
+                if x_a60 is not None:
+                    x_a60.append(day + 2 * ACTIVITY_DAYS)
+        values = {
             "recency_days": None if last is None else clock_day - last,
             "frequency": frequency,
             "monetary": float(monetary),
-            "orders_total": self.folded_count + len(orders),
+            "orders_total": self.folded_count + counted,
             "monetary_total": float(total),
             "tenure_days": None if first is None else clock_day - first,
             "orders_30d": orders_30d,
@@ -297,48 +346,7 @@ class CustomerState:
             "csi": promoters / max(detractors, 1) if responses else None,
             "nps": 100.0 * (nps_pro - nps_det) / responses if responses else None,
         }
-
-    def anchors(self) -> dict[str, int | None]:
-        """The day each day-counter counts from (counter value = clock_day - anchor)."""
-        days = [day for day, _ in self.counted_orders()]
-        first = min(days, default=None)
-        last = max(days, default=None)
-        if self.folded_first_day is not None:
-            first = self.folded_first_day if first is None else min(first, self.folded_first_day)
-        if self.folded_last_day is not None:
-            last = self.folded_last_day if last is None else max(last, self.folded_last_day)
-        return {
-            "recency_days": last,
-            "tenure_days": first,
-            "days_since_activity": self.last_activity_day,
-        }
-
-    def window_exits(self, windows: Windows, used: frozenset[str]) -> list[int]:
-        """Days at which an item leaves a window that a rule reads (exit day = item day + N)."""
-        exits: list[int] = []
-        if used & {"frequency", "monetary", "orders_30d", "orders_90d"}:
-            spans = [
-                n
-                for n, names in (
-                    (30, {"orders_30d"}),
-                    (90, {"orders_90d"}),
-                    (windows.rfm_days, {"frequency", "monetary"}),
-                )
-                if used & names
-            ]
-            exits.extend(day + n for day, _ in self.counted_orders() for n in spans)
-        if "tickets_30d" in used:
-            exits.extend(t[3] + 30 for t in self.tickets.values() if t[3] >= 0)
-        csi_names = {"promoters", "detractors", "responses", "last_score", "csi", "nps"}
-        if used & csi_names:
-            exits.extend(s[2] + windows.csi_days for s in self.surveys.values())
-        if "surveys_90d" in used:
-            exits.extend(s[2] + 90 for s in self.surveys.values())
-        if used & {"activity_30d", "activity_trend"}:
-            exits.extend(day + ACTIVITY_DAYS for day in self.activity.values())
-            if "activity_trend" in used:
-                exits.extend(day + 2 * ACTIVITY_DAYS for day in self.activity.values())
-        return exits
+        return values, exits
 
     def attribute(self, name: str) -> Any:
         item = self.attrs.get(name)

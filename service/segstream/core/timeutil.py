@@ -49,7 +49,6 @@ def parse_timestamp(value: object) -> int:
 
 def to_rfc3339(ms: int) -> str:
     """Epoch milliseconds to an RFC 3339 UTC string with a ``Z`` suffix."""
-    dt = datetime.fromtimestamp(ms / 1000, tz=UTC)
-    if ms % 1000:
-        return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
-    return dt.strftime("%Y-%m-%dT%H:%M:%SZ")
+    dt = _EPOCH + timedelta(milliseconds=ms)
+    spec = "milliseconds" if ms % 1000 else "seconds"
+    return dt.replace(tzinfo=None).isoformat(timespec=spec) + "Z"

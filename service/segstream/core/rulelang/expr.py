@@ -11,6 +11,7 @@ from __future__ import annotations
 import ast
 import copy
 import difflib
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -64,7 +65,7 @@ class Checked:
     source: str
     tree: ast.Expression
     names: set[str] = field(default_factory=set)
-    thresholds: dict[str, set[float]] = field(default_factory=dict)
+    thresholds: dict[str, set[int]] = field(default_factory=dict)
     opaque_names: set[str] = field(default_factory=set)
 
 
@@ -198,8 +199,8 @@ class _Checker:
             lt, rt = self.type_of(left, depth), self.type_of(right, depth)
             ordering = not isinstance(op, ast.Eq | ast.NotEq)
             self.compatible(node, left, lt, right, rt, ordering)
-            self.note_threshold(left, right)
-            self.note_threshold(right, left)
+            self.note_threshold(op, left, right, False)
+            self.note_threshold(op, right, left, True)
         return "bool"
 
     def membership(self, left: ast.expr, right: ast.expr, depth: int) -> None:
@@ -230,16 +231,42 @@ class _Checker:
                     hint = f"; did you mean {close[0]!r}?" if close else ""
                     raise self.fail(b, f"{a.id!r} has no segment {b.value!r}{hint}")
 
-    def note_threshold(self, name: ast.expr, other: ast.expr) -> None:
+    def note_threshold(self, op: ast.cmpop, name: ast.expr, other: ast.expr, flipped: bool) -> None:
         if isinstance(name, ast.Name) and name.id in self.counters:
             if isinstance(other, ast.Constant) and isinstance(other.value, int | float):
-                self.out.thresholds.setdefault(name.id, set()).add(float(other.value))
+                points = boundaries(op, float(other.value), flipped)
+                self.out.thresholds.setdefault(name.id, set()).update(points)
             else:
                 self.out.opaque_names.add(name.id)
 
 
-def opaque_counters(checked: Checked, counters: frozenset[str]) -> set[str]:
-    """Counters read anywhere except directly against a numeric literal in a comparison."""
+_FLIP: dict[type[ast.cmpop], type[ast.cmpop]] = {
+    ast.Lt: ast.Gt,
+    ast.Gt: ast.Lt,
+    ast.LtE: ast.GtE,
+    ast.GtE: ast.LtE,
+    ast.Eq: ast.Eq,
+    ast.NotEq: ast.NotEq,
+}
+
+
+def boundaries(op: ast.cmpop, threshold: float, flipped: bool = False) -> set[int]:
+    """Integer values ``a`` such that ``x OP threshold`` may differ between x = a-1 and x = a.
+
+    ``flipped`` means the literal stands on the left (``3 <= x``).
+    """
+    kind = _FLIP[type(op)] if flipped else type(op)
+    if kind in (ast.GtE, ast.Lt):
+        return {math.ceil(threshold)}
+    if kind in (ast.Gt, ast.LtE):
+        return {math.floor(threshold) + 1}
+    if threshold.is_integer():
+        return {int(threshold), int(threshold) + 1}
+    return set()
+
+
+def opaque_names(checked: Checked, tracked: frozenset[str]) -> set[str]:
+    """Tracked names read anywhere except directly against a numeric literal in a comparison."""
     direct: set[int] = set()
     for node in ast.walk(checked.tree):
         if isinstance(node, ast.Compare):
@@ -257,7 +284,7 @@ def opaque_counters(checked: Checked, counters: frozenset[str]) -> set[str]:
     return {
         node.id
         for node in ast.walk(checked.tree)
-        if isinstance(node, ast.Name) and node.id in counters and id(node) not in direct
+        if isinstance(node, ast.Name) and node.id in tracked and id(node) not in direct
     } | checked.opaque_names
 
 

@@ -7,6 +7,7 @@ import difflib
 import hashlib
 import itertools
 import re
+from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,7 +18,7 @@ import yaml
 from segstream.core.rulelang import expr
 from segstream.core.rulelang.errors import RuleError, RuleErrors
 from segstream.core.rulelang.yamlpos import Marks, load_with_marks
-from segstream.core.state import DAY_COUNTERS, STATE_FIELDS, Windows
+from segstream.core.state import STATE_FIELDS, TRACKED_FIELDS, Windows
 
 _NAME = re.compile(r"^[a-z_][a-z0-9_]{0,63}$")
 _TOP_KEYS = (
@@ -68,16 +69,16 @@ class Score:
         if value is None:
             return 0
         if self.better == "lower":
-            return len(self.bins) + 1 - sum(1 for b in self.bins if b < value)
-        return 1 + sum(1 for b in self.bins if b <= value)
+            return len(self.bins) + 1 - bisect_left(self.bins, value)
+        return 1 + bisect_right(self.bins, value)
 
     def from_cuts(self, value: float | None, cuts: tuple[float, ...]) -> int:
         """Quantile score: 0 for null, 1 for a non-positive value, else 1 + cut points <= value."""
         if value is None:
             return 0
-        if value <= 0 or not cuts:
+        if value <= 0:
             return 1
-        return 1 + sum(1 for c in cuts if c <= value)
+        return 1 + bisect_right(cuts, value)
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,8 +123,10 @@ class RuleSet:
     python_source: str
     reads: dict[str, tuple[str, ...]] = field(default_factory=dict)
     used_fields: frozenset[str] = frozenset()
-    counter_thresholds: dict[str, tuple[int, ...]] = field(default_factory=dict)
-    daily_counters: frozenset[str] = frozenset()
+    # int fields compared only with literals: values a where a rule may flip between a-1 and a
+    boundaries: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    # int fields read any other way: every change of them matters
+    opaque_fields: frozenset[str] = frozenset()
 
     @property
     def segment_names(self) -> list[str]:
@@ -209,7 +212,6 @@ class _Compiler:
             symbols[flag] = expr.Symbol("bool")
         for name in derived_raw:
             symbols[name] = expr.Symbol("any", True)
-        counters = frozenset(DAY_COUNTERS)
         checked: dict[str, list[tuple[str, expr.Checked]]] = {}
         locations: dict[str, tuple[str, tuple[Any, ...]]] = {}
 
@@ -218,7 +220,7 @@ class _Compiler:
                 source = str(source)
             try:
                 result = expr.check(
-                    _aliases(source) if isinstance(source, str) else source, symbols, counters
+                    _aliases(source) if isinstance(source, str) else source, symbols, TRACKED_FIELDS
                 )
             except expr.ExprError as exc:
                 line, col = self.marks(file).get(path, (1, 1))
@@ -568,24 +570,24 @@ class _Compiler:
             return seen
 
         everything = closure(set(checked))
-        thresholds: dict[str, set[float]] = {}
-        daily: set[str] = set()
+        points: dict[str, set[int]] = {}
+        opaque: set[str] = set()
         for items in checked.values():
             for _, c in items:
-                for counter, values in c.thresholds.items():
-                    thresholds.setdefault(counter, set()).update(values)
-                daily |= expr.opaque_counters(c, frozenset(DAY_COUNTERS))
+                for name, values in c.thresholds.items():
+                    points.setdefault(name, set()).update(values)
+                opaque |= expr.opaque_names(c, TRACKED_FIELDS)
         for name in derived_names:
-            daily |= {n for n in direct.get(name, ()) if n in DAY_COUNTERS}
+            opaque |= {n for n in direct.get(name, ()) if n in TRACKED_FIELDS}
         for s in scores.values():
-            if s.field in DAY_COUNTERS:
-                if s.quantiles:
-                    daily.add(s.field)
-                else:
-                    thresholds.setdefault(s.field, set()).update(s.bins)
-        critical = {
-            k: tuple(sorted(_critical_values(v))) for k, v in thresholds.items() if k in everything
-        }
+            if s.field not in TRACKED_FIELDS:
+                continue
+            if s.quantiles:
+                opaque.add(s.field)
+            else:
+                op = ast.Gt() if s.better == "lower" else ast.GtE()
+                for b in s.bins:
+                    points.setdefault(s.field, set()).update(expr.boundaries(op, b))
         return RuleSet(
             version=rules_version(self.files),
             windows=windows,
@@ -599,18 +601,9 @@ class _Compiler:
             python_source=source,
             reads={o: tuple(sorted(closure({o}) - {o})) for o in checked if o not in derived_names},
             used_fields=frozenset(n for n in everything if n in STATE_FIELDS),
-            counter_thresholds=critical,
-            daily_counters=frozenset(d for d in daily if d in everything),
+            boundaries={k: tuple(sorted(v)) for k, v in points.items() if k in everything},
+            opaque_fields=frozenset(d for d in opaque if d in everything),
         )
-
-
-def _critical_values(thresholds: set[float]) -> set[int]:
-    """Counter values at which a comparison with any threshold can flip (counters are ints)."""
-    out: set[int] = set()
-    for t in thresholds:
-        low = int(t // 1)
-        out.update((low, low + 1, low + 2))
-    return out
 
 
 def _aliases(source: str) -> str:

@@ -1,0 +1,157 @@
+"""``segstream replay``: run event files through the same core the worker uses."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import orjson
+
+from segstream.core.engine import CLOCK_EVENT, Change, Engine
+from segstream.core.rulelang import RuleSet
+from segstream.core.timeutil import to_rfc3339
+
+BATCH_LINES = 2048
+PROGRESS_MIN_BYTES = 8 * 1024 * 1024
+MAX_REPORTED_INVALID = 20
+
+
+@dataclass(slots=True)
+class ReplaySummary:
+    events: int = 0
+    lines: int = 0
+    duplicates: int = 0
+    changes: int = 0
+    seconds: float = 0.0
+    invalid: Counter[str] = field(default_factory=Counter)
+    transitions: Counter[tuple[str, str, str]] = field(default_factory=Counter)
+    sizes: dict[str, dict[str, int]] = field(default_factory=dict)
+
+    def count(self, changes: Iterable[Change]) -> None:
+        for change in changes:
+            self.changes += 1
+            self.transitions[(change["family"], str(change["from"]), str(change["to"]))] += 1
+
+
+def _lines(paths: list[Path], progress: bool) -> Iterator[tuple[str, int, bytes]]:
+    total = sum(p.stat().st_size for p in paths)
+    bar = None
+    if progress and total >= PROGRESS_MIN_BYTES:
+        from tqdm import tqdm
+
+        bar = tqdm(total=total, unit="B", unit_scale=True, file=sys.stderr, desc="replay")
+    try:
+        for path in paths:
+            with path.open("rb") as handle:
+                for number, line in enumerate(handle, 1):
+                    if bar is not None:
+                        bar.update(len(line))
+                    if line.strip():
+                        yield str(path), number, line.rstrip(b"\r\n")
+    finally:
+        if bar is not None:
+            bar.close()
+
+
+def replay(
+    paths: list[Path],
+    rules: RuleSet,
+    *,
+    out: IO[bytes] | None,
+    clock: str = CLOCK_EVENT,
+    as_of_ms: int | None = None,
+    currency: str = "USD",
+    progress: bool = True,
+    errors: IO[str] = sys.stderr,
+) -> tuple[Engine, ReplaySummary]:
+    """Process the files in order, then settle the clock and population; return the engine."""
+    engine = Engine(rules, clock=clock, currency=currency)
+    summary = ReplaySummary()
+    started = time.perf_counter()
+    wall_ms = as_of_ms if as_of_ms is not None else int(time.time() * 1000)
+    now_ms = None if clock == CLOCK_EVENT else wall_ms
+    batch: list[bytes] = []
+    where: list[tuple[str, int]] = []
+
+    def flush() -> None:
+        result = engine.process(batch, now_ms=now_ms)
+        summary.events += result.events
+        summary.duplicates += result.duplicates
+        for index, rejection in result.rejections:
+            summary.invalid[rejection.reason.value] += 1
+            if sum(summary.invalid.values()) <= MAX_REPORTED_INVALID:
+                file, line = where[index]
+                errors.write(f"{file}:{line}: {rejection.reason.value}: {rejection.message}\n")
+        emit(result.changes)
+        batch.clear()
+        where.clear()
+
+    def emit(changes: list[Change]) -> None:
+        summary.count(changes)
+        if out is not None and changes:
+            out.write(b"".join(orjson.dumps(c) + b"\n" for c in changes))
+
+    for file, number, line in _lines(paths, progress):
+        summary.lines += 1
+        batch.append(line)
+        where.append((file, number))
+        if len(batch) >= BATCH_LINES:
+            flush()
+    flush()
+    if as_of_ms is not None:
+        emit(engine.advance(as_of_ms))
+    emit(engine.refresh_population())
+    summary.seconds = time.perf_counter() - started
+    summary.sizes = engine.member_counts()
+    return engine, summary
+
+
+def write_state(engine: Engine, handle: IO[bytes]) -> None:
+    for customer_id in sorted(engine.store):
+        explained = engine.explain(customer_id)
+        assert explained is not None
+        line = {
+            "customer_id": customer_id,
+            "state": explained["state"],
+            "segments": explained["segments"],
+        }
+        handle.write(orjson.dumps(line) + b"\n")
+
+
+def format_summary(summary: ReplaySummary, engine: Engine) -> str:
+    rate = summary.events / summary.seconds if summary.seconds else 0.0
+    lines = [
+        f"lines {summary.lines}  events {summary.events}  duplicates {summary.duplicates}  "
+        f"invalid {sum(summary.invalid.values())}  changes {summary.changes}  "
+        f"customers {len(engine.store)}  {summary.seconds:.2f}s ({rate:,.0f} events/s)",
+        f"rules {engine.rules.version}  clock {engine.clock} as of {_as_of(engine)}",
+        "",
+        "segment sizes:",
+    ]
+    for family, counts in summary.sizes.items():
+        members = ", ".join(f"{k} {v}" for k, v in sorted(counts.items(), key=lambda kv: -kv[1]))
+        lines.append(f"  {family:<20} {members or '-'}")
+    if summary.transitions:
+        lines += ["", "transitions (family: from -> to  count):"]
+        for (family, old, new), n in sorted(summary.transitions.items(), key=lambda kv: -kv[1]):
+            lines.append(f"  {family:<20} {old:>20} -> {new:<20} {n}")
+    if summary.invalid:
+        lines += ["", "invalid events by reason:"]
+        lines += [f"  {reason:<20} {n}" for reason, n in summary.invalid.most_common()]
+    return "\n".join(lines) + "\n"
+
+
+def _as_of(engine: Engine) -> str:
+    return to_rfc3339(engine.clock_ms) if engine.clock_ms is not None else "-"
+
+
+def open_out(path: str | None) -> Any:
+    if path in (None, "-"):
+        return os.fdopen(os.dup(sys.stdout.fileno()), "wb")
+    return Path(path).open("wb")

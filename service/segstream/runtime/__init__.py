@@ -1,0 +1,1 @@
+"""Runtime plumbing for segstream workers: embedded broker and stream wiring."""
