@@ -66,6 +66,7 @@ class Engine:
         self.partition_of: dict[str, int] = {}
         self.rejections: Counter[RejectReason] = Counter()
         self.dirty: set[str] = set()
+        self.evaluations = 0
         self._due: dict[int, set[str]] = {}
         self._due_days: list[int] = []
         self.populations: dict[str, Population] = {}
@@ -233,6 +234,7 @@ class Engine:
     def _evaluate(
         self, st: CustomerState, cause: str, event_id: str | None, at_ms: int
     ) -> list[Change]:
+        self.evaluations += 1
         values, exits = self._values(st)
         partition = self.partition_of.get(st.customer_id, 0)
         for field_name, population in self.populations.items():

@@ -1,0 +1,146 @@
+"""Change detection: kinds, reasons, causes, sequence numbers, determinism, scheduling cost."""
+
+from typing import Any
+
+from segstream.core.engine import Engine
+from segstream.core.timeutil import to_rfc3339
+from tests.unit.factories import at, default_rules, engine_for, event, order, raw, rules_from
+
+RECENCY_RULES = """
+version: 1
+scores:
+  r: {field: recency_days, bins: [30, 90], better: lower}
+families:
+  value:
+    - {name: active, when: "r == 3"}
+    - {name: cooling, when: "r == 2"}
+    - {name: cold, when: "r == 1"}
+flags:
+  big: "monetary_total >= 100"
+"""
+
+
+def by_family(changes: list[dict[str, Any]], family: str) -> list[dict[str, Any]]:
+    return [c for c in changes if c["family"] == family]
+
+
+def test_entered_downgraded_and_flags_with_reasons() -> None:
+    engine = engine_for(RECENCY_RULES)
+    [entered, big] = engine.process(raw(order(day=0, amount=150, event_id="e-1"))).changes
+    assert entered | {"event_id": None, "state": None} == {
+        "event_id": None, "customer_id": "C1", "family": "value", "segment": "active",
+        "from": None, "to": "active", "change": "entered", "seq": 1, "at": to_rfc3339(at(0)),
+        "cause": {"kind": "event", "event_id": "e-1", "rules_version": engine.rules.version},
+        "reason": {"matched": "r == 3", "failed": None}, "state": None,
+    }
+    assert entered["state"] == {"r": 3, "recency_days": 0}
+    assert (big["family"], big["from"], big["to"], big["change"], big["seq"]) == ("big", False, True, "entered", 2)
+    changes = engine.advance(at(31))
+    [down] = changes
+    assert (down["from"], down["to"], down["change"]) == ("active", "cooling", "downgraded")
+    assert down["cause"] == {"kind": "clock", "event_id": None, "rules_version": engine.rules.version}
+    assert down["reason"] == {"matched": "r == 2", "failed": "r == 3"}
+    assert down["at"] == to_rfc3339(at(31, hour=0))
+    assert down["seq"] == 3
+    [up] = engine.process(raw(order(day=32, amount=1))).changes
+    assert (up["from"], up["to"], up["change"], up["seq"]) == ("cooling", "active", "upgraded", 4)
+
+
+def test_nothing_is_emitted_without_a_membership_change() -> None:
+    engine = engine_for(RECENCY_RULES)
+    engine.process(raw(order(day=0, amount=5)))
+    assert engine.process(raw(order(day=1, amount=5))).changes == []
+    assert engine.advance(at(20)) == []
+
+
+def test_duplicates_emit_nothing_and_are_counted() -> None:
+    engine = engine_for()
+    first = order(day=0)
+    assert engine.process(raw(first)).changes
+    result = engine.process(raw(first, first))
+    assert result.changes == [] and result.duplicates == 2
+
+
+def test_change_ids_are_deterministic() -> None:
+    events = raw(order(day=0, amount=5), order("C2", day=3, amount=500), event("survey", day=4, score=1))
+    runs = []
+    for _ in range(2):
+        engine = engine_for()
+        changes = engine.process(events).changes + engine.advance(at(400))
+        runs.append([c["event_id"] for c in changes])
+    assert runs[0] == runs[1] and len(set(runs[0])) == len(runs[0])
+
+
+def test_family_exit_when_no_tier_matches() -> None:
+    rules = "version: 1\nfamilies:\n  buyer:\n    - {name: recent, when: \"orders_30d >= 1\"}\n"
+    engine = engine_for(rules)
+    engine.process(raw(order(day=0)))
+    [exited] = engine.advance(at(30))
+    assert (exited["segment"], exited["from"], exited["to"], exited["change"]) == ("recent", "recent", None, "exited")
+    assert exited["reason"] == {"matched": None, "failed": "orders_30d >= 1"}
+
+
+def test_clock_work_grows_with_the_customers_that_change_not_the_population() -> None:
+    engine = engine_for(RECENCY_RULES)
+    quiet = [order(f"Q{i}", day=100, amount=1) for i in range(2000)]
+    moving = [order(f"M{i}", day=70, amount=1) for i in range(15)]
+    engine.process(raw(*moving, *quiet))
+    before = engine.evaluations
+    changes = engine.advance(at(101))  # M*: recency 31 -> crosses the 30-day bin
+    assert engine.evaluations - before == 15
+    assert len(changes) == 15 and {c["customer_id"][0] for c in changes} == {"M"}
+    # the quiet ones are next due when their own recency crosses 31 days
+    before = engine.evaluations
+    assert engine.advance(at(130)) == [] and engine.evaluations == before
+
+
+def test_window_counts_are_rechecked_only_when_a_boundary_can_be_crossed() -> None:
+    rules = "version: 1\nflags:\n  busy: \"activity_30d >= 3\"\n"
+    engine = engine_for(rules)
+    engine.process(raw(*(event("profile", day=d, attributes={}) for d in range(10))))
+    assert engine.store["C1"].segments["busy"] is True
+    before = engine.evaluations
+    assert engine.advance(at(36)) == []  # days 0..6 left: 3 remain, still busy
+    assert engine.evaluations == before
+    [change] = engine.advance(at(37))  # day 7 leaves: 2 remain
+    assert change["change"] == "exited" and engine.evaluations == before + 1
+
+
+def test_population_cause_when_only_cut_points_move() -> None:
+    rules = "version: 1\nscores:\n  m: {field: monetary, quantiles: 2}\nflags:\n  top: \"m == 2\"\n"
+    engine = engine_for(rules)
+    engine.process(raw(*(order(f"C{i}", day=0, amount=10 * (i + 1)) for i in range(10))))
+    engine.refresh_population()
+    assert engine.store["C5"].segments["top"] is True  # 60 is above the median of 10..100
+    engine.process(raw(*(order(f"N{i}", day=1, amount=1000) for i in range(10))))
+    changes = engine.refresh_population()
+    moved = [c for c in changes if c["customer_id"] == "C5"]
+    assert [(c["change"], c["cause"]["kind"]) for c in moved] == [("exited", "population")]
+
+
+def test_rules_change_reevaluates_with_cause_rules_and_exits_removed_segments() -> None:
+    engine = engine_for(RECENCY_RULES)
+    engine.process(raw(order(day=0, amount=500)))
+    new_rules = rules_from("version: 1\nflags:\n  big: \"monetary_total >= 1000\"\n")
+    engine.set_rules(new_rules)
+    changes = engine.reevaluate(list(engine.store), cause="rules")
+    assert {(c["family"], c["change"]) for c in changes} == {("big", "exited"), ("value", "exited")}
+    assert all(c["cause"] == {"kind": "rules", "event_id": None, "rules_version": new_rules.version}
+               for c in changes)
+
+
+def test_default_rules_end_to_end_on_a_story() -> None:
+    engine = Engine(default_rules())
+    story = [order(day=d, amount=200) for d in range(0, 300, 30)]
+    changes = engine.process(raw(*story)).changes
+    assert by_family(changes, "value")[0]["change"] == "entered"
+    engine.refresh_population()
+    assert engine.segments_of("C1")["value"] in ("champions", "loyal")
+    engine.advance(at(270 + 200))
+    engine.refresh_population()  # cut points follow the population, not one customer's past
+    assert engine.segments_of("C1")["value"] == "at_risk"  # high F/M, recency gone: win back
+    engine.advance(at(270 + 400))
+    assert engine.segments_of("C1")["lifecycle"] == "churned"
+    explained = engine.explain("C1")
+    assert explained is not None
+    assert [t["holds"] for t in explained["families"]["lifecycle"]] == [False, True, False]

@@ -1,0 +1,175 @@
+"""The rule language: safe by construction, checked at load, errors with file:line:col."""
+
+import time
+
+import pytest
+
+from segstream.core.rulelang import RuleErrors, compile_rules, load_rules, rules_version
+from segstream.core.rulelang.ruleset import Score
+from tests.unit.factories import ROOT, rules_from
+
+HEADER = "version: 1\n"
+
+
+def flag(expression: str) -> str:
+    return HEADER + f"flags:\n  probe: {expression!r}\n"
+
+
+def errors_of(text: str) -> list[str]:
+    with pytest.raises(RuleErrors) as info:
+        rules_from(text)
+    return [str(e) for e in info.value.errors]
+
+
+def test_default_rules_load_and_have_a_content_version() -> None:
+    rules = load_rules(ROOT / "rules")
+    assert set(rules.families) == {"value", "satisfaction", "activity_matrix", "lifecycle"}
+    assert {"unhappy", "support_heavy", "renewal_candidate"} <= set(rules.flags)
+    assert rules.version == rules_version(rules.source_files)
+    edited = dict(rules.source_files)
+    first = sorted(edited)[0]
+    edited[first] += "\n# a comment changes the content\n"
+    assert compile_rules(edited).version != rules.version
+
+
+ESCAPES = [
+    "__import__('os').system('true')",
+    "().__class__.__bases__[0].__subclasses__()",
+    "r.__class__",
+    "(lambda: 1)()",
+    "[x for x in (1, 2)]",
+    "open('/etc/passwd')",
+    "eval('1')",
+    "exec('x=1')",
+    "getattr(r, 'real')",
+    "globals()",
+    "r[0]",
+    "2 ** 99999999",
+    "9 ** 9 ** 9",
+    "'a' * 10000000",
+    "f'{r}'",
+    "r if (x := 1) else 0",
+    "not " * 40 + "True",
+    "(" * 300 + "1" + ")" * 300,
+    "-" * 5000 + "1",
+    "1 + " * 2000 + "1",
+]
+
+
+@pytest.mark.parametrize("expression", ESCAPES)
+def test_escapes_are_rejected_at_load(expression: str) -> None:
+    errors = errors_of(flag(expression))
+    assert errors and all(e.startswith("rules.yaml:") for e in errors)
+
+
+def test_no_builtins_are_reachable_at_run_time() -> None:
+    rules = rules_from(flag("frequency >= 1"))
+    namespace = rules.evaluate.__globals__
+    assert namespace["__builtins__"] == {}
+    assert "__import__" not in namespace and "open" not in namespace
+
+
+def test_unknown_name_gives_file_line_column_and_a_suggestion() -> None:
+    text = HEADER + "families:\n  value:\n    - {name: a, when: \"frequncy >= 3\"}\n"
+    [error] = errors_of(text)
+    assert error.startswith("rules.yaml:4:24:")  # the column of the misspelt name itself
+    assert "unknown name 'frequncy'" in error and "did you mean 'frequency'" in error
+
+
+def test_unknown_segment_name_in_a_comparison_is_caught() -> None:
+    text = HEADER + (
+        "families:\n  tier:\n    - {name: gold, when: \"true\"}\n"
+        "flags:\n  vip: \"tier == 'glod'\"\n"
+    )
+    [error] = errors_of(text)
+    assert "no segment 'glod'" in error and "did you mean 'gold'" in error
+
+
+def test_type_errors_are_caught() -> None:
+    text = HEADER + "attributes:\n  industry: {type: str}\nflags:\n  a: \"industry > 3\"\n"
+    assert any("cannot compare str with num" in e for e in errors_of(text))
+    assert any("arithmetic" in e for e in errors_of(flag("industry + 1 > 2").replace(
+        "flags:", "attributes:\n  industry: {type: str}\nflags:")))
+
+
+def test_cycles_between_rules_are_rejected() -> None:
+    text = HEADER + "flags:\n  a: \"b\"\n  b: \"c\"\n  c: \"a\"\n"
+    errors = errors_of(text)
+    assert any("cycle" in e for e in errors)
+    assert any("refers to itself" in e for e in errors_of(HEADER + "flags:\n  a: \"a\"\n"))
+
+
+def test_structural_errors_point_at_their_place() -> None:
+    text = HEADER + (
+        "windws: {rfm_days: 10}\n"
+        "scores:\n  r: {field: recency_days, bins: [30, 10]}\n"
+        "families:\n  value: []\n"
+    )
+    errors = errors_of(text)
+    assert any(e.startswith("rules.yaml:2:1:") and "did you mean 'windows'" in e for e in errors)
+    assert any(e.startswith("rules.yaml:4:") and "strictly increasing" in e for e in errors)
+    assert any(e.startswith("rules.yaml:6:") and "non-empty" in e for e in errors)
+
+
+def test_yaml_syntax_error_and_duplicates_across_files() -> None:
+    assert errors_of("version: 1\nflags: [\n")[0].startswith("rules.yaml:")
+    with pytest.raises(RuleErrors) as info:
+        compile_rules({"a.yaml": flag("true"), "b.yaml": flag("false")})
+    assert "already defined in a.yaml" in str(info.value)
+
+
+def test_python_tags_are_not_constructed() -> None:
+    errors = errors_of("version: 1\nflags:\n  a: !!python/object/apply:os.system ['true']\n")
+    assert errors
+
+
+def test_literals_lists_functions_and_null_checks() -> None:
+    text = HEADER + (
+        "attributes:\n  industry: {type: str, default: ''}\n"
+        "flags:\n"
+        "  a: \"industry in ['retail', 'health'] and not (csi is None)\"\n"
+        "  b: \"coalesce(csi, 0) + max(frequency, 1) >= 2 and abs(-1) == 1 and round(1.4) == 1\"\n"
+    )
+    rules = rules_from(text)
+    values = {"industry": "retail", "csi": 2.0, "frequency": 0}
+    rules.evaluate(values)
+    assert values["a"] is True and values["b"] is True
+
+
+def test_null_comparisons_and_division_by_zero_are_false_not_errors() -> None:
+    rules = rules_from(flag("csi < 1") + "  probe2: \"frequency / 0 > 1\"\n")
+    values = {"csi": None, "frequency": 3}
+    rules.evaluate(values)
+    assert values["probe"] is False and values["probe2"] is False
+
+
+@pytest.mark.parametrize(
+    ("value", "lower", "higher"),
+    [(None, 0, 0), (0, 5, 1), (30, 5, 3), (31, 4, 3), (90, 4, 4), (91, 3, 4), (365, 2, 5), (366, 1, 5)],
+)
+def test_bin_scores(value: float | None, lower: int, higher: int) -> None:
+    bins = (30.0, 90.0, 180.0, 365.0)
+    assert Score("r", "recency_days", bins, "lower").from_bins(value) == lower
+    assert Score("x", "recency_days", (1.0, 30.0, 90.0, 365.0), "higher").from_bins(value) == higher
+
+
+def test_quantile_score() -> None:
+    score = Score("m", "monetary", quantiles=5)
+    cuts = (10.0, 20.0, 30.0, 40.0)
+    assert [score.from_cuts(v, cuts) for v in (None, 0, 5, 10, 25, 40, 99)] == [0, 1, 1, 2, 3, 5, 5]
+
+
+def test_whole_rule_set_evaluates_in_microseconds() -> None:
+    """Not a timing assertion (that would flake); prints the figure for the record."""
+    rules = load_rules(ROOT / "rules")
+    base = {name: 1 for name in ("recency_days", "frequency", "monetary", "orders_total",
+            "tickets_open", "tickets_30d", "activity_30d", "responses", "promoters",
+            "capacity", "brand_strength", "order_attractiveness", "failure_status", "r", "f", "m")}
+    base |= {"csi": 0.5, "industry": "", "size": ""}
+    n = 20_000
+    started = time.perf_counter()
+    for _ in range(n):
+        rules.evaluate(dict(base))
+    per_call = (time.perf_counter() - started) / n * 1e6
+    print(f"default rule set: {per_call:.2f} us per customer")
+    assert per_call > 0

@@ -1,0 +1,139 @@
+"""Per-customer state: each window boundary, refunds, tickets, CSI/NPS, attributes."""
+
+import pytest
+
+from segstream.core.engine import Engine
+from tests.unit.factories import engine_for, event, order, raw
+
+
+def values_after(*events: dict, clock_day: int | None = None) -> dict:  # type: ignore[type-arg]
+    engine = engine_for()
+    engine.process(raw(*events))
+    if clock_day is not None:
+        from tests.unit.factories import at
+
+        engine.advance(at(clock_day))
+    return engine.values(engine.store[events[0]["customer_id"]])
+
+
+@pytest.mark.parametrize(("age", "inside"), [(0, True), (29, True), (30, False)])
+def test_30_day_window_boundary(age: int, inside: bool) -> None:
+    values = values_after(order(day=0), event("profile", day=age, attributes={}))
+    assert values["orders_30d"] == (1 if inside else 0)
+
+
+@pytest.mark.parametrize(("age", "inside"), [(89, True), (90, False)])
+def test_90_day_window_boundary(age: int, inside: bool) -> None:
+    values = values_after(order(day=0), event("survey", day=0, score=5), clock_day=age)
+    assert values["orders_90d"] == (1 if inside else 0)
+    assert values["surveys_90d"] == (1 if inside else 0)
+
+
+@pytest.mark.parametrize(("age", "inside"), [(364, True), (365, False)])
+def test_rfm_window_boundary(age: int, inside: bool) -> None:
+    values = values_after(order(day=0, amount="12.50"), clock_day=age)
+    assert values["frequency"] == (1 if inside else 0)
+    assert values["monetary"] == (12.5 if inside else 0.0)
+    assert values["orders_total"] == 1
+    assert values["monetary_total"] == 12.5
+    assert values["recency_days"] == age
+    assert values["tenure_days"] == age
+
+
+def test_day_arithmetic_uses_utc_calendar_dates() -> None:
+    # 23:59 one day and 00:01 the next are one day apart
+    values = values_after(order(day=0, hour=23), event("profile", day=1, hour=0, attributes={}))
+    assert values["recency_days"] == 1
+
+
+def test_refund_removes_the_order_whichever_arrives_first() -> None:
+    for events in (
+        [order(order_id="o1", amount=50), order(order_id="o1", amount=0, status="refunded", day=3)],
+        [order(order_id="o1", amount=0, status="cancelled", day=3), order(order_id="o1", amount=50)],
+    ):
+        values = values_after(order(order_id="o0", amount=10), *events)
+        assert values["frequency"] == 1
+        assert values["monetary"] == 10.0
+        assert values["orders_total"] == 1
+
+
+def test_duplicate_events_count_once() -> None:
+    first = order(order_id="o1", amount=20)
+    survey = event("survey", score=9)
+    values = values_after(first, first, survey, survey, dict(first))
+    assert values["frequency"] == 1
+    assert values["monetary"] == 20.0
+    assert values["responses"] == 1
+    assert values["activity_30d"] == 2
+
+
+def test_tickets_follow_the_latest_status() -> None:
+    values = values_after(
+        event("support", ticket_id="t1", status="opened", day=0),
+        event("support", ticket_id="t1", status="closed", day=2),
+        event("support", ticket_id="t2", status="opened", day=1),
+        event("support", ticket_id="t2", status="closed", day=2),
+        event("support", ticket_id="t2", status="reopened", day=3),
+        event("support", ticket_id="t3", status="opened", day=3),
+    )
+    assert values["tickets_open"] == 2
+    assert values["tickets_30d"] == 3
+
+
+def test_csi_and_nps() -> None:
+    scores = [10, 9, 8, 7, 3, 2, 0]
+    values = values_after(*(event("survey", score=s, day=i) for i, s in enumerate(scores)))
+    assert values["promoters"] == 3
+    assert values["detractors"] == 2
+    assert values["responses"] == 7
+    assert values["csi"] == 1.5
+    assert values["nps"] == pytest.approx(100 * (2 - 3) / 7)  # 9-10 minus 0-6
+    assert values["last_score"] == 0
+
+
+def test_no_survey_means_null_csi() -> None:
+    values = values_after(order())
+    assert values["csi"] is None and values["nps"] is None and values["last_score"] is None
+
+
+def test_activity_trend_and_days_since_activity() -> None:
+    events = [event("profile", day=d, attributes={}) for d in (0, 5, 35, 40, 41)]
+    values = values_after(*events, clock_day=45)
+    assert values["activity_30d"] == 3  # days 35, 40, 41
+    assert values["activity_trend"] == 3 - 2  # minus days 0 and 5 (45-0=45, 45-5=40)
+    assert values["days_since_activity"] == 4
+
+
+def test_profile_null_removes_an_attribute_and_latest_wins() -> None:
+    engine = engine_for()
+    engine.process(raw(
+        event("profile", day=2, attributes={"capacity": 5, "industry": "retail"}),
+        event("profile", day=1, attributes={"capacity": 1}),  # older: ignored
+        event("profile", day=3, attributes={"industry": None}),
+    ))
+    values = engine.values(engine.store["C1"])
+    assert values["capacity"] == 5
+    assert values["industry"] == ""  # removed: back to the declared default
+
+
+def test_wrongly_typed_attribute_reads_as_default() -> None:
+    engine = engine_for()
+    engine.process(raw(event("profile", attributes={"capacity": "huge"})))
+    assert engine.values(engine.store["C1"])["capacity"] == 3
+
+
+def test_old_orders_fold_into_totals_and_memory_stays_bounded() -> None:
+    engine: Engine = engine_for()
+    first = order(day=0, amount=1, order_id="first")
+    engine.process(raw(first, *(order(day=d, amount=1) for d in range(2, 800, 2))))
+    st = engine.store["C1"]
+    engine.values(st)
+    assert len(st.orders) <= 400 // 2 + 20  # only the horizon's orders are kept by id
+    assert len(st.activity) <= 60
+    values = engine.values(st)
+    assert values["orders_total"] == 400
+    assert values["monetary_total"] == 400.0
+    assert "first" not in st.orders
+    # a re-sent copy of a folded order (new event id, same order id) is still recognised
+    engine.process(raw({**first, "event_id": "resent"}))
+    assert engine.values(st)["orders_total"] == 400
