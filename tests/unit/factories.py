@@ -33,7 +33,9 @@ def event(kind: str, customer: str = "C1", day: int = 0, **fields: Any) -> dict[
     return body
 
 
-def order(customer: str = "C1", day: int = 0, amount: Any = "10.00", **fields: Any) -> dict[str, Any]:
+def order(
+    customer: str = "C1", day: int = 0, amount: Any = "10.00", **fields: Any
+) -> dict[str, Any]:
     fields.setdefault("order_id", f"o{next(_ids)}")
     return event("order", customer, day, amount=amount, **fields)
 

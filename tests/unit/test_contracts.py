@@ -7,8 +7,8 @@ from segstream.core.contracts import (
     SEGMENT_CHANGE_ADAPTER,
     OrderEvent,
     ProfileEvent,
-    RejectReason,
     Rejection,
+    RejectReason,
     SupportEvent,
     SurveyEvent,
     parse_event,
@@ -26,7 +26,9 @@ def parse(obj: object, **kwargs: object) -> object:
 def test_each_event_type_parses() -> None:
     assert isinstance(parse({**BASE, "type": "order", "order_id": "o", "amount": 5}), OrderEvent)
     assert isinstance(
-        parse({**BASE, "type": "support", "ticket_id": "t", "status": "opened", "priority": "high"}),
+        parse(
+            {**BASE, "type": "support", "ticket_id": "t", "status": "opened", "priority": "high"}
+        ),
         SupportEvent,
     )
     assert isinstance(parse({**BASE, "type": "survey", "score": 9}), SurveyEvent)
@@ -63,7 +65,9 @@ def test_money_is_exact() -> None:
     engine.process(raw(*(order(amount=0.1) for _ in range(10)), order(amount="0.2")))
     values = engine.values(engine.store["C1"])
     assert values["monetary"] == 1.2  # 10 x 0.1 + 0.2 with no float drift
-    assert engine.store["C1"].folded_amount + sum(o[3] for o in engine.store["C1"].orders.values()) == Decimal("1.2")
+    assert engine.store["C1"].folded_amount + sum(
+        o[3] for o in engine.store["C1"].orders.values()
+    ) == Decimal("1.2")
 
 
 @pytest.mark.parametrize(
@@ -77,30 +81,58 @@ def test_money_is_exact() -> None:
         (orjson.dumps({**BASE, "type": "survey", "score": 11}), RejectReason.INVALID_FIELD),
         (orjson.dumps({**BASE, "type": "survey", "score": 7.5}), RejectReason.INVALID_FIELD),
         (orjson.dumps({**BASE, "type": "survey", "score": True}), RejectReason.INVALID_FIELD),
-        (orjson.dumps({**BASE, "occurred_at": "2026-11-22T10:00:00", "type": "survey", "score": 1}),
-         RejectReason.INVALID_FIELD),
-        (orjson.dumps({**BASE, "occurred_at": True, "type": "survey", "score": 1}),
-         RejectReason.INVALID_FIELD),
-        (orjson.dumps({**BASE, "customer_id": "", "type": "survey", "score": 1}),
-         RejectReason.INVALID_FIELD),
-        (orjson.dumps({**BASE, "event_id": "x" * 129, "type": "survey", "score": 1}),
-         RejectReason.INVALID_FIELD),
-        (orjson.dumps({**BASE, "type": "order", "order_id": "o", "amount": -1}),
-         RejectReason.INVALID_FIELD),
-        (orjson.dumps({**BASE, "type": "order", "order_id": "o", "amount": "1e999"}),
-         RejectReason.INVALID_FIELD),
-        (orjson.dumps({**BASE, "type": "order", "order_id": "o", "amount": "ten"}),
-         RejectReason.INVALID_FIELD),
-        (orjson.dumps({**BASE, "type": "order", "order_id": "o", "amount": 1, "status": "lost"}),
-         RejectReason.INVALID_FIELD),
-        (orjson.dumps({**BASE, "type": "order", "order_id": "o", "amount": 1, "currency": "EUR"}),
-         RejectReason.WRONG_CURRENCY),
-        (orjson.dumps({**BASE, "type": "support", "ticket_id": "t", "status": "pending"}),
-         RejectReason.INVALID_FIELD),
-        (orjson.dumps({**BASE, "type": "profile", "attributes": {"a": [1]}}),
-         RejectReason.INVALID_FIELD),
-        (orjson.dumps({**BASE, "type": "survey", "score": 1, "pad": "x" * 70_000}),
-         RejectReason.TOO_LARGE),
+        (
+            orjson.dumps(
+                {**BASE, "occurred_at": "2026-11-22T10:00:00", "type": "survey", "score": 1}
+            ),
+            RejectReason.INVALID_FIELD,
+        ),
+        (
+            orjson.dumps({**BASE, "occurred_at": True, "type": "survey", "score": 1}),
+            RejectReason.INVALID_FIELD,
+        ),
+        (
+            orjson.dumps({**BASE, "customer_id": "", "type": "survey", "score": 1}),
+            RejectReason.INVALID_FIELD,
+        ),
+        (
+            orjson.dumps({**BASE, "event_id": "x" * 129, "type": "survey", "score": 1}),
+            RejectReason.INVALID_FIELD,
+        ),
+        (
+            orjson.dumps({**BASE, "type": "order", "order_id": "o", "amount": -1}),
+            RejectReason.INVALID_FIELD,
+        ),
+        (
+            orjson.dumps({**BASE, "type": "order", "order_id": "o", "amount": "1e999"}),
+            RejectReason.INVALID_FIELD,
+        ),
+        (
+            orjson.dumps({**BASE, "type": "order", "order_id": "o", "amount": "ten"}),
+            RejectReason.INVALID_FIELD,
+        ),
+        (
+            orjson.dumps({**BASE, "type": "order", "order_id": "o", "amount": 1, "status": "lost"}),
+            RejectReason.INVALID_FIELD,
+        ),
+        (
+            orjson.dumps(
+                {**BASE, "type": "order", "order_id": "o", "amount": 1, "currency": "EUR"}
+            ),
+            RejectReason.WRONG_CURRENCY,
+        ),
+        (
+            orjson.dumps({**BASE, "type": "support", "ticket_id": "t", "status": "pending"}),
+            RejectReason.INVALID_FIELD,
+        ),
+        (
+            orjson.dumps({**BASE, "type": "profile", "attributes": {"a": [1]}}),
+            RejectReason.INVALID_FIELD,
+        ),
+        (
+            orjson.dumps({**BASE, "type": "survey", "score": 1, "pad": "x" * 70_000}),
+            RejectReason.TOO_LARGE,
+        ),
     ],
 )
 def test_every_invalid_input_has_a_reason(message: bytes, reason: RejectReason) -> None:
@@ -111,7 +143,9 @@ def test_every_invalid_input_has_a_reason(message: bytes, reason: RejectReason) 
 
 
 def test_size_limit_and_currency_are_configurable() -> None:
-    message = orjson.dumps({**BASE, "type": "order", "order_id": "o", "amount": 1, "currency": "EUR"})
+    message = orjson.dumps(
+        {**BASE, "type": "order", "order_id": "o", "amount": 1, "currency": "EUR"}
+    )
     assert isinstance(parse_event(message, currency="EUR"), OrderEvent)
     assert isinstance(parse_event(message, currency="EUR", max_bytes=10), Rejection)
 
@@ -120,7 +154,10 @@ def test_engine_counts_rejections_and_keeps_going() -> None:
     engine = engine_for()
     result = engine.process([b"junk", *raw(event("survey", score=9)), b"{}"])
     assert result.events == 1
-    assert [r.reason for _, r in result.rejections] == [RejectReason.BAD_JSON, RejectReason.MISSING_TYPE]
+    assert [r.reason for _, r in result.rejections] == [
+        RejectReason.BAD_JSON,
+        RejectReason.MISSING_TYPE,
+    ]
     assert engine.rejections == {RejectReason.BAD_JSON: 1, RejectReason.MISSING_TYPE: 1}
 
 

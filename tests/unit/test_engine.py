@@ -28,17 +28,35 @@ def test_entered_downgraded_and_flags_with_reasons() -> None:
     engine = engine_for(RECENCY_RULES)
     [entered, big] = engine.process(raw(order(day=0, amount=150, event_id="e-1"))).changes
     assert entered | {"event_id": None, "state": None} == {
-        "event_id": None, "customer_id": "C1", "family": "value", "segment": "active",
-        "from": None, "to": "active", "change": "entered", "seq": 1, "at": to_rfc3339(at(0)),
+        "event_id": None,
+        "customer_id": "C1",
+        "family": "value",
+        "segment": "active",
+        "from": None,
+        "to": "active",
+        "change": "entered",
+        "seq": 1,
+        "at": to_rfc3339(at(0)),
         "cause": {"kind": "event", "event_id": "e-1", "rules_version": engine.rules.version},
-        "reason": {"matched": "r == 3", "failed": None}, "state": None,
+        "reason": {"matched": "r == 3", "failed": None},
+        "state": None,
     }
     assert entered["state"] == {"r": 3, "recency_days": 0}
-    assert (big["family"], big["from"], big["to"], big["change"], big["seq"]) == ("big", False, True, "entered", 2)
+    assert (big["family"], big["from"], big["to"], big["change"], big["seq"]) == (
+        "big",
+        False,
+        True,
+        "entered",
+        2,
+    )
     changes = engine.advance(at(31))
     [down] = changes
     assert (down["from"], down["to"], down["change"]) == ("active", "cooling", "downgraded")
-    assert down["cause"] == {"kind": "clock", "event_id": None, "rules_version": engine.rules.version}
+    assert down["cause"] == {
+        "kind": "clock",
+        "event_id": None,
+        "rules_version": engine.rules.version,
+    }
     assert down["reason"] == {"matched": "r == 2", "failed": "r == 3"}
     assert down["at"] == to_rfc3339(at(31, hour=0))
     assert down["seq"] == 3
@@ -62,7 +80,9 @@ def test_duplicates_emit_nothing_and_are_counted() -> None:
 
 
 def test_change_ids_are_deterministic() -> None:
-    events = raw(order(day=0, amount=5), order("C2", day=3, amount=500), event("survey", day=4, score=1))
+    events = raw(
+        order(day=0, amount=5), order("C2", day=3, amount=500), event("survey", day=4, score=1)
+    )
     runs = []
     for _ in range(2):
         engine = engine_for()
@@ -72,11 +92,16 @@ def test_change_ids_are_deterministic() -> None:
 
 
 def test_family_exit_when_no_tier_matches() -> None:
-    rules = "version: 1\nfamilies:\n  buyer:\n    - {name: recent, when: \"orders_30d >= 1\"}\n"
+    rules = 'version: 1\nfamilies:\n  buyer:\n    - {name: recent, when: "orders_30d >= 1"}\n'
     engine = engine_for(rules)
     engine.process(raw(order(day=0)))
     [exited] = engine.advance(at(30))
-    assert (exited["segment"], exited["from"], exited["to"], exited["change"]) == ("recent", "recent", None, "exited")
+    assert (exited["segment"], exited["from"], exited["to"], exited["change"]) == (
+        "recent",
+        "recent",
+        None,
+        "exited",
+    )
     assert exited["reason"] == {"matched": None, "failed": "orders_30d >= 1"}
 
 
@@ -95,7 +120,7 @@ def test_clock_work_grows_with_the_customers_that_change_not_the_population() ->
 
 
 def test_window_counts_are_rechecked_only_when_a_boundary_can_be_crossed() -> None:
-    rules = "version: 1\nflags:\n  busy: \"activity_30d >= 3\"\n"
+    rules = 'version: 1\nflags:\n  busy: "activity_30d >= 3"\n'
     engine = engine_for(rules)
     engine.process(raw(*(event("profile", day=d, attributes={}) for d in range(10))))
     assert engine.store["C1"].segments["busy"] is True
@@ -107,7 +132,7 @@ def test_window_counts_are_rechecked_only_when_a_boundary_can_be_crossed() -> No
 
 
 def test_population_cause_when_only_cut_points_move() -> None:
-    rules = "version: 1\nscores:\n  m: {field: monetary, quantiles: 2}\nflags:\n  top: \"m == 2\"\n"
+    rules = 'version: 1\nscores:\n  m: {field: monetary, quantiles: 2}\nflags:\n  top: "m == 2"\n'
     engine = engine_for(rules)
     engine.process(raw(*(order(f"C{i}", day=0, amount=10 * (i + 1)) for i in range(10))))
     engine.refresh_population()
@@ -121,12 +146,14 @@ def test_population_cause_when_only_cut_points_move() -> None:
 def test_rules_change_reevaluates_with_cause_rules_and_exits_removed_segments() -> None:
     engine = engine_for(RECENCY_RULES)
     engine.process(raw(order(day=0, amount=500)))
-    new_rules = rules_from("version: 1\nflags:\n  big: \"monetary_total >= 1000\"\n")
+    new_rules = rules_from('version: 1\nflags:\n  big: "monetary_total >= 1000"\n')
     engine.set_rules(new_rules)
     changes = engine.reevaluate(list(engine.store), cause="rules")
     assert {(c["family"], c["change"]) for c in changes} == {("big", "exited"), ("value", "exited")}
-    assert all(c["cause"] == {"kind": "rules", "event_id": None, "rules_version": new_rules.version}
-               for c in changes)
+    assert all(
+        c["cause"] == {"kind": "rules", "event_id": None, "rules_version": new_rules.version}
+        for c in changes
+    )
 
 
 def test_default_rules_end_to_end_on_a_story() -> None:

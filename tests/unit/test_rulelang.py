@@ -70,7 +70,7 @@ def test_no_builtins_are_reachable_at_run_time() -> None:
 
 
 def test_unknown_name_gives_file_line_column_and_a_suggestion() -> None:
-    text = HEADER + "families:\n  value:\n    - {name: a, when: \"frequncy >= 3\"}\n"
+    text = HEADER + 'families:\n  value:\n    - {name: a, when: "frequncy >= 3"}\n'
     [error] = errors_of(text)
     assert error.startswith("rules.yaml:4:24:")  # the column of the misspelt name itself
     assert "unknown name 'frequncy'" in error and "did you mean 'frequency'" in error
@@ -78,25 +78,30 @@ def test_unknown_name_gives_file_line_column_and_a_suggestion() -> None:
 
 def test_unknown_segment_name_in_a_comparison_is_caught() -> None:
     text = HEADER + (
-        "families:\n  tier:\n    - {name: gold, when: \"true\"}\n"
-        "flags:\n  vip: \"tier == 'glod'\"\n"
+        'families:\n  tier:\n    - {name: gold, when: "true"}\nflags:\n  vip: "tier == \'glod\'"\n'
     )
     [error] = errors_of(text)
     assert "no segment 'glod'" in error and "did you mean 'gold'" in error
 
 
 def test_type_errors_are_caught() -> None:
-    text = HEADER + "attributes:\n  industry: {type: str}\nflags:\n  a: \"industry > 3\"\n"
+    text = HEADER + 'attributes:\n  industry: {type: str}\nflags:\n  a: "industry > 3"\n'
     assert any("cannot compare str with num" in e for e in errors_of(text))
-    assert any("arithmetic" in e for e in errors_of(flag("industry + 1 > 2").replace(
-        "flags:", "attributes:\n  industry: {type: str}\nflags:")))
+    assert any(
+        "arithmetic" in e
+        for e in errors_of(
+            flag("industry + 1 > 2").replace(
+                "flags:", "attributes:\n  industry: {type: str}\nflags:"
+            )
+        )
+    )
 
 
 def test_cycles_between_rules_are_rejected() -> None:
-    text = HEADER + "flags:\n  a: \"b\"\n  b: \"c\"\n  c: \"a\"\n"
+    text = HEADER + 'flags:\n  a: "b"\n  b: "c"\n  c: "a"\n'
     errors = errors_of(text)
     assert any("cycle" in e for e in errors)
-    assert any("refers to itself" in e for e in errors_of(HEADER + "flags:\n  a: \"a\"\n"))
+    assert any("refers to itself" in e for e in errors_of(HEADER + 'flags:\n  a: "a"\n'))
 
 
 def test_structural_errors_point_at_their_place() -> None:
@@ -128,7 +133,7 @@ def test_literals_lists_functions_and_null_checks() -> None:
         "attributes:\n  industry: {type: str, default: ''}\n"
         "flags:\n"
         "  a: \"industry in ['retail', 'health'] and not (csi is None)\"\n"
-        "  b: \"coalesce(csi, 0) + max(frequency, 1) >= 2 and abs(-1) == 1 and round(1.4) == 1\"\n"
+        '  b: "coalesce(csi, 0) + max(frequency, 1) >= 2 and abs(-1) == 1 and round(1.4) == 1"\n'
     )
     rules = rules_from(text)
     values = {"industry": "retail", "csi": 2.0, "frequency": 0}
@@ -137,7 +142,7 @@ def test_literals_lists_functions_and_null_checks() -> None:
 
 
 def test_null_comparisons_and_division_by_zero_are_false_not_errors() -> None:
-    rules = rules_from(flag("csi < 1") + "  probe2: \"frequency / 0 > 1\"\n")
+    rules = rules_from(flag("csi < 1") + '  probe2: "frequency / 0 > 1"\n')
     values = {"csi": None, "frequency": 3}
     rules.evaluate(values)
     assert values["probe"] is False and values["probe2"] is False
@@ -145,7 +150,16 @@ def test_null_comparisons_and_division_by_zero_are_false_not_errors() -> None:
 
 @pytest.mark.parametrize(
     ("value", "lower", "higher"),
-    [(None, 0, 0), (0, 5, 1), (30, 5, 3), (31, 4, 3), (90, 4, 4), (91, 3, 4), (365, 2, 5), (366, 1, 5)],
+    [
+        (None, 0, 0),
+        (0, 5, 1),
+        (30, 5, 3),
+        (31, 4, 3),
+        (90, 4, 4),
+        (91, 3, 4),
+        (365, 2, 5),
+        (366, 1, 5),
+    ],
 )
 def test_bin_scores(value: float | None, lower: int, higher: int) -> None:
     bins = (30.0, 90.0, 180.0, 365.0)
@@ -162,9 +176,27 @@ def test_quantile_score() -> None:
 def test_whole_rule_set_evaluates_in_microseconds() -> None:
     """Not a timing assertion (that would flake); prints the figure for the record."""
     rules = load_rules(ROOT / "rules")
-    base = {name: 1 for name in ("recency_days", "frequency", "monetary", "orders_total",
-            "tickets_open", "tickets_30d", "activity_30d", "responses", "promoters",
-            "capacity", "brand_strength", "order_attractiveness", "failure_status", "r", "f", "m")}
+    base = {
+        name: 1
+        for name in (
+            "recency_days",
+            "frequency",
+            "monetary",
+            "orders_total",
+            "tickets_open",
+            "tickets_30d",
+            "activity_30d",
+            "responses",
+            "promoters",
+            "capacity",
+            "brand_strength",
+            "order_attractiveness",
+            "failure_status",
+            "r",
+            "f",
+            "m",
+        )
+    }
     base |= {"csi": 0.5, "industry": "", "size": ""}
     n = 20_000
     started = time.perf_counter()

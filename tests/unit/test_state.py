@@ -49,7 +49,10 @@ def test_day_arithmetic_uses_utc_calendar_dates() -> None:
 def test_refund_removes_the_order_whichever_arrives_first() -> None:
     for events in (
         [order(order_id="o1", amount=50), order(order_id="o1", amount=0, status="refunded", day=3)],
-        [order(order_id="o1", amount=0, status="cancelled", day=3), order(order_id="o1", amount=50)],
+        [
+            order(order_id="o1", amount=0, status="cancelled", day=3),
+            order(order_id="o1", amount=50),
+        ],
     ):
         values = values_after(order(order_id="o0", amount=10), *events)
         assert values["frequency"] == 1
@@ -106,11 +109,13 @@ def test_activity_trend_and_days_since_activity() -> None:
 
 def test_profile_null_removes_an_attribute_and_latest_wins() -> None:
     engine = engine_for()
-    engine.process(raw(
-        event("profile", day=2, attributes={"capacity": 5, "industry": "retail"}),
-        event("profile", day=1, attributes={"capacity": 1}),  # older: ignored
-        event("profile", day=3, attributes={"industry": None}),
-    ))
+    engine.process(
+        raw(
+            event("profile", day=2, attributes={"capacity": 5, "industry": "retail"}),
+            event("profile", day=1, attributes={"capacity": 1}),  # older: ignored
+            event("profile", day=3, attributes={"industry": None}),
+        )
+    )
     values = engine.values(engine.store["C1"])
     assert values["capacity"] == 5
     assert values["industry"] == ""  # removed: back to the declared default

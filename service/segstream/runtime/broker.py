@@ -8,6 +8,7 @@ topics, offsets and consumer groups are lost when the process exits.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import concurrent.futures
 import contextlib
 import importlib.resources
@@ -184,6 +185,9 @@ class EmbeddedBroker:
                 env=env,
                 start_new_session=True,  # Ctrl-C in a terminal goes to us, not the broker
             )
+        # Safety net: the broker runs in its own session, so it would outlive an
+        # interpreter that exits without calling stop().
+        atexit.register(self.stop)
         try:
             self._wait_ready()
         except BaseException:
@@ -227,6 +231,7 @@ class EmbeddedBroker:
 
     def stop(self) -> None:
         """Terminate the broker (SIGTERM, then SIGKILL after ``stop_timeout_s``)."""
+        atexit.unregister(self.stop)
         proc, self._proc = self._proc, None
         if proc is not None and proc.poll() is None:
             proc.terminate()
