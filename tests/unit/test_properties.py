@@ -125,7 +125,7 @@ def test_compiled_rules_match_a_plain_python_reference(
 ) -> None:
     engine = settle(batch, as_of)
     cuts = engine.populations["monetary"].cuts
-    for customer_id, state in engine.store.items():
+    for customer_id in engine.store:
         mine = [e for e in batch if e["customer_id"] == customer_id]
         values = reference_values(mine, engine.clock_day) | reference_attributes(mine, ATTRS)
         assert engine.segments_of(customer_id) == reference_segments(values, cuts)

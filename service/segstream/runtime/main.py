@@ -1,0 +1,96 @@
+"""Start a worker; in demo mode also an embedded broker and a synthetic feed."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import sys
+import time
+from typing import Any
+
+import faust
+import orjson
+from aiokafka import AIOKafkaProducer
+
+from segstream.runtime.settings import Settings
+from segstream.runtime.topics import ensure_topics_sync
+from segstream.runtime.worker import SegmentWorker, describe_change
+from segstream.synth import SynthConfig, generate
+
+log = logging.getLogger("segstream.main")
+TOPIC_BY_TYPE = ("order", "support", "survey", "profile")
+
+
+def run_worker(*, demo: bool = False) -> int:
+    settings = Settings()
+    broker = None
+    if not settings.bootstrap_servers:
+        if not demo:
+            print(
+                "KAFKA_BOOTSTRAP_SERVERS is not set; use --demo for an embedded broker",
+                file=sys.stderr,
+            )
+            return 2
+        from segstream.runtime.broker import EmbeddedBroker
+
+        broker = EmbeddedBroker()
+        broker.start()
+        print(f"embedded Kafka-compatible broker (Tansu) on {broker.bootstrap}", flush=True)
+        settings = settings.model_copy(
+            update={"bootstrap_servers": broker.bootstrap, "clock": "event"}
+        )
+    try:
+        ensure_topics_sync(settings)
+        worker = SegmentWorker(settings, on_change=_print_change if demo else None)
+        if demo:
+            worker.app.task(_feeder(settings))
+            print(
+                f"metrics: http://{settings.web_host}:{settings.web_port}/metrics  "
+                f"segments: http://{settings.web_host}:{settings.web_port}/segments",
+                flush=True,
+            )
+        faust.Worker(
+            worker.app, loglevel="WARNING" if demo else "INFO", redirect_stdouts=False
+        ).execute_from_commandline()
+    finally:
+        if broker is not None:
+            broker.stop()
+    return 0
+
+
+def _print_change(change: dict[str, Any]) -> None:
+    print(describe_change(change), flush=True)
+
+
+def _feeder(settings: Settings) -> Any:
+    """A paced synthetic feed (1% invalid messages) for the demo."""
+
+    async def feed(app: Any) -> None:
+        topics = {
+            "order": settings.topic_orders,
+            "support": settings.topic_support,
+            "survey": settings.topic_surveys,
+            "profile": settings.topic_profiles,
+        }
+        producer = AIOKafkaProducer(
+            bootstrap_servers=settings.bootstrap_servers, **settings.kafka_client_options()
+        )
+        await producer.start()
+        try:
+            interval = 1.0 / settings.demo_events_per_second
+            rng = random.Random(1)
+            cfg = SynthConfig(customers=500, events=1_000_000, invalid_rate=0.01)
+            next_at = time.monotonic()
+            for event in generate(cfg):
+                topic = topics.get(str(event.get("type")), rng.choice(list(topics.values())))
+                key = str(event.get("customer_id") or "").encode() or None
+                await producer.send(topic, orjson.dumps(event), key=key)
+                next_at += interval
+                with contextlib.suppress(ValueError):
+                    await asyncio.sleep(max(next_at - time.monotonic(), 0))
+        finally:
+            await producer.stop()
+
+    return feed

@@ -1,0 +1,87 @@
+"""Prometheus metrics (names carry units; no customer ids in labels)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+
+
+class Metrics:
+    """One registry per worker, so tests and embedded runs never collide."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.consumed = Counter(
+            "segstream_events_consumed_total",
+            "Input messages consumed",
+            ["topic", "type"],
+            registry=r,
+        )
+        self.invalid = Counter(
+            "segstream_events_invalid_total",
+            "Input messages rejected to the DLQ",
+            ["reason"],
+            registry=r,
+        )
+        self.rerouted = Counter(
+            "segstream_events_rerouted_total",
+            "Input messages re-keyed to their customer's partition",
+            ["topic"],
+            registry=r,
+        )
+        self.evaluation = Histogram(
+            "segstream_evaluation_duration_seconds",
+            "Time to apply and evaluate one input batch",
+            registry=r,
+            buckets=LATENCY_BUCKETS,
+        )
+        self.latency = Histogram(
+            "segstream_event_to_emit_latency_seconds",
+            "From the input record's timestamp to its change being sent",
+            registry=r,
+            buckets=LATENCY_BUCKETS,
+        )
+        self.transitions = Counter(
+            "segstream_segment_transitions_total",
+            "Segment changes emitted",
+            ["family", "from_segment", "to_segment", "change"],
+            registry=r,
+        )
+        self.members = Gauge(
+            "segstream_segment_members",
+            "Customers in each segment (this worker's partitions)",
+            ["family", "segment"],
+            registry=r,
+        )
+        self.customers = Gauge(
+            "segstream_customers_tracked", "Customers held by this worker", registry=r
+        )
+        self.rules_info = Gauge(
+            "segstream_rules_info", "Active rule set", ["rules_version"], registry=r
+        )
+        self.rules_rejected = Counter(
+            "segstream_rules_rejected_total",
+            "Rule sets received on the control topic and refused",
+            registry=r,
+        )
+        self.lag = Gauge(
+            "segstream_consumer_lag_messages",
+            "High watermark minus next offset",
+            ["topic", "partition"],
+            registry=r,
+        )
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+    def set_rules(self, version: str) -> None:
+        self.rules_info.clear()
+        self.rules_info.labels(rules_version=version).set(1)
+
+    def set_members(self, counts: dict[str, dict[str, int]]) -> None:
+        self.members.clear()
+        for family, segments in counts.items():
+            for segment, n in segments.items():
+                self.members.labels(family=family, segment=segment).set(n)

@@ -1,0 +1,118 @@
+"""Worker configuration: environment variables (``SEGSTREAM_*``) and an optional TOML file.
+
+Every key is documented in docs/configuration.md; ``Settings.model_json_schema()`` is the
+machine-readable version.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, Field, SecretStr
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+CONFIG_FILE_ENV = "SEGSTREAM_CONFIG_FILE"
+
+
+class Settings(BaseSettings):
+    """What a ``segstream worker`` needs to know."""
+
+    model_config = SettingsConfigDict(env_prefix="SEGSTREAM_", extra="forbid", frozen=True)
+
+    bootstrap_servers: str = Field(
+        "",
+        validation_alias=AliasChoices("KAFKA_BOOTSTRAP_SERVERS", "SEGSTREAM_BOOTSTRAP_SERVERS"),
+        description="host:port[,host:port]; empty starts the embedded broker in demo mode",
+    )
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = "PLAIN"
+    sasl_username: str = ""
+    sasl_password: SecretStr = SecretStr("")
+    ssl_cafile: Path | None = None
+    ssl_certfile: Path | None = None
+    ssl_keyfile: Path | None = None
+
+    app_id: str = Field("segstream", description="consumer group and changelog topic prefix")
+    topic_orders: str = "orders"
+    topic_support: str = "support"
+    topic_surveys: str = "surveys"
+    topic_profiles: str = "profiles"
+    topic_changes: str = "segment-changes"
+    topic_dlq: str = "segstream-dlq"
+    topic_rules: str = "segment-rules"
+    topic_population: str = Field(
+        "segstream-population", description="per-partition KLL sketches shared by all workers"
+    )
+    partitions: int = Field(8, ge=1, le=4096, description="partitions of every input topic")
+    replication_factor: int = Field(1, ge=1)
+
+    rules_dir: Path = Path("rules")
+    clock: Literal["wall", "event"] = "wall"
+    currency: str = Field("USD", pattern=r"^[A-Z]{3}$")
+    max_message_bytes: int = Field(64 * 1024, ge=256)
+
+    store: str = Field("memory://", description="memory:// or rocksdb:// (RocksDB via rocksdict)")
+    data_dir: Path = Path("data")
+    standby_replicas: int = Field(0, ge=0)
+    web_host: str = Field("127.0.0.1", description="interface the HTTP server binds to")
+    web_port: int = Field(6066, ge=1, le=65535)
+    advertised_host: str = Field("", description="host other workers use to reach this one")
+
+    commit_interval_seconds: float = Field(1.0, gt=0)
+    session_timeout_seconds: float = Field(10.0, gt=0)
+    clock_tick_seconds: float = Field(1.0, gt=0, description="wall-clock re-evaluation period")
+    population_refresh_seconds: float = Field(2.0, gt=0)
+    rules_chunk_size: int = Field(2000, ge=1, description="customers re-evaluated per step")
+    source: str = Field("urn:segstream", description="CloudEvents ce_source of change events")
+    demo_events_per_second: float = Field(200.0, gt=0)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        config_file = os.environ.get(CONFIG_FILE_ENV)
+        if config_file:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=config_file))
+        return tuple(sources)
+
+    @property
+    def input_topics(self) -> dict[str, str]:
+        """Input topic name -> the event type it is expected to carry."""
+        return {
+            self.topic_orders: "order",
+            self.topic_support: "support",
+            self.topic_surveys: "survey",
+            self.topic_profiles: "profile",
+        }
+
+    def kafka_client_options(self) -> dict[str, object]:
+        """Security options in aiokafka's vocabulary (shared by faust and our own clients)."""
+        options: dict[str, object] = {"security_protocol": self.security_protocol}
+        if self.security_protocol.startswith("SASL"):
+            options |= {
+                "sasl_mechanism": self.sasl_mechanism,
+                "sasl_plain_username": self.sasl_username,
+                "sasl_plain_password": self.sasl_password.get_secret_value(),
+            }
+        if self.security_protocol.endswith("SSL"):
+            from aiokafka.helpers import create_ssl_context
+
+            options["ssl_context"] = create_ssl_context(
+                cafile=str(self.ssl_cafile) if self.ssl_cafile else None,
+                certfile=str(self.ssl_certfile) if self.ssl_certfile else None,
+                keyfile=str(self.ssl_keyfile) if self.ssl_keyfile else None,
+            )
+        return options
