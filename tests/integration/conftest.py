@@ -1,0 +1,189 @@
+"""Real components for integration tests: one Tansu broker per session, worker subprocesses."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from segstream.runtime.broker import EmbeddedBroker
+
+ROOT = Path(__file__).resolve().parents[2]
+TOPIC_OF_TYPE = {"order": "orders", "support": "support", "survey": "surveys",
+                 "profile": "profiles"}
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap() -> Iterator[str]:
+    """Bootstrap string ("127.0.0.1:PORT") of a session-wide embedded broker."""
+    with EmbeddedBroker() as broker:
+        yield broker.bootstrap
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class Deployment:
+    """One isolated segstream deployment (its own topic names) on the shared broker."""
+
+    bootstrap: str
+    prefix: str
+    tmp: Path
+    partitions: int = 4
+    workers: list[WorkerProcess] = field(default_factory=list)
+
+    def topic(self, name: str) -> str:
+        return f"{self.prefix}{name}"
+
+    def env(self, **extra: str) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("SEGSTREAM_")}
+        p = self.prefix
+        env |= {
+            "KAFKA_BOOTSTRAP_SERVERS": self.bootstrap,
+            "SEGSTREAM_APP_ID": f"{p}app",
+            "SEGSTREAM_TOPIC_ORDERS": f"{p}orders",
+            "SEGSTREAM_TOPIC_SUPPORT": f"{p}support",
+            "SEGSTREAM_TOPIC_SURVEYS": f"{p}surveys",
+            "SEGSTREAM_TOPIC_PROFILES": f"{p}profiles",
+            "SEGSTREAM_TOPIC_CHANGES": f"{p}segment-changes",
+            "SEGSTREAM_TOPIC_DLQ": f"{p}segstream-dlq",
+            "SEGSTREAM_TOPIC_RULES": f"{p}segment-rules",
+            "SEGSTREAM_TOPIC_POPULATION": f"{p}segstream-population",
+            "SEGSTREAM_PARTITIONS": str(self.partitions),
+            "SEGSTREAM_RULES_DIR": str(ROOT / "rules"),
+            "SEGSTREAM_CLOCK": "event",
+            "SEGSTREAM_SESSION_TIMEOUT_SECONDS": "6",
+            "SEGSTREAM_POPULATION_REFRESH_SECONDS": "0.5",
+        }
+        return env | extra
+
+    def start_worker(self) -> WorkerProcess:
+        port = free_port()
+        data = self.tmp / f"worker-{len(self.workers)}"
+        env = self.env(SEGSTREAM_WEB_PORT=str(port), SEGSTREAM_DATA_DIR=str(data))
+        log_path = self.tmp / f"worker-{len(self.workers)}.log"
+        with log_path.open("wb") as log:
+            proc = subprocess.Popen([sys.executable, "-m", "segstream.cli", "worker"], env=env,
+                                    stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        worker = WorkerProcess(proc, f"http://127.0.0.1:{port}", log_path)
+        self.workers.append(worker)
+        return worker
+
+    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "segstream.cli", *args], env=self.env(),
+                              capture_output=True, text=True, timeout=60, check=False)
+
+
+@dataclass
+class WorkerProcess:
+    proc: subprocess.Popen[bytes]
+    url: str
+    log: Path
+
+    def get(self, path: str) -> httpx.Response:
+        return httpx.get(self.url + path, timeout=10)
+
+    def wait_ready(self, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"worker exited: {self.log.read_text()[-3000:]}")
+            try:
+                if self.get("/readyz").status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        raise AssertionError(f"worker not ready in {timeout}s: {self.log.read_text()[-3000:]}")
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+@pytest.fixture
+def deployment(kafka_bootstrap: str, tmp_path: Path) -> Iterator[Deployment]:
+    dep = Deployment(kafka_bootstrap, f"t{uuid.uuid4().hex[:8]}-", tmp_path)
+    yield dep
+    for worker in dep.workers:
+        worker.stop()
+
+
+def load_events(path: Path) -> list[bytes]:
+    return [line for line in path.read_bytes().splitlines() if line.strip()]
+
+
+async def produce(dep: Deployment, lines: list[bytes], *, key_by_customer: bool = True) -> None:
+    """Send raw JSON lines to the input topic of their type (unparseable ones to orders)."""
+    producer = AIOKafkaProducer(bootstrap_servers=dep.bootstrap, enable_idempotence=False,
+                                linger_ms=5)
+    await producer.start()
+    try:
+        futures = []
+        for line in lines:
+            try:
+                body = orjson.loads(line)
+            except orjson.JSONDecodeError:
+                body = {}
+            kind = body.get("type") if isinstance(body, dict) else None
+            topic = dep.topic(TOPIC_OF_TYPE.get(str(kind), "orders"))
+            customer = body.get("customer_id") if isinstance(body, dict) else None
+            key = str(customer).encode() if key_by_customer and customer else None
+            futures.append(await producer.send(topic, line, key=key,
+                                               headers=[("origin", b"test")]))
+        await asyncio.gather(*futures)
+    finally:
+        await producer.stop()
+
+
+async def read_all(dep: Deployment, topic: str, *, idle: float = 3.0,
+                   until: Callable[[list[Any]], bool] | None = None,
+                   timeout: float = 90.0) -> list[Any]:
+    """Every record of a topic, read until ``until`` holds (or ``idle`` seconds of silence)."""
+    consumer = AIOKafkaConsumer(dep.topic(topic), bootstrap_servers=dep.bootstrap,
+                                auto_offset_reset="earliest", enable_auto_commit=False,
+                                group_id=None)
+    await consumer.start()
+    records: list[Any] = []
+    try:
+        loop = asyncio.get_running_loop()
+        deadline, last = loop.time() + timeout, loop.time()
+        while loop.time() < deadline:
+            batch = await consumer.getmany(timeout_ms=500)
+            for items in batch.values():
+                records.extend(items)
+                last = loop.time()
+            if until is not None and until(records):
+                break
+            if until is None and loop.time() - last > idle:
+                break
+    finally:
+        await consumer.stop()
+    return records
