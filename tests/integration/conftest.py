@@ -23,8 +23,12 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from segstream.runtime.broker import EmbeddedBroker
 
 ROOT = Path(__file__).resolve().parents[2]
-TOPIC_OF_TYPE = {"order": "orders", "support": "support", "survey": "surveys",
-                 "profile": "profiles"}
+TOPIC_OF_TYPE = {
+    "order": "orders",
+    "support": "support",
+    "survey": "surveys",
+    "profile": "profiles",
+}
 
 
 @pytest.fixture(scope="session")
@@ -81,15 +85,26 @@ class Deployment:
         env = self.env(SEGSTREAM_WEB_PORT=str(port), SEGSTREAM_DATA_DIR=str(data))
         log_path = self.tmp / f"worker-{len(self.workers)}.log"
         with log_path.open("wb") as log:
-            proc = subprocess.Popen([sys.executable, "-m", "segstream.cli", "worker"], env=env,
-                                    stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "segstream.cli", "worker"],
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         worker = WorkerProcess(proc, f"http://127.0.0.1:{port}", log_path)
         self.workers.append(worker)
         return worker
 
     def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "segstream.cli", *args], env=self.env(),
-                              capture_output=True, text=True, timeout=60, check=False)
+        return subprocess.run(
+            [sys.executable, "-m", "segstream.cli", *args],
+            env=self.env(),
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
 
 
 @dataclass
@@ -142,8 +157,9 @@ def load_events(path: Path) -> list[bytes]:
 
 async def produce(dep: Deployment, lines: list[bytes], *, key_by_customer: bool = True) -> None:
     """Send raw JSON lines to the input topic of their type (unparseable ones to orders)."""
-    producer = AIOKafkaProducer(bootstrap_servers=dep.bootstrap, enable_idempotence=False,
-                                linger_ms=5)
+    producer = AIOKafkaProducer(
+        bootstrap_servers=dep.bootstrap, enable_idempotence=False, linger_ms=5
+    )
     await producer.start()
     try:
         futures = []
@@ -156,20 +172,28 @@ async def produce(dep: Deployment, lines: list[bytes], *, key_by_customer: bool 
             topic = dep.topic(TOPIC_OF_TYPE.get(str(kind), "orders"))
             customer = body.get("customer_id") if isinstance(body, dict) else None
             key = str(customer).encode() if key_by_customer and customer else None
-            futures.append(await producer.send(topic, line, key=key,
-                                               headers=[("origin", b"test")]))
+            futures.append(await producer.send(topic, line, key=key, headers=[("origin", b"test")]))
         await asyncio.gather(*futures)
     finally:
         await producer.stop()
 
 
-async def read_all(dep: Deployment, topic: str, *, idle: float = 3.0,
-                   until: Callable[[list[Any]], bool] | None = None,
-                   timeout: float = 90.0) -> list[Any]:
+async def read_all(
+    dep: Deployment,
+    topic: str,
+    *,
+    idle: float = 3.0,
+    until: Callable[[list[Any]], bool] | None = None,
+    timeout: float = 90.0,
+) -> list[Any]:
     """Every record of a topic, read until ``until`` holds (or ``idle`` seconds of silence)."""
-    consumer = AIOKafkaConsumer(dep.topic(topic), bootstrap_servers=dep.bootstrap,
-                                auto_offset_reset="earliest", enable_auto_commit=False,
-                                group_id=None)
+    consumer = AIOKafkaConsumer(
+        dep.topic(topic),
+        bootstrap_servers=dep.bootstrap,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        group_id=None,
+    )
     await consumer.start()
     records: list[Any] = []
     try:

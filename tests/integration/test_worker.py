@@ -14,14 +14,22 @@ from aiokafka import AIOKafkaProducer
 
 from segstream.core.rulelang import load_rules
 from segstream.replay import replay
-from tests.integration.conftest import ROOT, Deployment, WorkerProcess, load_events, produce, read_all
+from tests.integration.conftest import (
+    ROOT,
+    Deployment,
+    WorkerProcess,
+    load_events,
+    produce,
+    read_all,
+)
 
 SAMPLE = ROOT / "samples" / "events.jsonl"
 
 
 def offline_segments(path: Path, rules_dir: Path = ROOT / "rules") -> dict[str, Any]:
-    engine, _ = replay([path], load_rules(rules_dir), out=None, progress=False,
-                       errors=io.StringIO())
+    engine, _ = replay(
+        [path], load_rules(rules_dir), out=None, progress=False, errors=io.StringIO()
+    )
     return {cid: engine.segments_of(cid) for cid in engine.store}
 
 
@@ -60,7 +68,10 @@ def test_worker_end_to_end(deployment: Deployment) -> None:
 
     # streaming equals offline, for every customer
     expected = offline_segments(SAMPLE)
-    assert wait_for(lambda: streamed_segments([worker], sorted(expected)) == expected, 30)
+    wait_for(lambda: streamed_segments([worker], sorted(expected)) == expected, 30)
+    got = streamed_segments([worker], sorted(expected))
+    differ = {cid: (got[cid], want) for cid, want in expected.items() if got[cid] != want}
+    assert differ == {}, orjson.dumps(differ).decode()
     assert metric(worker, "segstream_events_rerouted_total") > 0
 
     # change events: keyed by customer, with CloudEvents headers matching the body
@@ -96,14 +107,21 @@ def test_worker_end_to_end(deployment: Deployment) -> None:
     assert worker.get("/customers/nobody").status_code == 404
     assert sum(worker.get("/segments").json()["members"]["lifecycle"].values()) == len(expected)
     text = worker.get("/metrics").text
-    for name in ("segstream_evaluation_duration_seconds_bucket",
-                 "segstream_event_to_emit_latency_seconds_bucket", "segstream_customers_tracked",
-                 "segstream_segment_members{", "segstream_rules_info{",
-                 "segstream_consumer_lag_messages{", "segstream_segment_transitions_total{"):
+    for name in (
+        "segstream_evaluation_duration_seconds_bucket",
+        "segstream_event_to_emit_latency_seconds_bucket",
+        "segstream_customers_tracked",
+        "segstream_segment_members{",
+        "segstream_rules_info{",
+        "segstream_consumer_lag_messages{",
+        "segstream_segment_transitions_total{",
+    ):
         assert name in text, name
 
 
-def test_rules_publish_resegments_existing_customers(deployment: Deployment, tmp_path: Path) -> None:
+def test_rules_publish_resegments_existing_customers(
+    deployment: Deployment, tmp_path: Path
+) -> None:
     worker = deployment.start_worker()
     worker.wait_ready()
     lines = load_events(SAMPLE)[:800]
@@ -112,13 +130,13 @@ def test_rules_publish_resegments_existing_customers(deployment: Deployment, tmp
 
     bad = tmp_path / "bad"
     bad.mkdir()
-    (bad / "x.yaml").write_text("version: 1\nflags:\n  oops: \"frequncy > 1\"\n")
+    (bad / "x.yaml").write_text('version: 1\nflags:\n  oops: "frequncy > 1"\n')
     refused = deployment.cli("rules", "publish", str(bad))
     assert refused.returncode == 2 and "x.yaml:3:" in refused.stderr
 
     new = tmp_path / "rules"
     shutil.copytree(ROOT / "rules", new)
-    (new / "big.yaml").write_text("version: 1\nflags:\n  big_spender: \"monetary_total >= 300\"\n")
+    (new / "big.yaml").write_text('version: 1\nflags:\n  big_spender: "monetary_total >= 300"\n')
     published = deployment.cli("rules", "publish", str(new))
     assert published.returncode == 0, published.stderr
     version = load_rules(new).version

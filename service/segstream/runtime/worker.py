@@ -131,7 +131,7 @@ class SegmentWorker:
         self.table = app.Table(
             "customers",
             partitions=s.partitions,
-            key_type=str,
+            key_type=bytes,  # raw customer_id: the changelog partitions like the inputs
             value_type=bytes,
         )
         self.inputs = {
@@ -383,24 +383,27 @@ class SegmentWorker:
                 for partition in list(population.values):
                     if partition not in owned:
                         population.drop_partition(partition)
-            adopted = 0
+            adopted: list[str] = []
             n = self.settings.partitions
-            for key, value in list(self.table.data.items()):
+            for raw_key, value in list(self.table.data.items()):
+                key = raw_key.decode() if isinstance(raw_key, bytes) else str(raw_key)
                 if key in engine.store:
                     continue
                 partition = partition_for(key, n)
                 if partition in owned:
                     engine.adopt(load_state(value), partition)
-                    adopted += 1
-            if engine.populations:
-                for population in engine.populations.values():
-                    population.updates_since_refresh += 1
+                    adopted.append(key)
+            if adopted and engine.populations:
+                # their segments were last evaluated against another worker's cut points
+                changes = engine.refresh_population()
+                changes += engine.reevaluate(sorted(adopted), cause="population")
+                await self._emit(changes, [])
             self.ready = True
         log.info(
             "ready: partitions %s, %d customers (%d recovered)",
             sorted(owned),
             len(engine.store),
-            adopted,
+            len(adopted),
         )
 
     # -- HTTP --------------------------------------------------------------------------------
@@ -411,9 +414,7 @@ class SegmentWorker:
         @app.page("/metrics")
         async def metrics(web: Any, request: Any) -> Any:
             worker._update_gauges()
-            return web.bytes(
-                worker.metrics.render(), content_type="text/plain; version=0.0.4"
-            )
+            return web.bytes(worker.metrics.render(), content_type="text/plain; version=0.0.4")
 
         @app.page("/healthz")
         async def healthz(web: Any, request: Any) -> Any:
