@@ -184,7 +184,7 @@ async def read_all(
     *,
     idle: float = 3.0,
     until: Callable[[list[Any]], bool] | None = None,
-    timeout: float = 90.0,
+    limit_seconds: float = 90.0,
 ) -> list[Any]:
     """Every record of a topic, read until ``until`` holds (or ``idle`` seconds of silence)."""
     consumer = AIOKafkaConsumer(
@@ -198,7 +198,7 @@ async def read_all(
     records: list[Any] = []
     try:
         loop = asyncio.get_running_loop()
-        deadline, last = loop.time() + timeout, loop.time()
+        deadline, last = loop.time() + limit_seconds, loop.time()
         while loop.time() < deadline:
             batch = await consumer.getmany(timeout_ms=500)
             for items in batch.values():

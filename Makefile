@@ -1,0 +1,34 @@
+# One entry point for humans and CI. `make test` is the README's test command.
+PY ?= python3.11
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: venv test unit integration lint bench demo
+
+$(BIN)/segstream: pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@
+
+venv: $(BIN)/segstream
+
+lint: venv
+	$(BIN)/ruff check service tests bench
+	$(BIN)/ruff format --check service tests bench
+	$(BIN)/mypy
+
+unit: venv
+	$(BIN)/pytest tests/unit -q
+
+integration: venv
+	$(BIN)/pytest tests/integration -q
+
+test: lint
+	$(BIN)/pytest -q
+
+bench: venv
+	$(BIN)/python -m bench.run
+
+demo: venv
+	$(BIN)/segstream worker --demo
