@@ -1,0 +1,100 @@
+"""Core benchmarks: the segmentation engine alone (no I/O), and the cost of a clock tick.
+
+    python -m bench.core [--events N] [--customers N] [--clock-customers N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import time
+from pathlib import Path
+from typing import Any
+
+from segstream.core.contracts import OrderEvent
+from segstream.core.engine import Engine
+from segstream.core.rulelang import load_rules
+from segstream.core.state import dump_state
+from segstream.core.timeutil import MS_PER_DAY
+
+ROOT = Path(__file__).resolve().parents[1]
+BATCH = 4096
+
+
+def core_throughput(path: Path) -> dict[str, Any]:
+    """Parse + state update + evaluation + change detection over a whole file, in batches."""
+    lines = path.read_bytes().splitlines()
+    engine = Engine(load_rules(ROOT / "rules"), clock="event")
+    gc.collect()
+    started = time.perf_counter()
+    changes = 0
+    for start in range(0, len(lines), BATCH):
+        changes += len(engine.process(lines[start:start + BATCH]).changes)
+    changes += len(engine.refresh_population())
+    seconds = time.perf_counter() - started
+    parse_started = time.perf_counter()
+    for line in lines[:100_000]:
+        engine.parse(line)
+    parse_us = (time.perf_counter() - parse_started) / min(len(lines), 100_000) * 1e6
+    sizes = [len(dump_state(st)) for st in engine.store.values()]
+    sizes.sort()
+    return {
+        "events": len(lines),
+        "customers": len(engine.store),
+        "seconds": round(seconds, 2),
+        "events_per_second": round(len(lines) / seconds),
+        "evaluations": engine.evaluations,
+        "changes": changes,
+        "parse_us_per_event": round(parse_us, 2),
+        "state_bytes_mean": round(sum(sizes) / len(sizes)),
+        "state_bytes_p50": sizes[len(sizes) // 2],
+        "state_bytes_p99": sizes[int(len(sizes) * 0.99)],
+    }
+
+
+def clock_tick(customers: int, moving_fraction: float) -> dict[str, Any]:
+    """Advance the clock one day over ``customers`` where ``moving_fraction`` change segment.
+
+    Every customer has one order; the moving ones bought 90 days ago, so tomorrow their
+    recency crosses the 90-day bin of the r score (new_customers -> promising). The rest
+    bought 10 days ago and are not due for another 21 days.
+    """
+    engine = Engine(load_rules(ROOT / "rules"), clock="wall")
+    today = 20_400
+    engine.advance(today * MS_PER_DAY + 1)
+    moving = int(customers * moving_fraction)
+    for i in range(customers):
+        age = 90 if i < moving else 10
+        ms = (today - age) * MS_PER_DAY + 3_600_000
+        engine.apply(OrderEvent(event_id=f"e{i}", customer_id=f"C{i}", occurred_at=ms,
+                                order_id=f"o{i}", amount="25"))
+    engine.refresh_population()
+    before = engine.evaluations
+    started = time.perf_counter()
+    changes = engine.advance((today + 1) * MS_PER_DAY + 1)
+    seconds = time.perf_counter() - started
+    return {
+        "customers": customers,
+        "moving": moving,
+        "evaluated": engine.evaluations - before,
+        "changed_customers": len({c["customer_id"] for c in changes}),
+        "seconds": round(seconds, 4),
+    }
+
+
+def main() -> None:
+    from bench.common import events_file
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--events", type=int, default=1_000_000)
+    parser.add_argument("--customers", type=int, default=100_000)
+    parser.add_argument("--clock-customers", type=int, default=1_000_000)
+    args = parser.parse_args()
+    result = core_throughput(events_file(args.events, args.customers))
+    print(f"core: {result}")
+    for fraction in (0.001, 0.01, 0.1):
+        print(f"clock: {clock_tick(args.clock_customers, fraction)}")
+
+
+if __name__ == "__main__":
+    main()

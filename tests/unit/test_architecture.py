@@ -1,0 +1,26 @@
+"""The core stays pure: no Kafka, faust or Prometheus anywhere under it, nor in replay."""
+
+import ast
+from pathlib import Path
+
+SERVICE = Path(__file__).resolve().parents[2] / "service" / "segstream"
+FORBIDDEN = {"faust", "aiokafka", "prometheus_client", "mode", "kafka"}
+
+
+def imported_roots(path: Path) -> set[str]:
+    roots = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            roots |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            roots.add(node.module.split(".")[0])
+            if node.module.startswith("segstream.runtime"):
+                roots.add("segstream.runtime")
+    return roots
+
+
+def test_core_and_replay_import_no_streaming_library() -> None:
+    files = [*sorted((SERVICE / "core").rglob("*.py")), SERVICE / "replay.py", SERVICE / "synth.py"]
+    for path in files:
+        bad = imported_roots(path) & (FORBIDDEN | {"segstream.runtime"})
+        assert not bad, f"{path.relative_to(SERVICE)} imports {bad}"
