@@ -1,6 +1,6 @@
 """Core benchmarks: the segmentation engine alone (no I/O), and the cost of a clock tick.
 
-    python -m bench.core [--events N] [--customers N] [--clock-customers N]
+python -m bench.core [--events N] [--customers N] [--clock-customers N]
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ def core_throughput(path: Path) -> dict[str, Any]:
     started = time.perf_counter()
     changes = 0
     for start in range(0, len(lines), BATCH):
-        changes += len(engine.process(lines[start:start + BATCH]).changes)
+        changes += len(engine.process(lines[start : start + BATCH]).changes)
     changes += len(engine.refresh_population())
     seconds = time.perf_counter() - started
     parse_started = time.perf_counter()
@@ -66,8 +66,11 @@ def clock_tick(customers: int, moving_fraction: float) -> dict[str, Any]:
     for i in range(customers):
         age = 90 if i < moving else 10
         ms = (today - age) * MS_PER_DAY + 3_600_000
-        engine.apply(OrderEvent(event_id=f"e{i}", customer_id=f"C{i}", occurred_at=ms,
-                                order_id=f"o{i}", amount="25"))
+        engine.apply(
+            OrderEvent(
+                event_id=f"e{i}", customer_id=f"C{i}", occurred_at=ms, order_id=f"o{i}", amount="25"
+            )
+        )
     engine.refresh_population()
     before = engine.evaluations
     started = time.perf_counter()

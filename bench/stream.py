@@ -1,0 +1,324 @@
+"""Streaming benchmarks against an embedded broker started here: ceiling, faust baseline,
+the segstream worker (one and two), produce-to-change latency, recovery."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+ROOT = Path(__file__).resolve().parents[1]
+PARTITIONS = 4
+TOPIC_OF_TYPE = {
+    "order": "orders",
+    "support": "support",
+    "survey": "surveys",
+    "profile": "profiles",
+}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def create_topics(bootstrap: str, names: list[str], partitions: int = PARTITIONS) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(n, partitions, 1) for n in names])
+    finally:
+        await admin.close()
+
+
+async def produce_lines(bootstrap: str, lines: list[bytes], topic_for: Any) -> float:
+    """Produce keyed lines; returns seconds taken."""
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap,
+        enable_idempotence=False,
+        linger_ms=20,
+        max_batch_size=512 * 1024,
+    )
+    await producer.start()
+    started = time.perf_counter()
+    try:
+        pending = []
+        for line in lines:
+            body = orjson.loads(line)
+            pending.append(
+                await producer.send(topic_for(body), line, key=body["customer_id"].encode())
+            )
+            if len(pending) >= 20_000:
+                await asyncio.gather(*pending)
+                pending.clear()
+        await asyncio.gather(*pending)
+    finally:
+        await producer.stop()
+    return time.perf_counter() - started
+
+
+async def ceiling(bootstrap: str, topic: str, n: int) -> float:
+    """Raw aiokafka getmany + orjson.loads: messages per second."""
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        group_id=f"ceil-{uuid.uuid4()}",
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        max_partition_fetch_bytes=8 * 1024 * 1024,
+    )
+    await consumer.start()
+    try:
+        seen, started = 0, 0.0
+        while seen < n:
+            batch = await consumer.getmany(timeout_ms=1000, max_records=50_000)
+            if not started and batch:
+                started = time.perf_counter()
+            for records in batch.values():
+                for record in records:
+                    orjson.loads(record.value)
+                seen += len(records)
+        return n / (time.perf_counter() - started)
+    finally:
+        await consumer.stop()
+
+
+def baseline(bootstrap: str, topic: str, n: int, tmp: Path) -> float:
+    env = os.environ | {
+        "BENCH_BOOTSTRAP": bootstrap,
+        "BENCH_TOPIC": topic,
+        "BENCH_N": str(n),
+        "BENCH_APP_ID": f"baseline-{uuid.uuid4().hex[:6]}",
+    }
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bench.baseline_app",
+            "worker",
+            "-l",
+            "warning",
+            "--datadir",
+            str(tmp / "baseline"),
+        ],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=1800,
+        check=False,
+    )
+    for line in done.stdout.splitlines():
+        if line.startswith("RESULT"):
+            _, count, seconds = line.split()
+            return int(count) / float(seconds)
+    raise RuntimeError(f"baseline failed: {done.stderr[-2000:]}")
+
+
+@dataclass
+class Worker:
+    proc: subprocess.Popen[bytes]
+    url: str
+
+    def metric(self, name: str) -> float:
+        total = 0.0
+        try:
+            text = httpx.get(self.url + "/metrics", timeout=10).text
+        except httpx.HTTPError:
+            return -1.0
+        for line in text.splitlines():
+            if line.startswith(name + "{") or line.startswith(name + " "):
+                total += float(line.rsplit(" ", 1)[1])
+        return total
+
+    def ready(self) -> bool:
+        try:
+            return httpx.get(self.url + "/readyz", timeout=5).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, sig)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+
+
+def start_worker(bootstrap: str, prefix: str, tmp: Path, name: str) -> Worker:
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SEGSTREAM_")} | {
+        "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+        "SEGSTREAM_APP_ID": f"{prefix}app",
+        "SEGSTREAM_TOPIC_ORDERS": f"{prefix}orders",
+        "SEGSTREAM_TOPIC_SUPPORT": f"{prefix}support",
+        "SEGSTREAM_TOPIC_SURVEYS": f"{prefix}surveys",
+        "SEGSTREAM_TOPIC_PROFILES": f"{prefix}profiles",
+        "SEGSTREAM_TOPIC_CHANGES": f"{prefix}segment-changes",
+        "SEGSTREAM_TOPIC_DLQ": f"{prefix}dlq",
+        "SEGSTREAM_TOPIC_RULES": f"{prefix}rules",
+        "SEGSTREAM_TOPIC_POPULATION": f"{prefix}population",
+        "SEGSTREAM_PARTITIONS": str(PARTITIONS),
+        "SEGSTREAM_RULES_DIR": str(ROOT / "rules"),
+        "SEGSTREAM_CLOCK": "event",
+        "SEGSTREAM_WEB_PORT": str(port),
+        "SEGSTREAM_DATA_DIR": str(tmp / name),
+        "SEGSTREAM_SESSION_TIMEOUT_SECONDS": "6",
+    }
+    with (tmp / f"{name}.log").open("wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "segstream.cli", "worker"],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    return Worker(proc, f"http://127.0.0.1:{port}")
+
+
+def wait_until(check: Any, limit: float) -> bool:
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def prefixed(prefix: str) -> Any:
+    return lambda body: f"{prefix}{TOPIC_OF_TYPE.get(body.get('type'), 'orders')}"
+
+
+async def _topics(bootstrap: str, prefix: str) -> None:
+    names = [
+        f"{prefix}{t}"
+        for t in ("orders", "support", "surveys", "profiles", "segment-changes", "dlq")
+    ]
+    await create_topics(bootstrap, names)
+    await create_topics(bootstrap, [f"{prefix}rules", f"{prefix}population"], 1)
+
+
+def worker_run(bootstrap: str, lines: list[bytes], tmp: Path, workers: int) -> dict[str, Any]:
+    """Events already in the topics; time from the workers being ready to the last one consumed."""
+    prefix = f"w{workers}-{uuid.uuid4().hex[:6]}-"
+    asyncio.run(_topics(bootstrap, prefix))
+    asyncio.run(produce_lines(bootstrap, lines, prefixed(prefix)))
+    procs = [start_worker(bootstrap, prefix, tmp, f"{prefix}{i}") for i in range(workers)]
+    try:
+        if not wait_until(lambda: all(p.ready() for p in procs), 120):
+            raise RuntimeError("workers not ready")
+        started = time.perf_counter()
+        total = len(lines)
+
+        def consumed() -> float:
+            return sum(max(p.metric("segstream_events_consumed_total"), 0) for p in procs)
+
+        if not wait_until(lambda: consumed() >= total, 3600):
+            raise RuntimeError(f"only {consumed()} of {total} consumed")
+        seconds = time.perf_counter() - started
+        rss = [_rss_kib(p.proc.pid) for p in procs]
+        return {
+            "events": total,
+            "workers": workers,
+            "seconds": round(seconds, 2),
+            "events_per_second": round(total / seconds),
+            "peak_rss_mib": [r // 1024 for r in rss],
+            "prefix": prefix,
+            "procs": procs,
+        }
+    except BaseException:
+        for p in procs:
+            p.stop()
+        raise
+
+
+def recovery_time(bootstrap: str, prefix: str, tmp: Path, procs: list[Worker]) -> float:
+    """Stop the workers, start a fresh one on the same state; seconds until it is ready."""
+    for p in procs:
+        p.stop()
+    started = time.perf_counter()
+    fresh = start_worker(bootstrap, prefix, tmp, f"{prefix}fresh")
+    try:
+        if not wait_until(fresh.ready, 1800):
+            raise RuntimeError("recovered worker not ready")
+        return time.perf_counter() - started
+    finally:
+        fresh.stop()
+
+
+def _rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    return 0
+
+
+async def latency(bootstrap: str, lines: list[bytes], tmp: Path, rate: float) -> dict[str, Any]:
+    """Produce at a steady rate; p50/p99 from send to the change being readable downstream."""
+    prefix = f"lat-{uuid.uuid4().hex[:6]}-"
+    await _topics(bootstrap, prefix)
+    worker = start_worker(bootstrap, prefix, tmp, f"{prefix}0")
+    try:
+        await asyncio.to_thread(wait_until, worker.ready, 120)
+        consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+        await consumer.start()
+        tps = [TopicPartition(f"{prefix}segment-changes", p) for p in range(PARTITIONS)]
+        consumer.assign(tps)
+        await consumer.seek_to_end(*tps)
+        sent: dict[str, float] = {}
+        seen: list[float] = []
+
+        async def read() -> None:
+            while True:
+                batch = await consumer.getmany(timeout_ms=100)
+                now = time.perf_counter()
+                for records in batch.values():
+                    for record in records:
+                        cause = orjson.loads(record.value)["cause"]["event_id"]
+                        if cause in sent:
+                            seen.append(now - sent.pop(cause))
+
+        reader = asyncio.create_task(read())
+        producer = AIOKafkaProducer(
+            bootstrap_servers=bootstrap, enable_idempotence=False, linger_ms=0
+        )
+        await producer.start()
+        topic_for = prefixed(prefix)
+        interval, next_at = 1.0 / rate, time.perf_counter()
+        for line in lines:
+            body = orjson.loads(line)
+            sent[body["event_id"]] = time.perf_counter()
+            await producer.send(topic_for(body), line, key=body["customer_id"].encode())
+            next_at += interval
+            delay = next_at - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+        await producer.stop()
+        await asyncio.sleep(3)
+        reader.cancel()
+        await consumer.stop()
+        seen.sort()
+        return {
+            "rate": rate,
+            "events": len(lines),
+            "measured": len(seen),
+            "p50_ms": round(seen[len(seen) // 2] * 1000, 1),
+            "p99_ms": round(seen[int(len(seen) * 0.99)] * 1000, 1),
+        }
+    finally:
+        worker.stop()
