@@ -79,10 +79,13 @@ class Deployment:
         }
         return env | extra
 
-    def start_worker(self) -> WorkerProcess:
+    def start_worker(self, store: str = "memory://", data_of: int | None = None) -> WorkerProcess:
+        """Start ``segstream worker``; ``data_of`` reuses an earlier worker's data directory."""
         port = free_port()
-        data = self.tmp / f"worker-{len(self.workers)}"
-        env = self.env(SEGSTREAM_WEB_PORT=str(port), SEGSTREAM_DATA_DIR=str(data))
+        data = self.tmp / f"worker-{len(self.workers) if data_of is None else data_of}"
+        env = self.env(
+            SEGSTREAM_WEB_PORT=str(port), SEGSTREAM_DATA_DIR=str(data), SEGSTREAM_STORE=store
+        )
         log_path = self.tmp / f"worker-{len(self.workers)}.log"
         with log_path.open("wb") as log:
             proc = subprocess.Popen(
