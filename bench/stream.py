@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -122,10 +123,9 @@ def baseline(bootstrap: str, topic: str, n: int, tmp: Path) -> float:
         timeout=1800,
         check=False,
     )
-    for line in done.stdout.splitlines():
-        if line.startswith("RESULT"):
-            _, count, seconds = line.split()
-            return int(count) / float(seconds)
+    found = re.search(r"RESULT (\d+) ([\d.]+)", done.stdout + done.stderr)
+    if found:  # faust redirects stdout into its log
+        return int(found.group(1)) / float(found.group(2))
     raise RuntimeError(f"baseline failed: {done.stderr[-2000:]}")
 
 

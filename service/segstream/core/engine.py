@@ -63,6 +63,7 @@ class Engine:
         self.max_message_bytes = max_message_bytes
         self.refresh_fraction = refresh_fraction
         self.clock_ms: int | None = None
+        self.clock_day = 0
         self.partition_of: dict[str, int] = {}
         self.rejections: Counter[RejectReason] = Counter()
         self.dirty: set[str] = set()
@@ -74,16 +75,16 @@ class Engine:
 
     # -- clock -------------------------------------------------------------------------------
 
-    @property
-    def clock_day(self) -> int:
-        return 0 if self.clock_ms is None else day_of(self.clock_ms)
+    def _set_clock(self, now_ms: int) -> None:
+        self.clock_ms = now_ms
+        self.clock_day = day_of(now_ms)
 
     def advance(self, now_ms: int) -> list[Change]:
         """Move the clock forward; re-evaluate only the customers due by the new day."""
         if self.clock_ms is not None and now_ms <= self.clock_ms:
             return []
         old_day = None if self.clock_ms is None else self.clock_day
-        self.clock_ms = now_ms
+        self._set_clock(now_ms)
         new_day = self.clock_day
         changes: list[Change] = []
         if old_day is None or new_day == old_day:
@@ -217,16 +218,17 @@ class Engine:
         rules = self.rules
         st.compact(self.clock_day, rules.windows)
         values, exits = st.values(self.clock_day, rules.windows, self._watch)
-        for attr in rules.attributes.values():
-            item = st.attrs.get(attr.name)
-            values[attr.name] = attr.default if item is None else attr.coerce(item[2])
-        for score in rules.scores.values():
-            raw = values[score.field]
-            if score.quantiles:
-                values[score.name] = score.from_cuts(raw, self.populations[score.field].cuts)
-            else:
-                values[score.name] = score.from_bins(raw)
-        if "r" in rules.scores and "f" in rules.scores and "m" in rules.scores:
+        values.update(self._attribute_defaults)
+        declared = rules.attributes
+        for name, item in st.attrs.items():
+            attr = declared.get(name)
+            if attr is not None and item[2] is not None:
+                values[name] = attr.coerce(item[2])
+        for score in self._bin_scores:
+            values[score.name] = score.from_bins(values[score.field])
+        for score, population in self._quantile_scores:
+            values[score.name] = score.from_cuts(values[score.field], population.cuts)
+        if self._has_rfm:
             values["rfm"] = f"{values['r']}{values['f']}{values['m']}"
         rules.evaluate(values)
         return values, exits
@@ -370,8 +372,12 @@ class Engine:
     # -- population --------------------------------------------------------------------------
 
     def _configure_rules(self) -> None:
-        """Precompute, per rule set, which clock-driven changes can matter to the rules."""
+        """Precompute, per rule set, what the per-customer path needs (built once, not per event),
+        including which clock-driven changes can matter to the rules."""
         rules = self.rules
+        self._attribute_defaults = {a.name: a.default for a in rules.attributes.values()}
+        self._bin_scores = [s for s in rules.scores.values() if not s.quantiles]
+        self._has_rfm = {"r", "f", "m"} <= rules.scores.keys()
         used, opaque, bounds = rules.used_fields, rules.opaque_fields, rules.boundaries
         self._every_exit: list[str] = []
         self._boundary_exit: list[tuple[str, str, tuple[int, ...]]] = []
@@ -395,6 +401,7 @@ class Engine:
             population = self.populations.get(field_name)
             if population is None or population.quantiles != quantiles:
                 self.populations[field_name] = Population(field_name, quantiles)
+        self._quantile_scores = [(s, self.populations[s.field]) for s in rules.quantile_scores]
 
     def _population_stale(self) -> bool:
         for population in self.populations.values():
@@ -448,7 +455,7 @@ class Engine:
         if self.clock == CLOCK_EVENT and (
             self.clock_ms is None or st.last_event_ms > self.clock_ms
         ):
-            self.clock_ms = st.last_event_ms
+            self._set_clock(st.last_event_ms)
         if self.populations:
             values, _ = st.values(self.clock_day, self.rules.windows, self._watch)
             for field_name, population in self.populations.items():

@@ -8,6 +8,7 @@ hot path never builds datetime objects.
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from functools import lru_cache
 
 MS_PER_DAY = 86_400_000
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -47,6 +48,7 @@ def parse_timestamp(value: object) -> int:
     raise ValueError("occurred_at must be an RFC 3339 string or epoch milliseconds")
 
 
+@lru_cache(maxsize=4096)
 def to_rfc3339(ms: int) -> str:
     """Epoch milliseconds to an RFC 3339 UTC string with a ``Z`` suffix."""
     dt = _EPOCH + timedelta(milliseconds=ms)

@@ -101,12 +101,14 @@ class Condition:
 class Family:
     name: str
     tiers: tuple[Condition, ...]
+    ranks: dict[str, int] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.ranks.update((t.name, i) for i, t in enumerate(self.tiers))
 
     def rank(self, tier: Any) -> int:
-        for i, t in enumerate(self.tiers):
-            if t.name == tier:
-                return i
-        return len(self.tiers)
+        """Position in the order, best first; a tier this rule set lacks ranks last."""
+        return self.ranks.get(tier, len(self.tiers))
 
 
 @dataclass(slots=True)
