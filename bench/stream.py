@@ -275,7 +275,9 @@ async def latency(bootstrap: str, lines: list[bytes], tmp: Path, rate: float) ->
     worker = start_worker(bootstrap, prefix, tmp, f"{prefix}0")
     try:
         await asyncio.to_thread(wait_until, worker.ready, 120)
-        consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_wait_ms=5
+        )  # the reader must not add latency
         await consumer.start()
         tps = [TopicPartition(f"{prefix}segment-changes", p) for p in range(PARTITIONS)]
         consumer.assign(tps)

@@ -41,6 +41,19 @@ class Record(NamedTuple):
 BatchCallback = Callable[[list[Record]], Awaitable[None]]
 
 
+class LowLatencyConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
+    """faust hard-codes ``fetch_max_wait_ms=1500``. A broker that does not answer a fetch as
+    soon as data arrives (Tansu 0.6) then adds up to 1.5 s of latency; we make it configurable
+    (``app.conf.segstream_fetch_max_wait_ms``)."""
+
+    def _create_worker_consumer(self, transport: Any) -> Any:
+        consumer = super()._create_worker_consumer(transport)
+        wait = getattr(self.app.conf, "segstream_fetch_max_wait_ms", None)
+        if wait is not None:
+            consumer._fetch_max_wait_ms = int(wait)
+        return consumer
+
+
 class BatchConsumer(faust_aiokafka.Consumer):
     """The aiokafka-driver consumer, delivering whole batches for the batch topics."""
 
@@ -51,6 +64,9 @@ class BatchConsumer(faust_aiokafka.Consumer):
         super().__init__(*args, **kwargs)
         self._batch_idle = asyncio.Event()
         self._batch_idle.set()
+
+    def _new_consumer_thread(self) -> Any:
+        return LowLatencyConsumerThread(self, loop=self.loop, beacon=self.beacon)
 
     async def wait_empty(self) -> None:
         """On rebalance or stop, let the batch in flight finish so its offsets are acked."""

@@ -66,6 +66,9 @@ class Settings(BaseSettings):
     advertised_host: str = Field("", description="host other workers use to reach this one")
 
     commit_interval_seconds: float = Field(1.0, gt=0)
+    fetch_max_wait_ms: int = Field(
+        10, ge=0, le=10_000, description="longest a fetch waits for data (latency floor)"
+    )
     session_timeout_seconds: float = Field(10.0, gt=0)
     clock_tick_seconds: float = Field(1.0, gt=0, description="wall-clock re-evaluation period")
     population_refresh_seconds: float = Field(2.0, gt=0)

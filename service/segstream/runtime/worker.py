@@ -128,6 +128,7 @@ class SegmentWorker:
             value_serializer="raw",
         )
         app.conf.segstream_client_options = s.kafka_client_options()
+        app.conf.segstream_fetch_max_wait_ms = s.fetch_max_wait_ms
         self.table = app.Table(
             "customers",
             partitions=s.partitions,
