@@ -7,10 +7,14 @@ import asyncio
 import re
 from pathlib import Path
 
-import orjson
-
 from tests.integration.conftest import ROOT, Deployment, load_events, produce
-from tests.integration.test_worker import SAMPLE, metric, offline_segments_for, wait_for
+from tests.integration.test_worker import (
+    SAMPLE,
+    assert_streaming_equals_offline,
+    metric,
+    offline_segments_for,
+    wait_for,
+)
 
 
 def test_rocksdb_worker_restarts_with_its_state(deployment: Deployment, tmp_path: Path) -> None:
@@ -26,17 +30,6 @@ def test_rocksdb_worker_restarts_with_its_state(deployment: Deployment, tmp_path
     second.wait_ready()
     asyncio.run(produce(deployment, lines[600:]))
     expected = offline_segments_for(lines, ROOT / "rules", tmp_path)
-
-    def streamed() -> dict[str, object]:
-        out = {}
-        for cid in expected:
-            response = second.get(f"/customers/{cid}")
-            out[cid] = response.json()["segments"] if response.status_code == 200 else None
-        return out
-
-    wait_for(lambda: streamed() == expected, 60, 1.0)
-    got = streamed()
-    differ = {cid: (got[cid], want) for cid, want in expected.items() if got[cid] != want}
-    assert differ == {}, orjson.dumps(differ).decode()
+    assert_streaming_equals_offline(second, expected)
     recovered = re.findall(r"\((\d+) recovered\)", second.log.read_text())
     assert recovered and int(recovered[0]) > 0  # state came back, not rebuilt from new events
