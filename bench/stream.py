@@ -21,6 +21,9 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
+from segstream.runtime.main import spawn_worker
+from segstream.runtime.settings import isolated_env
+
 ROOT = Path(__file__).resolve().parents[1]
 PARTITIONS = 4
 TOPIC_OF_TYPE = {
@@ -162,33 +165,17 @@ class Worker:
 
 def start_worker(bootstrap: str, prefix: str, tmp: Path, name: str) -> Worker:
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SEGSTREAM_")} | {
-        "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
-        "SEGSTREAM_APP_ID": f"{prefix}app",
-        "SEGSTREAM_TOPIC_ORDERS": f"{prefix}orders",
-        "SEGSTREAM_TOPIC_SUPPORT": f"{prefix}support",
-        "SEGSTREAM_TOPIC_SURVEYS": f"{prefix}surveys",
-        "SEGSTREAM_TOPIC_PROFILES": f"{prefix}profiles",
-        "SEGSTREAM_TOPIC_CHANGES": f"{prefix}segment-changes",
-        "SEGSTREAM_TOPIC_DLQ": f"{prefix}dlq",
-        "SEGSTREAM_TOPIC_RULES": f"{prefix}rules",
-        "SEGSTREAM_TOPIC_POPULATION": f"{prefix}population",
-        "SEGSTREAM_PARTITIONS": str(PARTITIONS),
-        "SEGSTREAM_RULES_DIR": str(ROOT / "rules"),
-        "SEGSTREAM_CLOCK": "event",
-        "SEGSTREAM_WEB_PORT": str(port),
-        "SEGSTREAM_DATA_DIR": str(tmp / name),
-        "SEGSTREAM_SESSION_TIMEOUT_SECONDS": "6",
-    }
-    with (tmp / f"{name}.log").open("wb") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "segstream.cli", "worker"],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    return Worker(proc, f"http://127.0.0.1:{port}")
+    env = isolated_env(
+        prefix,
+        bootstrap,
+        partitions=str(PARTITIONS),
+        rules_dir=str(ROOT / "rules"),
+        clock="event",
+        web_port=str(port),
+        data_dir=str(tmp / name),
+        session_timeout_seconds="6",
+    )
+    return Worker(spawn_worker(env, tmp / f"{name}.log"), f"http://127.0.0.1:{port}")
 
 
 def wait_until(check: Any, limit: float) -> bool:
@@ -205,12 +192,11 @@ def prefixed(prefix: str) -> Any:
 
 
 async def _topics(bootstrap: str, prefix: str) -> None:
+    """The input and output topics, so events can wait in them before a worker starts."""
     names = [
-        f"{prefix}{t}"
-        for t in ("orders", "support", "surveys", "profiles", "segment-changes", "dlq")
+        f"{prefix}{t}" for t in ("orders", "support", "surveys", "profiles", "segment-changes")
     ]
     await create_topics(bootstrap, names)
-    await create_topics(bootstrap, [f"{prefix}rules", f"{prefix}population"], 1)
 
 
 def worker_run(bootstrap: str, lines: list[bytes], tmp: Path, workers: int) -> dict[str, Any]:

@@ -21,6 +21,8 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from segstream.runtime.broker import EmbeddedBroker
+from segstream.runtime.main import spawn_worker
+from segstream.runtime.settings import isolated_env
 
 ROOT = Path(__file__).resolve().parents[2]
 TOPIC_OF_TYPE = {
@@ -57,52 +59,32 @@ class Deployment:
     def topic(self, name: str) -> str:
         return f"{self.prefix}{name}"
 
-    def env(self, **extra: str) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("SEGSTREAM_")}
-        p = self.prefix
-        env |= {
-            "KAFKA_BOOTSTRAP_SERVERS": self.bootstrap,
-            "SEGSTREAM_APP_ID": f"{p}app",
-            "SEGSTREAM_TOPIC_ORDERS": f"{p}orders",
-            "SEGSTREAM_TOPIC_SUPPORT": f"{p}support",
-            "SEGSTREAM_TOPIC_SURVEYS": f"{p}surveys",
-            "SEGSTREAM_TOPIC_PROFILES": f"{p}profiles",
-            "SEGSTREAM_TOPIC_CHANGES": f"{p}segment-changes",
-            "SEGSTREAM_TOPIC_DLQ": f"{p}segstream-dlq",
-            "SEGSTREAM_TOPIC_RULES": f"{p}segment-rules",
-            "SEGSTREAM_TOPIC_POPULATION": f"{p}segstream-population",
-            "SEGSTREAM_PARTITIONS": str(self.partitions),
-            "SEGSTREAM_RULES_DIR": str(ROOT / "rules"),
-            "SEGSTREAM_CLOCK": "event",
-            "SEGSTREAM_SESSION_TIMEOUT_SECONDS": "6",
-            "SEGSTREAM_POPULATION_REFRESH_SECONDS": "0.5",
-        }
-        return env | extra
+    def env(self, **settings: str) -> dict[str, str]:
+        return isolated_env(
+            self.prefix,
+            self.bootstrap,
+            partitions=str(self.partitions),
+            rules_dir=str(ROOT / "rules"),
+            clock="event",
+            session_timeout_seconds="6",
+            population_refresh_seconds="0.5",
+        ) | {f"SEGSTREAM_{k.upper()}": v for k, v in settings.items()}
 
     def start_worker(self, store: str = "memory://", data_of: int | None = None) -> WorkerProcess:
         """Start ``segstream worker``; ``data_of`` reuses an earlier worker's data directory."""
         port = free_port()
         data = self.tmp / f"worker-{len(self.workers) if data_of is None else data_of}"
-        env = self.env(
-            SEGSTREAM_WEB_PORT=str(port), SEGSTREAM_DATA_DIR=str(data), SEGSTREAM_STORE=store
-        )
+        env = self.env(web_port=str(port), data_dir=str(data), store=store)
         log_path = self.tmp / f"worker-{len(self.workers)}.log"
-        with log_path.open("wb") as log:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "segstream.cli", "worker"],
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        worker = WorkerProcess(proc, f"http://127.0.0.1:{port}", log_path)
+        worker = WorkerProcess(spawn_worker(env, log_path), f"http://127.0.0.1:{port}", log_path)
         self.workers.append(worker)
         return worker
 
     def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [sys.executable, "-m", "segstream.cli", *args],
-            env=self.env(),
+            env={k: v for k, v in os.environ.items() if not k.startswith("SEGSTREAM_")}
+            | self.env(),
             capture_output=True,
             text=True,
             timeout=60,

@@ -5,9 +5,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import random
+import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import faust
@@ -58,6 +61,20 @@ def run_worker(*, demo: bool = False) -> int:
         if broker is not None:
             broker.stop()
     return 0
+
+
+def spawn_worker(env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
+    """``segstream worker`` as a subprocess in its own session (so a signal reaches all of it),
+    with ``env`` replacing every ``SEGSTREAM_*`` variable of this process."""
+    base = {k: v for k, v in os.environ.items() if not k.startswith("SEGSTREAM_")}
+    with log_path.open("wb") as log:
+        return subprocess.Popen(
+            [sys.executable, "-m", "segstream.cli", "worker"],
+            env=base | env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
 
 
 def _print_change(change: dict[str, Any]) -> None:

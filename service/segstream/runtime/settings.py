@@ -119,3 +119,14 @@ class Settings(BaseSettings):
                 keyfile=str(self.ssl_keyfile) if self.ssl_keyfile else None,
             )
         return options
+
+
+def isolated_env(prefix: str, bootstrap: str, **settings: str) -> dict[str, str]:
+    """Environment for a worker whose app id and topics all carry ``prefix``: several isolated
+    deployments (tests, benchmarks) on one cluster. Extra settings are given by field name."""
+    env = {"KAFKA_BOOTSTRAP_SERVERS": bootstrap, "SEGSTREAM_APP_ID": f"{prefix}app"}
+    for name, field in Settings.model_fields.items():
+        if name.startswith("topic_"):
+            env[f"SEGSTREAM_{name.upper()}"] = f"{prefix}{field.default}"
+    env |= {f"SEGSTREAM_{name.upper()}": value for name, value in settings.items()}
+    return env
