@@ -95,7 +95,7 @@ class Engine:
             if st is not None and st.due_day is not None and st.due_day <= new_day:
                 st.due_day = None
                 changes += self._evaluate(st, "clock", None, at)
-        if self._population_stale():
+        if self.population_stale():
             changes += self.refresh_population()
         return changes
 
@@ -403,7 +403,8 @@ class Engine:
                 self.populations[field_name] = Population(field_name, quantiles)
         self._quantile_scores = [(s, self.populations[s.field]) for s in rules.quantile_scores]
 
-    def _population_stale(self) -> bool:
+    def population_stale(self) -> bool:
+        """Enough values moved (refresh_fraction of the population) to recompute cut points."""
         for population in self.populations.values():
             threshold = max(REFRESH_MIN_UPDATES, int(self.refresh_fraction * population.size()))
             if population.updates_since_refresh >= threshold:

@@ -96,6 +96,7 @@ class SegmentWorker:
         self.lock = asyncio.Lock()
         self.ready = False
         self.next_offset: dict[tuple[str, int], int] = {}
+        self.last_batch_at = 0.0
         self.published_sketches: dict[str, bytes] = {}
         self.app = self._build_app()
 
@@ -178,6 +179,7 @@ class SegmentWorker:
                 self.metrics.latency.observe(max(now - stamp / 1000, 0.0))
             for record in records:
                 self.next_offset[(record.topic, record.partition)] = record.offset + 1
+            self.last_batch_at = time.monotonic()
 
     def _apply(
         self, records: list[Record], outputs: list[Output]
@@ -281,8 +283,11 @@ class SegmentWorker:
         if not self.ready or not self.engine.populations:
             return
         async with self.lock:
-            stale = any(p.updates_since_refresh for p in self.engine.populations.values())
-            if stale:
+            # a refresh costs O(customers): under load only when 5% of values moved; once the
+            # input goes quiet, for any change, so the final cut points match a replay's
+            pending = any(p.updates_since_refresh for p in self.engine.populations.values())
+            quiet = time.monotonic() - self.last_batch_at > self.settings.population_refresh_seconds
+            if self.engine.population_stale() or (pending and quiet):
                 await self._emit(self.engine.refresh_population(), [])
                 await self._publish_sketches()
 
