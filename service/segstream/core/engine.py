@@ -160,9 +160,6 @@ class Engine:
                 best = candidate
         return best
 
-    def due_count(self) -> int:
-        return sum(len(v) for v in self._due.values())
-
     # -- events ------------------------------------------------------------------------------
 
     def parse(self, raw: bytes | str) -> Event | Rejection:

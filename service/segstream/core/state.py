@@ -348,10 +348,6 @@ class CustomerState:
         }
         return values, exits
 
-    def attribute(self, name: str) -> Any:
-        item = self.attrs.get(name)
-        return None if item is None else item[2]
-
 
 def _digest(order_id: str) -> int:
     return int.from_bytes(blake2b(order_id.encode(), digest_size=8).digest(), "big")
