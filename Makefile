@@ -3,7 +3,7 @@ PY ?= python3.11
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: venv test unit integration lint bench demo
+.PHONY: venv tools test unit integration lint bench demo
 
 $(BIN)/segstream: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -13,6 +13,10 @@ $(BIN)/segstream: pyproject.toml
 
 venv: $(BIN)/segstream
 
+# promtool runs the alerting rules' unit tests (Debian's prometheus package)
+tools:
+	@command -v promtool >/dev/null || { apt-get update -qq && apt-get install -y -qq prometheus >/dev/null; }
+
 lint: venv
 	$(BIN)/ruff check service tests bench
 	$(BIN)/ruff format --check service tests bench
@@ -21,10 +25,10 @@ lint: venv
 unit: venv
 	$(BIN)/pytest tests/unit -q
 
-integration: venv
+integration: venv tools
 	$(BIN)/pytest tests/integration -q
 
-test: lint
+test: lint tools
 	$(BIN)/pytest -q
 
 bench: venv
