@@ -307,8 +307,9 @@ class SegmentWorker:
             return
         field_name, _, partition = key.decode().partition(":")
         population = self.engine.populations.get(field_name)
-        owned_elsewhere = partition.isdigit() and population is not None
-        if owned_elsewhere and population and int(partition) not in population.values:
+        if population is None or not partition.isdigit():
+            return
+        if int(partition) not in population.values:  # our own partitions use local values
             population.remote[int(partition)] = value
             population.updates_since_refresh += 1
 
