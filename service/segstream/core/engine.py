@@ -458,14 +458,8 @@ class Engine:
             values, _ = st.values(self.clock_day, self.rules.windows, self._watch)
             for field_name, population in self.populations.items():
                 population.set(partition, st.customer_id, values[field_name])
-        due, st.due_day = st.due_day, None
-        if due is not None:
-            st.due_day = due
-            members = self._due.get(due)
-            if members is None:
-                self._due[due] = members = set()
-                heapq.heappush(self._due_days, due)
-            members.add(st.customer_id)
+        due, st.due_day = st.due_day, None  # not indexed in this process yet
+        self._schedule(st, due)
 
     def release_partition(self, partition: int) -> None:
         """Forget the customers of a partition this process no longer owns."""

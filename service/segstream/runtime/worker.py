@@ -386,10 +386,6 @@ class SegmentWorker:
             engine = self.engine
             for partition in set(engine.partition_of.values()) - owned:
                 engine.release_partition(partition)
-            for population in engine.populations.values():
-                for partition in list(population.values):
-                    if partition not in owned:
-                        population.drop_partition(partition)
             adopted: list[str] = []
             n = self.settings.partitions
             for raw_key, value in list(self.table.data.items()):

@@ -66,7 +66,6 @@ class Checked:
     tree: ast.Expression
     names: set[str] = field(default_factory=set)
     thresholds: dict[str, set[int]] = field(default_factory=dict)
-    opaque_names: set[str] = field(default_factory=set)
 
 
 def check(
@@ -232,12 +231,12 @@ class _Checker:
                     raise self.fail(b, f"{a.id!r} has no segment {b.value!r}{hint}")
 
     def note_threshold(self, op: ast.cmpop, name: ast.expr, other: ast.expr, flipped: bool) -> None:
-        if isinstance(name, ast.Name) and name.id in self.counters:
-            if isinstance(other, ast.Constant) and isinstance(other.value, int | float):
-                points = boundaries(op, float(other.value), flipped)
-                self.out.thresholds.setdefault(name.id, set()).update(points)
-            else:
-                self.out.opaque_names.add(name.id)
+        """Record where a tracked field compared with a number can flip the comparison."""
+        if not (isinstance(name, ast.Name) and name.id in self.counters):
+            return
+        if isinstance(other, ast.Constant) and isinstance(other.value, int | float):
+            points = boundaries(op, float(other.value), flipped)
+            self.out.thresholds.setdefault(name.id, set()).update(points)
 
 
 _FLIP: dict[type[ast.cmpop], type[ast.cmpop]] = {
@@ -285,7 +284,7 @@ def opaque_names(checked: Checked, tracked: frozenset[str]) -> set[str]:
         node.id
         for node in ast.walk(checked.tree)
         if isinstance(node, ast.Name) and node.id in tracked and id(node) not in direct
-    } | checked.opaque_names
+    }
 
 
 class _ToSubscripts(ast.NodeTransformer):
