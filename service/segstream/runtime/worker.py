@@ -10,6 +10,7 @@ import asyncio
 import logging
 import ssl
 import time
+from collections import Counter
 from collections.abc import Iterable
 from typing import Any, cast
 
@@ -187,6 +188,7 @@ class SegmentWorker:
         s, engine, metrics = self.settings, self.engine, self.metrics
         changes: list[Change] = []
         stamps: list[int] = []
+        consumed: Counter[tuple[str, str]] = Counter()  # one metric update per label per batch
         if s.clock == "wall":
             changes += engine.advance(int(time.time() * 1000))
         for record in records:
@@ -194,7 +196,7 @@ class SegmentWorker:
             if isinstance(parsed, Rejection):
                 reason = parsed.reason.value
                 metrics.invalid.labels(reason=reason).inc()
-                metrics.consumed.labels(topic=record.topic, type="invalid").inc()
+                consumed[(record.topic, "invalid")] += 1
                 outputs.append(
                     (
                         s.topic_dlq,
@@ -205,7 +207,7 @@ class SegmentWorker:
                     )
                 )
                 continue
-            metrics.consumed.labels(topic=record.topic, type=parsed.type).inc()
+            consumed[(record.topic, parsed.type)] += 1
             customer = parsed.customer_id
             if partition_for(customer, s.partitions) != record.partition:
                 # keyed by something else: send it on to its customer's partition
@@ -224,6 +226,8 @@ class SegmentWorker:
             if produced:
                 changes += produced
                 stamps.extend(record.timestamp_ms for _ in produced)
+        for (topic, kind), n in consumed.items():
+            metrics.consumed.labels(topic=topic, type=kind).inc(n)
         return changes, stamps
 
     async def _emit(self, changes: list[Change], outputs: list[Output]) -> None:
