@@ -27,6 +27,8 @@ from faust.transport.drivers import TRANSPORTS
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP
 
+from segstream.runtime.produce import OutRecord, Written
+
 
 class Record(NamedTuple):
     topic: str
@@ -241,7 +243,7 @@ def source_partition(topic: str, partition: int) -> Iterator[None]:
 
 
 class TableWriter:
-    """Write a batch of table entries: local store plus changelog sends, awaited by the caller."""
+    """Table entries for a batch: the local store now, changelog records for the caller to send."""
 
     def __init__(self, app: Any, table: Any, source_topic: str) -> None:
         self.app = app
@@ -249,25 +251,24 @@ class TableWriter:
         self.source_topic = source_topic
         self.changelog = table.changelog_topic.get_topic_name()
 
-    async def write(self, updates: dict[int, dict[str, bytes]]) -> list[asyncio.Future[Any]]:
-        table, send = self.table, self.app.producer.send
-        futures: list[asyncio.Future[Any]] = []
+    def write(self, updates: dict[int, dict[str, bytes]]) -> list[OutRecord]:
+        table = self.table
+        records: list[OutRecord] = []
         for partition, items in updates.items():
             with source_partition(self.source_topic, partition):
                 store = table.data
                 for key, value in items.items():
                     store[key] = value
-            for key, value in items.items():
-                futures.append(
-                    await send(self.changelog, key.encode(), value, partition, None, None)
-                )
-        return futures
+            changelog = self.changelog
+            records.extend(
+                OutRecord(changelog, key.encode(), value, partition, [])
+                for key, value in items.items()
+            )
+        return records
 
-    def persisted(self, metadata: list[Any]) -> None:
+    def persisted(self, written: list[Written]) -> None:
         """What faust does per changelog message (the RocksDB store keeps its offset)."""
-        highest: dict[TP, int] = {}
-        for meta in metadata:
-            tp = meta.topic_partition
-            highest[tp] = max(highest.get(tp, -1), meta.offset)
-        for tp, offset in highest.items():
-            self.table.data.set_persisted_offset(tp, offset)
+        for batch in written:
+            if batch.topic == self.changelog:
+                tp = TP(batch.topic, batch.partition)
+                self.table.data.set_persisted_offset(tp, batch.base_offset + batch.records - 1)

@@ -31,11 +31,12 @@ from segstream.runtime.batching import (
     install_batch_handler,
 )
 from segstream.runtime.metrics import Metrics
+from segstream.runtime.produce import BatchProducer, OutRecord
 from segstream.runtime.settings import Settings
 
 log = logging.getLogger("segstream.worker")
 
-Output = tuple[str, bytes | None, bytes, int | None, list[tuple[str, bytes]]]
+Output = OutRecord
 
 
 def partition_for(customer_id: str, partitions: int) -> int:
@@ -100,6 +101,7 @@ class SegmentWorker:
         self.last_batch_at = 0.0
         self.published_sketches: dict[str, bytes] = {}
         self.app = self._build_app()
+        self.producer = BatchProducer(lambda: self.app.producer._producer)
 
     # -- wiring ------------------------------------------------------------------------------
 
@@ -198,7 +200,7 @@ class SegmentWorker:
                 metrics.invalid.labels(reason=reason).inc()
                 consumed[(record.topic, "invalid")] += 1
                 outputs.append(
-                    (
+                    OutRecord(
                         s.topic_dlq,
                         record.key,
                         record.value or b"",
@@ -213,7 +215,7 @@ class SegmentWorker:
                 # keyed by something else: send it on to its customer's partition
                 metrics.rerouted.labels(topic=record.topic).inc()
                 outputs.append(
-                    (
+                    OutRecord(
                         record.topic,
                         customer.encode(),
                         record.value or b"",
@@ -233,9 +235,10 @@ class SegmentWorker:
     async def _emit(self, changes: list[Change], outputs: list[Output]) -> None:
         """Send outputs first, then state: a crash in between re-emits (same ids), never loses."""
         s = self.settings
+        transitions: Counter[tuple[str, str, str, str]] = Counter()
         for change in changes:
             outputs.append(
-                (
+                OutRecord(
                     s.topic_changes,
                     change["customer_id"].encode(),
                     orjson.dumps(change),
@@ -243,21 +246,16 @@ class SegmentWorker:
                     cloudevent_headers(change, s.source),
                 )
             )
-            self.metrics.transitions.labels(
-                family=change["family"],
-                from_segment=str(change["from"]),
-                to_segment=str(change["to"]),
-                change=change["change"],
-            ).inc()
+            transitions[
+                (change["family"], str(change["from"]), str(change["to"]), change["change"])
+            ] += 1
             if self.on_change is not None:
                 self.on_change(change)
-        send = self.app.producer.send
-        futures = [
-            await send(topic, key, value, partition, None, headers)
-            for topic, key, value, partition, headers in outputs
-        ]
-        if futures:
-            await asyncio.gather(*futures)
+        for (family, old, new, kind), n in transitions.items():
+            self.metrics.transitions.labels(
+                family=family, from_segment=old, to_segment=new, change=kind
+            ).inc(n)
+        await self.producer.send(outputs)
         await self._write_state()
 
     async def _write_state(self) -> None:
@@ -271,9 +269,7 @@ class SegmentWorker:
                 partition = engine.partition_of[customer_id]
                 updates.setdefault(partition, {})[customer_id] = dump_state(st)
         engine.dirty.clear()
-        futures = await self.writer.write(updates)
-        if futures:
-            self.writer.persisted(list(await asyncio.gather(*futures)))
+        self.writer.persisted(await self.producer.send(self.writer.write(updates)))
 
     # -- clock, population, rules ------------------------------------------------------------
 
@@ -303,7 +299,9 @@ class SegmentWorker:
                 blob = bytes(population.sketch(partition).serialize())
                 if self.published_sketches.get(key) != blob:
                     self.published_sketches[key] = blob
-                    outputs.append((self.settings.topic_population, key.encode(), blob, 0, []))
+                    outputs.append(
+                        OutRecord(self.settings.topic_population, key.encode(), blob, 0, [])
+                    )
         await self._emit([], outputs)
 
     def _remote_sketch(self, key: bytes | None, value: bytes | None) -> None:
