@@ -2,8 +2,13 @@ from decimal import Decimal
 
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from pydantic import ValidationError
 
 from segstream.core.contracts import (
+    _FAST_PATHS,
+    _VALIDATORS,
     SEGMENT_CHANGE_ADAPTER,
     OrderEvent,
     ProfileEvent,
@@ -168,3 +173,104 @@ def test_change_events_match_the_contract() -> None:
     for change in changes:
         model = SEGMENT_CHANGE_ADAPTER.validate_python(change)
         assert model.model_dump(by_alias=True) == change
+
+
+# -- the fast path agrees with pydantic ---------------------------------------------------------
+
+_anything = st.one_of(st.none(), st.booleans(), st.integers(-5, 15), st.text(max_size=12))
+
+
+_VALID = {
+    "event_id": st.text(min_size=1, max_size=128),
+    "customer_id": st.sampled_from(["C1", "c-ü", "x" * 128]),
+    "occurred_at": st.one_of(
+        st.integers(0, 4_000_000_000_000),
+        st.sampled_from(["2025-03-04T05:06:07.123Z", "2025-03-04T05:06:07+02:00"]),
+    ),
+    "order_id": st.text(min_size=1, max_size=128),
+    "amount": st.one_of(
+        st.integers(0, 10**15),
+        st.floats(0, 1e15),
+        st.decimals(0, 10**15, allow_nan=False, places=2).map(str),
+    ),
+    "currency": st.sampled_from(["USD", None]),
+    "ticket_id": st.sampled_from(["T1", "t" * 128]),
+    "priority": st.sampled_from(["low", "normal", "high", "urgent", None]),
+    "score": st.integers(0, 10),
+    "survey_id": st.one_of(st.none(), st.text(min_size=1, max_size=128)),
+}
+_BAD_IDS = st.sampled_from(["", "x" * 129, 5, None, True, ["a"]])
+_INVALID = {
+    "event_id": _BAD_IDS,
+    "customer_id": _BAD_IDS,
+    "occurred_at": st.one_of(
+        st.sampled_from([True, None, 1.5, "2025-03-04T05:06:07", "2025-13-04T05:06:07Z", "x"]),
+        st.sampled_from([-62_135_596_800_001, 253_402_300_800_000, 2**63]),
+    ),
+    "order_id": _BAD_IDS,
+    "amount": st.sampled_from([-1, -0.01, "-1", 10**15 + 1, "1e16", "NaN", "inf", True, None, "x"]),
+    "currency": st.sampled_from(["EUR", "usd", "US", 5, True, ""]),
+    "ticket_id": _BAD_IDS,
+    "priority": st.sampled_from(["LOW", "", 1, True]),
+    "score": st.sampled_from([-1, 11, 10.0, 5.5, True, False, "5", None]),
+    "survey_id": st.sampled_from(["", "x" * 129, 5, True]),
+    "status": st.sampled_from(["", "Completed", "open", None, 1, True]),
+}
+_FIELDS = {
+    "order": ["event_id", "customer_id", "occurred_at", "order_id", "amount", "currency", "status"],
+    "support": ["event_id", "customer_id", "occurred_at", "ticket_id", "status", "priority"],
+    "survey": ["event_id", "customer_id", "occurred_at", "score", "survey_id"],
+}
+_STATUS = {
+    "order": st.sampled_from(["completed", "refunded", "cancelled"]),
+    "support": st.sampled_from(["opened", "closed", "reopened"]),
+    "survey": st.nothing(),
+}
+
+
+@st.composite
+def _candidate_events(draw: st.DrawFn) -> dict[str, object]:
+    """A valid event of one type, then zero to two fields corrupted, dropped or added."""
+    kind = draw(st.sampled_from(sorted(_FIELDS)))
+    names = _FIELDS[kind]
+    fields: dict[str, object] = {"type": kind}
+    for name in names:
+        fields[name] = draw(_STATUS[kind] if name == "status" else _VALID[name])
+    for name in draw(st.lists(st.sampled_from([*names, "unknown"]), max_size=2)):
+        action = draw(st.sampled_from(["corrupt", "drop"]))
+        if action == "drop":
+            fields.pop(name, None)
+        else:
+            fields[name] = draw(_INVALID.get(name, _anything))
+    return fields
+
+
+@settings(max_examples=1500, deadline=None)
+@given(_candidate_events())
+def test_fast_path_accepts_exactly_what_pydantic_accepts_and_builds_the_same_event(
+    obj: dict[str, object],
+) -> None:
+    validator = _VALIDATORS[str(obj["type"])]
+    try:
+        reference = validator.validate_python(obj, context={"currency": "USD"})
+    except ValidationError:
+        reference = None
+    fast = _FAST_PATHS[str(obj["type"])](obj, "USD")
+    if fast is None:
+        return  # pydantic decides; the fast path has to be right only when it answers
+    assert reference is not None, f"fast path accepted what pydantic rejects: {obj}"
+    assert type(fast) is type(reference)
+    assert fast == reference
+    assert fast.model_dump() == reference.model_dump()
+    assert fast.model_fields_set == reference.model_fields_set
+
+
+def test_fast_path_takes_the_well_formed_events_of_the_generator() -> None:
+    from segstream.synth import SynthConfig, generate
+
+    taken = 0
+    for body in generate(SynthConfig(customers=50, events=2000, seed=3)):
+        fast = _FAST_PATHS.get(str(body.get("type")))
+        if fast is not None and fast(body, "USD") is not None:
+            taken += 1
+    assert taken > 1500

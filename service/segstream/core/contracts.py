@@ -7,6 +7,7 @@ Bad input is never fatal: :func:`parse_event` returns a :class:`Rejection` carry
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from enum import StrEnum
@@ -135,6 +136,131 @@ EVENT_MODELS: dict[str, type[_Event]] = {
 _VALIDATORS = {name: model.__pydantic_validator__ for name, model in EVENT_MODELS.items()}
 
 
+# -- fast path ------------------------------------------------------------------------------
+# pydantic validation is most of the parse cost. Well-formed order, support and survey events
+# (nearly all traffic) are checked here in plain Python and built without re-validation; anything
+# this path does not accept goes to pydantic, which stays the reference for every error.
+# tests/unit/test_contracts.py proves with hypothesis that both give the same events.
+
+_ORDER_STATUS = frozenset({"completed", "refunded", "cancelled"})
+_TICKET_STATUS = frozenset({"opened", "closed", "reopened"})
+_PRIORITY = frozenset({"low", "normal", "high", "urgent"})
+
+
+def _is_id(value: object) -> bool:
+    return type(value) is str and 0 < len(value) <= 128
+
+
+def _built(model: type[_Event], obj: dict[str, Any], fields: dict[str, Any]) -> Any:
+    """What ``model_validate`` returns, without validating again (as ``model_construct`` does)."""
+    event = object.__new__(model)
+    object.__setattr__(event, "__dict__", fields)
+    object.__setattr__(event, "__pydantic_fields_set__", obj.keys() & fields.keys())
+    object.__setattr__(event, "__pydantic_extra__", None)
+    object.__setattr__(event, "__pydantic_private__", None)
+    return event
+
+
+def _common(obj: dict[str, Any]) -> tuple[str, str, int] | None:
+    event_id, customer_id = obj.get("event_id"), obj.get("customer_id")
+    if not (_is_id(event_id) and _is_id(customer_id)):
+        return None
+    try:
+        occurred_at = parse_timestamp(obj.get("occurred_at"))
+    except ValueError:
+        return None
+    return event_id, customer_id, occurred_at  # type: ignore[return-value]
+
+
+def _fast_order(obj: dict[str, Any], currency: str) -> OrderEvent | None:
+    common, order_id = _common(obj), obj.get("order_id")
+    if common is None or not _is_id(order_id):
+        return None
+    try:
+        amount = _amount(obj.get("amount"))
+    except ValueError:
+        return None
+    code = obj.get("currency")
+    if code is not None and not (type(code) is str and code == currency and _CURRENCY.match(code)):
+        return None
+    status = obj.get("status", "completed")
+    if type(status) is not str or status not in _ORDER_STATUS:
+        return None
+    event_id, customer_id, occurred_at = common
+    return _built(  # type: ignore[no-any-return]
+        OrderEvent,
+        obj,
+        {
+            "event_id": event_id,
+            "customer_id": customer_id,
+            "occurred_at": occurred_at,
+            "type": "order",
+            "order_id": order_id,
+            "amount": amount,
+            "currency": code,
+            "status": status,
+        },
+    )
+
+
+def _fast_support(obj: dict[str, Any], currency: str) -> SupportEvent | None:
+    common, ticket_id = _common(obj), obj.get("ticket_id")
+    status, priority = obj.get("status"), obj.get("priority")
+    if (
+        common is None
+        or not _is_id(ticket_id)
+        or type(status) is not str
+        or status not in _TICKET_STATUS
+        or not (priority is None or (type(priority) is str and priority in _PRIORITY))
+    ):
+        return None
+    event_id, customer_id, occurred_at = common
+    return _built(  # type: ignore[no-any-return]
+        SupportEvent,
+        obj,
+        {
+            "event_id": event_id,
+            "customer_id": customer_id,
+            "occurred_at": occurred_at,
+            "type": "support",
+            "ticket_id": ticket_id,
+            "status": status,
+            "priority": priority,
+        },
+    )
+
+
+def _fast_survey(obj: dict[str, Any], currency: str) -> SurveyEvent | None:
+    common, score, survey_id = _common(obj), obj.get("score"), obj.get("survey_id")
+    if (
+        common is None
+        or type(score) is not int
+        or not 0 <= score <= 10
+        or not (survey_id is None or _is_id(survey_id))
+    ):
+        return None
+    event_id, customer_id, occurred_at = common
+    return _built(  # type: ignore[no-any-return]
+        SurveyEvent,
+        obj,
+        {
+            "event_id": event_id,
+            "customer_id": customer_id,
+            "occurred_at": occurred_at,
+            "type": "survey",
+            "score": score,
+            "survey_id": survey_id,
+        },
+    )
+
+
+_FAST_PATHS: dict[str, Callable[[dict[str, Any], str], Event | None]] = {
+    "order": _fast_order,
+    "support": _fast_support,
+    "survey": _fast_survey,
+}
+
+
 def _describe(error: ValidationError) -> str:
     parts = []
     for item in error.errors(include_url=False)[:3]:
@@ -171,6 +297,11 @@ def validate_event(obj: Any, *, currency: str = "USD") -> Event | Rejection:
             RejectReason.UNKNOWN_TYPE,
             f"unknown type {str(kind)[:40]!r}; expected one of {', '.join(EVENT_MODELS)}",
         )
+    fast = _FAST_PATHS.get(kind)
+    if fast is not None:
+        parsed = fast(obj, currency)
+        if parsed is not None:
+            return parsed
     try:
         event: Event = validator.validate_python(obj, context={"currency": currency})
     except ValidationError as exc:
