@@ -215,12 +215,10 @@ class Engine:
         rules = self.rules
         st.compact(self.clock_day, rules.windows)
         values, exits = st.values(self.clock_day, rules.windows, self._watch)
-        values.update(self._attribute_defaults)
-        declared = rules.attributes
-        for name, item in st.attrs.items():
-            attr = declared.get(name)
-            if attr is not None and item[2] is not None:
-                values[name] = attr.coerce(item[2])
+        cached = st.attr_values
+        if cached is None or cached[0] is not self._attribute_defaults:
+            cached = st.attr_values = (self._attribute_defaults, self._attributes(st))
+        values.update(cached[1])
         for score in self._bin_scores:
             values[score.name] = score.from_bins(values[score.field])
         for score, population in self._quantile_scores:
@@ -229,6 +227,16 @@ class Engine:
             values["rfm"] = f"{values['r']}{values['f']}{values['m']}"
         rules.evaluate(values)
         return values, exits
+
+    def _attributes(self, st: CustomerState) -> dict[str, Any]:
+        """Declared attributes as rules read them: defaults, overridden by profile values."""
+        attributes = dict(self._attribute_defaults)
+        declared = self.rules.attributes
+        for name, item in st.attrs.items():
+            attr = declared.get(name)
+            if attr is not None and item[2] is not None:
+                attributes[name] = attr.coerce(item[2])
+        return attributes
 
     def _evaluate(
         self, st: CustomerState, cause: str, event_id: str | None, at_ms: int
@@ -250,12 +258,18 @@ class Engine:
         event_id: str | None,
         at_ms: int,
     ) -> list[Change]:
+        segments = st.segments
+        names = self._segment_names
+        if segments.keys() == self._segment_set and tuple(map(segments.get, names)) == tuple(
+            map(values.__getitem__, names)
+        ):
+            return []  # the common case: nothing moved
         rules = self.rules
         changes: list[Change] = []
-        segments = st.segments
         for name, family in rules.families.items():
             old, new = segments.get(name), values[name]
             if old == new:
+                segments[name] = new  # every current segment stored: the check above stays exact
                 continue
             if old is None:
                 kind = "entered"
@@ -288,6 +302,7 @@ class Engine:
         for name, flag in rules.flags.items():
             old_flag, new_flag = bool(segments.get(name, False)), bool(values[name])
             if old_flag == new_flag:
+                segments[name] = new_flag
                 continue
             segments[name] = new_flag
             kind = "entered" if new_flag else "exited"
@@ -307,7 +322,7 @@ class Engine:
                     values,
                 )
             )
-        for name in [n for n in segments if n not in rules.families and n not in rules.flags]:
+        for name in [n for n in segments if n not in self._segment_set]:
             old_value = segments.pop(name)
             if old_value is None or old_value is False:
                 continue
@@ -373,6 +388,8 @@ class Engine:
         including which clock-driven changes can matter to the rules."""
         rules = self.rules
         self._attribute_defaults = {a.name: a.default for a in rules.attributes.values()}
+        self._segment_names = tuple(rules.segment_names)
+        self._segment_set = frozenset(self._segment_names)
         self._bin_scores = [s for s in rules.scores.values() if not s.quantiles]
         self._has_rfm = {"r", "f", "m"} <= rules.scores.keys()
         used, opaque, bounds = rules.used_fields, rules.opaque_fields, rules.boundaries

@@ -20,7 +20,7 @@ from segstream.core.contracts import Event, OrderEvent, ProfileEvent, SupportEve
 from segstream.core.timeutil import day_of
 
 ACTIVITY_DAYS = 30
-COMPACT_EVERY_DAYS = 30  # compaction only bounds memory; reads filter windows by age anyway
+COMPACT_EVERY_DAYS = 90  # compaction only bounds memory; reads filter windows by age anyway
 ZERO = Decimal(0)
 
 # Every name a rule can read from a customer's state, with its type (used by the rule checker).
@@ -87,6 +87,7 @@ class CustomerState:
 
     __slots__ = (
         "activity",
+        "attr_values",
         "attrs",
         "compacted_day",
         "customer_id",
@@ -124,6 +125,8 @@ class CustomerState:
         self.surveys: dict[str, tuple[int, str, int, int]] = {}
         # attribute -> (occurred_at, event_id, value); value None is a tombstone
         self.attrs: dict[str, tuple[int, str, Any]] = {}
+        # the engine's coerced attribute values, keyed by its rule set (not stored; rebuilt)
+        self.attr_values: tuple[object, dict[str, Any]] | None = None
         # event_id -> day, for events young enough to count as activity (the de-dup record)
         self.activity: dict[str, int] = {}
         self.last_activity_day: int | None = None
@@ -159,6 +162,7 @@ class CustomerState:
                 self.surveys, key, (event.occurred_at, event.event_id, day, event.score)
             )
         elif isinstance(event, ProfileEvent):
+            self.attr_values = None
             for name, value in event.attributes.items():
                 changed |= _lww(self.attrs, name, (event.occurred_at, event.event_id, value))
         return changed
