@@ -66,6 +66,9 @@ class Engine:
         self.clock_day = 0
         self.partition_of: dict[str, int] = {}
         self.rejections: Counter[RejectReason] = Counter()
+        # customers whose stored form is out of date: an event applied or a segment changed.
+        # An evaluation that only moved the due day or compacted is not worth a write: a
+        # recovered copy re-evaluates at its older due day (no change) and compacts later.
         self.dirty: set[str] = set()
         self.evaluations = 0
         self._due: dict[int, set[str]] = {}
@@ -247,8 +250,10 @@ class Engine:
         for field_name, population in self.populations.items():
             population.set(partition, st.customer_id, values[field_name])
         self._schedule(st, self._next_change_day(values, exits))
-        self.dirty.add(st.customer_id)
-        return self._diff(st, values, cause, event_id, at_ms)
+        changes = self._diff(st, values, cause, event_id, at_ms)
+        if changes or cause == "event":
+            self.dirty.add(st.customer_id)
+        return changes
 
     def _diff(
         self,
