@@ -2,8 +2,12 @@
 
 from typing import Any
 
+import orjson
+
 from segstream.core.engine import Engine
+from segstream.core.state import dump_state, load_state
 from segstream.core.timeutil import to_rfc3339
+from segstream.synth import SynthConfig, generate
 from tests.unit.factories import at, default_rules, engine_for, event, order, raw, rules_from
 
 RECENCY_RULES = """
@@ -171,3 +175,39 @@ def test_default_rules_end_to_end_on_a_story() -> None:
     explained = engine.explain("C1")
     assert explained is not None
     assert [t["holds"] for t in explained["families"]["lifecycle"]] == [False, True, False]
+
+
+def _walked_counts(engine: Engine) -> dict[str, dict[str, int]]:
+    counts: dict[str, dict[str, int]] = {name: {} for name in engine.rules.segment_names}
+    for st in engine.store.values():
+        for name, value in st.segments.items():
+            if name in counts and value is not None and value is not False:
+                tier = name if value is True else str(value)
+                counts[name][tier] = counts[name].get(tier, 0) + 1
+    return counts
+
+
+def test_member_counts_follow_changes_rules_recovery_and_released_partitions() -> None:
+    engine = Engine(default_rules())
+    bodies = list(generate(SynthConfig(customers=300, events=6000, seed=5)))
+    for body in bodies:  # three partitions, as a worker would see them
+        engine.process([orjson.dumps(body)], partition=sum(body["customer_id"].encode()) % 3)
+    engine.refresh_population()
+    assert engine.member_counts() == _walked_counts(engine)
+    assert sum(engine.member_counts()["lifecycle"].values()) == len(engine.store)
+
+    fresh = Engine(default_rules())  # a worker taking over recovered customers
+    for customer_id, st in engine.store.items():
+        fresh.adopt(load_state(dump_state(st)), engine.partition_of[customer_id])
+    assert fresh.member_counts() == _walked_counts(fresh) == engine.member_counts()
+    fresh.release_partition(1)
+    assert fresh.member_counts() == _walked_counts(fresh)
+
+    smaller = rules_from('version: 1\nflags:\n  big: "monetary_total >= 1000"\n')
+    engine.set_rules(smaller)
+    engine.reevaluate(sorted(engine.store), cause="rules")
+    assert engine.member_counts() == _walked_counts(engine)
+    assert set(engine.member_counts()) == {"big"}
+    engine.set_rules(default_rules())  # and back: removed segments were counted out
+    engine.reevaluate(sorted(engine.store), cause="rules")
+    assert engine.member_counts() == _walked_counts(engine)

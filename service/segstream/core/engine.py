@@ -71,6 +71,7 @@ class Engine:
         # recovered copy re-evaluates at its older due day (no change) and compacts later.
         self.dirty: set[str] = set()
         self.evaluations = 0
+        self._members: Counter[tuple[str, str]] = Counter()  # (segment name, tier) -> customers
         self._due: dict[int, set[str]] = {}
         self._due_days: list[int] = []
         self.populations: dict[str, Population] = {}
@@ -276,6 +277,8 @@ class Engine:
             if old == new:
                 segments[name] = new  # every current segment stored: the check above stays exact
                 continue
+            self._count(name, old, -1)
+            self._count(name, new, 1)
             if old is None:
                 kind = "entered"
             elif new is None:
@@ -309,6 +312,8 @@ class Engine:
             if old_flag == new_flag:
                 segments[name] = new_flag
                 continue
+            self._count(name, new_flag, 1)
+            self._count(name, old_flag, -1)
             segments[name] = new_flag
             kind = "entered" if new_flag else "exited"
             changes.append(
@@ -331,6 +336,7 @@ class Engine:
             old_value = segments.pop(name)
             if old_value is None or old_value is False:
                 continue
+            self._count(name, old_value, -1)
             segment = name if isinstance(old_value, bool) else str(old_value)
             new_value: str | bool | None = False if isinstance(old_value, bool) else None
             changes.append(
@@ -350,6 +356,10 @@ class Engine:
                 )
             )
         return changes
+
+    def _count(self, name: str, value: str | bool | None, delta: int) -> None:
+        if value is not None and value is not False:
+            self._members[(name, name if value is True else str(value))] += delta
 
     def _change(
         self,
@@ -472,6 +482,8 @@ class Engine:
         """Take over a recovered customer: index its schedule and population values, no changes."""
         self.store[st.customer_id] = st
         self.partition_of[st.customer_id] = partition
+        for name, value in st.segments.items():
+            self._count(name, value, 1)
         if self.clock == CLOCK_EVENT and (
             self.clock_ms is None or st.last_event_ms > self.clock_ms
         ):
@@ -489,7 +501,11 @@ class Engine:
         for customer_id in gone:
             st = self.store.pop(customer_id, None)
             del self.partition_of[customer_id]
-            if st is not None and st.due_day is not None:
+            if st is None:
+                continue
+            for name, value in st.segments.items():
+                self._count(name, value, -1)
+            if st.due_day is not None:
                 self._due.get(st.due_day, set()).discard(customer_id)
         for population in self.populations.values():
             population.drop_partition(partition)
@@ -531,9 +547,9 @@ class Engine:
         }
 
     def member_counts(self) -> dict[str, dict[str, int]]:
-        counts: dict[str, Counter[str]] = {name: Counter() for name in self.rules.segment_names}
-        for st in self.store.values():
-            for name, value in st.segments.items():
-                if name in counts and value not in (None, False):
-                    counts[name][name if value is True else str(value)] += 1
-        return {name: dict(c) for name, c in counts.items()}
+        """Customers per segment, kept as segments change (a /metrics scrape is O(segments))."""
+        counts: dict[str, dict[str, int]] = {name: {} for name in self.rules.segment_names}
+        for (name, tier), n in self._members.items():
+            if n and name in counts:
+                counts[name][tier] = n
+        return counts

@@ -19,9 +19,10 @@ import asyncio
 import contextlib
 import weakref
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeAlias
 
 from aiokafka import AIOKafkaConsumer
+from aiokafka.structs import ConsumerRecord
 from faust.streams import _current_event
 from faust.transport.drivers import TRANSPORTS
 from faust.transport.drivers import aiokafka as faust_aiokafka
@@ -29,16 +30,8 @@ from faust.types import TP
 
 from segstream.runtime.produce import OutRecord, Written
 
-
-class Record(NamedTuple):
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
-    headers: Sequence[tuple[str, bytes]]
-    timestamp_ms: int
-
+# aiokafka's own records are handed on as they are: no copy per record on the hot path
+Record: TypeAlias = "ConsumerRecord[bytes, bytes]"
 
 BatchCallback = Callable[[list[Record]], Awaitable[None]]
 
@@ -123,18 +116,7 @@ class BatchConsumer(faust_aiokafka.Consumer):
                         if r_off is not None and r_off < first:
                             first = r_off  # offsets skipped by the broker count as done
                         spans[tp] = (first, recs[-1].offset)
-                        batch.extend(
-                            Record(
-                                r.topic,
-                                r.partition,
-                                r.offset,
-                                r.key,
-                                r.value,
-                                tuple(r.headers or ()),
-                                r.timestamp,
-                            )
-                            for r in recs
-                        )
+                        batch.extend(recs)
                     else:
                         for r in recs:  # any other topic keeps faust's per-message path
                             await self.wait_first(
@@ -261,8 +243,7 @@ class TableWriter:
                     store[key] = value
             changelog = self.changelog
             records.extend(
-                OutRecord(changelog, key.encode(), value, partition, [])
-                for key, value in items.items()
+                (changelog, key.encode(), value, partition, []) for key, value in items.items()
             )
         return records
 

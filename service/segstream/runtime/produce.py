@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import random
 from collections.abc import Callable, Iterable
+from functools import lru_cache
 from typing import Any, NamedTuple
 
 from aiokafka.partitioner import murmur2
@@ -19,12 +20,8 @@ from aiokafka.partitioner import murmur2
 Header = tuple[str, bytes]
 
 
-class OutRecord(NamedTuple):
-    topic: str
-    key: bytes | None
-    value: bytes
-    partition: int | None  # None: by key, as Kafka's default partitioner
-    headers: list[Header]
+# (topic, key, value, partition or None for "by key", headers): a plain tuple, built per record
+OutRecord = tuple[str, bytes | None, bytes, int | None, list[Header]]
 
 
 class Written(NamedTuple):
@@ -55,33 +52,23 @@ class BatchProducer:
         """Queue every record and wait until the broker acknowledged all of them."""
         groups: dict[tuple[str, int], list[OutRecord]] = {}
         for record in records:
-            partition = record.partition
+            topic, key, _, partition, _ = record
             if partition is None:
-                partition = _by_key(record.key, await self.partitions(record.topic))
-            groups.setdefault((record.topic, partition), []).append(record)
+                partition = _by_key(key, await self.partitions(topic))
+            groups.setdefault((topic, partition), []).append(record)
         if not groups:
             return []
         producer = self._producer()
         pending: list[tuple[str, int, int, asyncio.Future[Any]]] = []
         for (topic, partition), items in groups.items():
             batch, count = producer.create_batch(), 0
-            for record in items:
-                appended = batch.append(
-                    timestamp=None, key=record.key, value=record.value, headers=record.headers
-                )
+            for _, key, value, _, headers in items:
+                appended = batch.append(timestamp=None, key=key, value=value, headers=headers)
                 if appended is None:  # full: queue it and start another
                     future = await producer.send_batch(batch, topic, partition=partition)
                     pending.append((topic, partition, count, future))
                     batch, count = producer.create_batch(), 0
-                    if (
-                        batch.append(
-                            timestamp=None,
-                            key=record.key,
-                            value=record.value,
-                            headers=record.headers,
-                        )
-                        is None
-                    ):
+                    if batch.append(timestamp=None, key=key, value=value, headers=headers) is None:
                         raise ValueError(f"a record for {topic} does not fit in a producer batch")
                 count += 1
             future = await producer.send_batch(batch, topic, partition=partition)
@@ -97,4 +84,10 @@ def _by_key(key: bytes | None, partitions: list[int]) -> int:
     """aiokafka's DefaultPartitioner (Java client compatible) for a keyed record."""
     if key is None:
         return random.choice(partitions)  # spreads unkeyed records, as aiokafka does
-    return partitions[int(murmur2(key) & 0x7FFFFFFF) % len(partitions)]
+    return partitions[_murmur_index(key, len(partitions))]
+
+
+@lru_cache(maxsize=1 << 18)
+def _murmur_index(key: bytes, n: int) -> int:
+    """Pure-Python murmur2 is a few microseconds; the same customers come back batch after batch."""
+    return int(murmur2(key) & 0x7FFFFFFF) % n

@@ -60,7 +60,7 @@ def cloudevent_headers(change: Change, source: str) -> list[tuple[str, bytes]]:
 def dlq_headers(record: Record, reason: str, message: str) -> list[tuple[str, bytes]]:
     """The original headers plus context headers modelled on Kafka Connect's DLQ."""
     return [
-        *record.headers,
+        *(record.headers or ()),
         ("segstream.error.reason", reason.encode()),
         ("segstream.error.message", message[:1000].encode()),
         ("segstream.source.topic", record.topic.encode()),
@@ -200,7 +200,7 @@ class SegmentWorker:
                 metrics.invalid.labels(reason=reason).inc()
                 consumed[(record.topic, "invalid")] += 1
                 outputs.append(
-                    OutRecord(
+                    (
                         s.topic_dlq,
                         record.key,
                         record.value or b"",
@@ -211,23 +211,25 @@ class SegmentWorker:
                 continue
             consumed[(record.topic, parsed.type)] += 1
             customer = parsed.customer_id
-            if partition_for(customer, s.partitions) != record.partition:
+            if engine.partition_of.get(customer) != record.partition and (
+                partition_for(customer, s.partitions) != record.partition
+            ):
                 # keyed by something else: send it on to its customer's partition
                 metrics.rerouted.labels(topic=record.topic).inc()
                 outputs.append(
-                    OutRecord(
+                    (
                         record.topic,
                         customer.encode(),
                         record.value or b"",
                         None,
-                        list(record.headers),
+                        list(record.headers or ()),
                     )
                 )
                 continue
             produced = engine.apply(parsed, partition=record.partition)
             if produced:
                 changes += produced
-                stamps.extend(record.timestamp_ms for _ in produced)
+                stamps.extend(record.timestamp for _ in produced)
         for (topic, kind), n in consumed.items():
             metrics.consumed.labels(topic=topic, type=kind).inc(n)
         return changes, stamps
@@ -238,7 +240,7 @@ class SegmentWorker:
         transitions: Counter[tuple[str, str, str, str]] = Counter()
         for change in changes:
             outputs.append(
-                OutRecord(
+                (
                     s.topic_changes,
                     change["customer_id"].encode(),
                     orjson.dumps(change),
@@ -299,9 +301,7 @@ class SegmentWorker:
                 blob = bytes(population.sketch(partition).serialize())
                 if self.published_sketches.get(key) != blob:
                     self.published_sketches[key] = blob
-                    outputs.append(
-                        OutRecord(self.settings.topic_population, key.encode(), blob, 0, [])
-                    )
+                    outputs.append((self.settings.topic_population, key.encode(), blob, 0, []))
         await self._emit([], outputs)
 
     def _remote_sketch(self, key: bytes | None, value: bytes | None) -> None:
