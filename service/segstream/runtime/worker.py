@@ -122,7 +122,7 @@ class SegmentWorker:
             broker_commit_every=10_000,
             broker_session_timeout=s.session_timeout_seconds,
             broker_heartbeat_interval=max(s.session_timeout_seconds / 5, 0.5),
-            producer_linger_ms=2,
+            producer_linger_ms=0,  # our batches are built whole (produce.py): nothing to wait for
             producer_max_batch_size=256 * 1024,
             web_bind=s.web_host,
             web_port=s.web_port,
