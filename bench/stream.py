@@ -163,7 +163,7 @@ class Worker:
                 os.killpg(self.proc.pid, signal.SIGKILL)
 
 
-def start_worker(bootstrap: str, prefix: str, tmp: Path, name: str) -> Worker:
+def start_worker(bootstrap: str, prefix: str, tmp: Path, name: str, **settings: str) -> Worker:
     port = free_port()
     env = isolated_env(
         prefix,
@@ -174,6 +174,7 @@ def start_worker(bootstrap: str, prefix: str, tmp: Path, name: str) -> Worker:
         web_port=str(port),
         data_dir=str(tmp / name),
         session_timeout_seconds="6",
+        **settings,
     )
     return Worker(spawn_worker(env, tmp / f"{name}.log"), f"http://127.0.0.1:{port}")
 
@@ -246,6 +247,53 @@ def recovery_time(bootstrap: str, prefix: str, tmp: Path, procs: list[Worker]) -
         return time.perf_counter() - started
     finally:
         fresh.stop()
+
+
+def scale_run(bootstrap: str, lines: list[bytes], tmp: Path) -> dict[str, Any]:
+    """One worker with the production store (RocksDB) over a feed with many customers: its
+    peak RSS, then recovery twice: restarted on its own disk (RocksDB plus the changelog tail,
+    as a StatefulSet pod with its volume), and a replacement on an empty disk (the whole
+    changelog; Tansu never compacts it, so this replays every state write)."""
+    prefix = f"scale-{uuid.uuid4().hex[:6]}-"
+    asyncio.run(_topics(bootstrap, prefix))
+    asyncio.run(produce_lines(bootstrap, lines, prefixed(prefix)))
+    rocksdb = {"store": "rocksdb://"}
+    first = start_worker(bootstrap, prefix, tmp, f"{prefix}own-disk", **rocksdb)
+    try:
+        if not wait_until(first.ready, 120):
+            raise RuntimeError("scale worker not ready")
+        started = time.perf_counter()
+        total = len(lines)
+        if not wait_until(lambda: first.metric("segstream_events_consumed_total") >= total, 7200):
+            raise RuntimeError("scale worker did not consume its input")
+        seconds = time.perf_counter() - started
+        customers = int(first.metric("segstream_customers_tracked"))
+        rss_mib = _rss_kib(first.proc.pid) // 1024
+    finally:
+        first.stop()
+
+    def recover(name: str) -> tuple[float, int]:
+        began = time.perf_counter()
+        worker = start_worker(bootstrap, prefix, tmp, name, **rocksdb)
+        try:
+            if not wait_until(worker.ready, 3600):
+                raise RuntimeError(f"{name} did not recover")
+            return time.perf_counter() - began, int(worker.metric("segstream_customers_tracked"))
+        finally:
+            worker.stop()
+
+    restart_seconds, restart_customers = recover(f"{prefix}own-disk")
+    fresh_seconds, fresh_customers = recover(f"{prefix}empty-disk")
+    return {
+        "events": total,
+        "customers": customers,
+        "events_per_second": round(total / seconds),
+        "peak_rss_mib": rss_mib,
+        "restart_recovery_seconds": round(restart_seconds, 2),
+        "restart_recovered_customers": restart_customers,
+        "fresh_recovery_seconds": round(fresh_seconds, 2),
+        "fresh_recovered_customers": fresh_customers,
+    }
 
 
 def _rss_kib(pid: int) -> int:

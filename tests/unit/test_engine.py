@@ -211,3 +211,34 @@ def test_member_counts_follow_changes_rules_recovery_and_released_partitions() -
     engine.set_rules(default_rules())  # and back: removed segments were counted out
     engine.reevaluate(sorted(engine.store), cause="rules")
     assert engine.member_counts() == _walked_counts(engine)
+
+
+def test_recovered_customers_are_reevaluated_only_when_their_quantile_scores_moved() -> None:
+    engine = Engine(default_rules())
+    for body in generate(SynthConfig(customers=300, events=6000, seed=7)):
+        engine.process([orjson.dumps(body)], partition=sum(body["customer_id"].encode()) % 3)
+    engine.refresh_population()
+    stored = {cid: dump_state(st) for cid, st in engine.store.items()}
+
+    same = Engine(default_rules())  # everything recovered: same population, same cut points
+    for cid, raw_state in stored.items():
+        same.adopt(load_state(raw_state), engine.partition_of[cid])
+    assert same.reconcile_population() == []
+    assert same.evaluations == 0
+
+    def adopt_two_partitions() -> Engine:
+        part = Engine(default_rules())  # a smaller population: other cut points
+        for cid, raw_state in stored.items():
+            if engine.partition_of[cid] != 2:
+                part.adopt(load_state(raw_state), engine.partition_of[cid])
+        return part
+
+    part, everyone = adopt_two_partitions(), adopt_two_partitions()
+    changes = part.reconcile_population()
+    assert 0 < part.evaluations < len(part.store)
+    assert changes and all(c["cause"]["kind"] == "population" for c in changes)
+    everyone.reconcile_population()
+    everyone.reevaluate(sorted(everyone.store), cause="population")
+    assert {cid: part.segments_of(cid) for cid in part.store} == {
+        cid: everyone.segments_of(cid) for cid in everyone.store
+    }

@@ -1,9 +1,10 @@
 """Per-customer state: each window boundary, refunds, tickets, CSI/NPS, attributes."""
 
+import orjson
 import pytest
 
 from segstream.core.engine import Engine
-from segstream.core.state import ACTIVITY_DAYS, COMPACT_EVERY_DAYS
+from segstream.core.state import ACTIVITY_DAYS, COMPACT_EVERY_DAYS, dump_state, load_state
 from tests.unit.factories import engine_for, event, order, raw
 
 
@@ -144,3 +145,13 @@ def test_old_orders_fold_into_totals_and_memory_stays_bounded() -> None:
     # a re-sent copy of a folded order (new event id, same order id) is still recognised
     engine.process(raw({**first, "event_id": "resent"}))
     assert engine.values(st)["orders_total"] == 400
+
+
+def test_state_written_by_format_1_still_loads() -> None:
+    engine = engine_for()
+    engine.process(raw(order(day=0, amount=5)))
+    current = orjson.loads(dump_state(engine.store["C1"]))
+    old = orjson.dumps([1, *current[1:19]])  # format 1 had no quantiles
+    st = load_state(old)
+    assert st.quantiles == {}
+    assert engine.values(st) == engine.values(engine.store["C1"])

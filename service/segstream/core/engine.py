@@ -250,6 +250,10 @@ class Engine:
         partition = self.partition_of.get(st.customer_id, 0)
         for field_name, population in self.populations.items():
             population.set(partition, st.customer_id, values[field_name])
+        if self._quantile_scores:
+            st.quantiles = {
+                s.name: (values[s.field], values[s.name]) for s, _ in self._quantile_scores
+            }
         self._schedule(st, self._next_change_day(values, exits))
         changes = self._diff(st, values, cause, event_id, at_ms)
         if changes or cause == "event":
@@ -489,11 +493,34 @@ class Engine:
         ):
             self._set_clock(st.last_event_ms)
         if self.populations:
-            values, _ = st.values(self.clock_day, self.rules.windows, self._watch)
-            for field_name, population in self.populations.items():
-                population.set(partition, st.customer_id, values[field_name])
+            known = st.quantiles
+            if all(s.name in known for s, _ in self._quantile_scores):
+                for s, population in self._quantile_scores:
+                    population.set(partition, st.customer_id, known[s.name][0])
+            else:  # stored by an older version or under other rules: recompute
+                values, _ = st.values(self.clock_day, self.rules.windows, self._watch)
+                for field_name, population in self.populations.items():
+                    population.set(partition, st.customer_id, values[field_name])
         due, st.due_day = st.due_day, None  # not indexed in this process yet
         self._schedule(st, due)
+
+    def reconcile_population(self) -> list[Change]:
+        """After adopting recovered customers: new cut points, then re-evaluate exactly the
+        customers whose quantile scores under them differ from the scores their segments were
+        computed with (maybe on another worker), instead of every customer."""
+        for population in self.populations.values():
+            population.updates_since_refresh = 0
+            population.cuts = population.compute_cuts()
+        moved: list[str] = []
+        scores = self._quantile_scores
+        for customer_id, st in self.store.items():
+            known = st.quantiles
+            for s, population in scores:
+                item = known.get(s.name)
+                if item is None or s.from_cuts(item[0], population.cuts) != item[1]:
+                    moved.append(customer_id)
+                    break
+        return self.reevaluate(sorted(moved), cause="population")
 
     def release_partition(self, partition: int) -> None:
         """Forget the customers of a partition this process no longer owns."""

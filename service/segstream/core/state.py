@@ -100,6 +100,7 @@ class CustomerState:
         "last_activity_day",
         "last_event_ms",
         "orders",
+        "quantiles",
         "refunds",
         "segments",
         "seq",
@@ -135,6 +136,10 @@ class CustomerState:
         self.segments: dict[str, str | bool | None] = {}
         self.seq = 0
         self.due_day: int | None = None
+        # quantile score name -> (field value, score) at the last evaluation: what the
+        # population held for this customer and which score its segments were computed with,
+        # so a recovered customer is indexed without recomputing its state
+        self.quantiles: dict[str, tuple[float | None, int]] = {}
 
     # -- applying events ---------------------------------------------------------------------
 
@@ -366,7 +371,7 @@ def _lww(table: dict[str, Any], key: str, record: tuple[Any, ...]) -> bool:
     return True
 
 
-_FORMAT = 1
+_FORMAT = 2  # 2 added ``quantiles``; format 1 is still read
 
 
 def dump_state(st: CustomerState) -> bytes:
@@ -392,13 +397,14 @@ def dump_state(st: CustomerState) -> bytes:
             st.segments,
             st.seq,
             st.due_day,
+            st.quantiles,
         ]
     )
 
 
 def load_state(raw: bytes) -> CustomerState:
     data = orjson.loads(raw)
-    if data[0] != _FORMAT:
+    if data[0] not in (1, _FORMAT):
         raise ValueError(f"unknown state format {data[0]!r}")
     st = CustomerState(data[1])
     st.orders = {o[0]: (o[1], o[2], o[3], Decimal(o[4])) for o in data[2]}
@@ -413,4 +419,6 @@ def load_state(raw: bytes) -> CustomerState:
     st.activity = data[12]
     st.last_activity_day, st.last_event_ms, st.compacted_day = data[13], data[14], data[15]
     st.segments, st.seq, st.due_day = data[16], data[17], data[18]
+    if data[0] >= 2:
+        st.quantiles = {k: (q[0], q[1]) for k, q in data[19].items()}
     return st

@@ -253,3 +253,19 @@ class TableWriter:
             if batch.topic == self.changelog:
                 tp = TP(batch.topic, batch.partition)
                 self.table.data.set_persisted_offset(tp, batch.base_offset + batch.records - 1)
+
+
+def items_by_partition(table: Any) -> Iterator[tuple[int | None, Any, bytes]]:
+    """A table's entries with their partition where the store knows it (faust's RocksDB store
+    keeps one database per partition), else None: saves hashing every key at recovery."""
+    store = table.data
+    dbs = getattr(store, "_dbs", None)
+    if dbs is None or not hasattr(store, "_visible_items"):
+        for key, value in store.items():
+            yield None, key, value
+        return
+    active = {id(db) for db in store._dbs_for_actives()}
+    for partition, db in list(dbs.items()):
+        if id(db) in active:
+            for key, value in store._visible_items(db):
+                yield partition, key, value
