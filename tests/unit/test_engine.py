@@ -242,3 +242,33 @@ def test_recovered_customers_are_reevaluated_only_when_their_quantile_scores_mov
     assert {cid: part.segments_of(cid) for cid in part.store} == {
         cid: everyone.segments_of(cid) for cid in everyone.store
     }
+
+
+def test_a_recovered_copy_that_missed_quiet_clock_evaluations_catches_up() -> None:
+    """Only dirty customers are written; a copy recovered from those writes ends where the
+    uninterrupted engine ends."""
+    engine = Engine(default_rules())
+    bodies = [orjson.dumps(b) for b in generate(SynthConfig(customers=200, events=4000, seed=9))]
+    stored: dict[str, bytes] = {}
+    for start in range(0, len(bodies), 100):
+        engine.process(bodies[start : start + 100])
+        stored.update({cid: dump_state(engine.store[cid]) for cid in engine.dirty})
+        engine.dirty.clear()
+    assert any(load_state(stored[c]).due_day != st.due_day for c, st in engine.store.items())
+
+    # the taking-over worker's clock is already ahead (its own partitions' events): no later
+    # day change will come to run the schedule the adopted copies carry
+    later_ms = (engine.clock_ms or 0) + 200 * 86_400_000
+    later = orjson.dumps(event("profile", "NEW", attributes={}) | {"occurred_at": later_ms})
+    engine.process([later])
+    recovered = Engine(default_rules())
+    recovered.process([later])
+    for raw_state in stored.values():
+        recovered.adopt(load_state(raw_state), 0)
+    recovered.catch_up()
+    recovered.reconcile_population()
+    engine.refresh_population()
+    recovered.refresh_population()
+    assert {c: recovered.segments_of(c) for c in engine.store} == {
+        c: engine.segments_of(c) for c in engine.store
+    }

@@ -66,9 +66,10 @@ class Engine:
         self.clock_day = 0
         self.partition_of: dict[str, int] = {}
         self.rejections: Counter[RejectReason] = Counter()
-        # customers whose stored form is out of date: an event applied or a segment changed.
-        # An evaluation that only moved the due day or compacted is not worth a write: a
-        # recovered copy re-evaluates at its older due day (no change) and compacts later.
+        # customers whose stored form is out of date: an event applied, a segment changed or a
+        # population value moved (recovery indexes the stored value). An evaluation that only
+        # moved the due day or compacted is not worth a write: a recovered copy re-evaluates at
+        # its older due day (finding nothing) and compacts later.
         self.dirty: set[str] = set()
         self.evaluations = 0
         self._members: Counter[tuple[str, str]] = Counter()  # (segment name, tier) -> customers
@@ -93,15 +94,25 @@ class Engine:
         changes: list[Change] = []
         if old_day is None or new_day == old_day:
             return changes
-        at = new_day * MS_PER_DAY
-        for customer_id in self._pop_due(new_day):
-            st = self.store.get(customer_id)
-            if st is not None and st.due_day is not None and st.due_day <= new_day:
-                st.due_day = None
-                changes += self._evaluate(st, "clock", None, at)
+        changes += self._run_due(new_day)
         if self.population_stale():
             changes += self.refresh_population()
         return changes
+
+    def _run_due(self, day: int) -> list[Change]:
+        changes: list[Change] = []
+        at = day * MS_PER_DAY
+        for customer_id in self._pop_due(day):
+            st = self.store.get(customer_id)
+            if st is not None and st.due_day is not None and st.due_day <= day:
+                st.due_day = None
+                changes += self._evaluate(st, "clock", None, at)
+        return changes
+
+    def catch_up(self) -> list[Change]:
+        """Evaluate adopted customers that are already due. Their stored copy can predate a
+        clock evaluation that changed nothing (not worth a write), so their due day is past."""
+        return self._run_due(self.clock_day)
 
     def _pop_due(self, day: int) -> Iterator[str]:
         while self._due_days and self._due_days[0] <= day:
@@ -250,13 +261,15 @@ class Engine:
         partition = self.partition_of.get(st.customer_id, 0)
         for field_name, population in self.populations.items():
             population.set(partition, st.customer_id, values[field_name])
+        quantiles_moved = False
         if self._quantile_scores:
-            st.quantiles = {
+            quantiles = {
                 s.name: (values[s.field], values[s.name]) for s, _ in self._quantile_scores
             }
+            quantiles_moved, st.quantiles = quantiles != st.quantiles, quantiles
         self._schedule(st, self._next_change_day(values, exits))
         changes = self._diff(st, values, cause, event_id, at_ms)
-        if changes or cause == "event":
+        if changes or quantiles_moved or cause == "event":
             self.dirty.add(st.customer_id)
         return changes
 

@@ -409,10 +409,13 @@ class SegmentWorker:
             finally:
                 gc.enable()
             gc.freeze()
-            if adopted and engine.populations:
-                # their segments were computed with the cut points of that moment (maybe on
-                # another worker): re-evaluate those whose quantile scores differ now
-                await self._emit(engine.reconcile_population(), [])
+            if adopted:
+                changes = engine.catch_up()
+                if engine.populations:
+                    # their segments were computed with the cut points of that moment (maybe
+                    # on another worker): re-evaluate those whose quantile scores differ now
+                    changes += engine.reconcile_population()
+                await self._emit(changes, [])
             self.ready = True
         log.info(
             "ready: partitions %s, %d customers (%d recovered)",
