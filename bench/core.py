@@ -72,10 +72,16 @@ def clock_tick(customers: int, moving_fraction: float) -> dict[str, Any]:
             )
         )
     engine.refresh_population()
+    # as the worker does after adopting its customers: the built population leaves the cyclic
+    # GC's generations, so the tick is timed without a full collection of a 1M-customer heap
+    # falling into it by chance (one costs about 3 s here; docs/performance.md)
+    gc.collect()
+    gc.freeze()
     before = engine.evaluations
     started = time.perf_counter()
     changes = engine.advance((today + 1) * MS_PER_DAY + 1)
     seconds = time.perf_counter() - started
+    gc.unfreeze()
     return {
         "customers": customers,
         "moving": moving,

@@ -230,10 +230,13 @@ class Engine:
         rules = self.rules
         st.compact(self.clock_day, rules.windows)
         values, exits = st.values(self.clock_day, rules.windows, self._watch)
-        cached = st.attr_values
-        if cached is None or cached[0] is not self._attribute_defaults:
-            cached = st.attr_values = (self._attribute_defaults, self._attributes(st))
-        values.update(cached[1])
+        if st.attrs:
+            cached = st.attr_values
+            if cached is None or cached[0] is not self._attribute_defaults:
+                cached = st.attr_values = (self._attribute_defaults, self._attributes(st))
+            values.update(cached[1])
+        else:  # no profile yet: the shared defaults, no per-customer copy
+            values.update(self._attribute_defaults)
         for score in self._bin_scores:
             values[score.name] = score.from_bins(values[score.field])
         for score, population in self._quantile_scores:
@@ -282,17 +285,11 @@ class Engine:
         at_ms: int,
     ) -> list[Change]:
         segments = st.segments
-        names = self._segment_names
-        if segments.keys() == self._segment_set and tuple(map(segments.get, names)) == tuple(
-            map(values.__getitem__, names)
-        ):
-            return []  # the common case: nothing moved
         rules = self.rules
         changes: list[Change] = []
         for name, family in rules.families.items():
             old, new = segments.get(name), values[name]
             if old == new:
-                segments[name] = new  # every current segment stored: the check above stays exact
                 continue
             self._count(name, old, -1)
             self._count(name, new, 1)
@@ -327,7 +324,6 @@ class Engine:
         for name, flag in rules.flags.items():
             old_flag, new_flag = bool(segments.get(name, False)), bool(values[name])
             if old_flag == new_flag:
-                segments[name] = new_flag
                 continue
             self._count(name, new_flag, 1)
             self._count(name, old_flag, -1)
@@ -420,8 +416,7 @@ class Engine:
         including which clock-driven changes can matter to the rules."""
         rules = self.rules
         self._attribute_defaults = {a.name: a.default for a in rules.attributes.values()}
-        self._segment_names = tuple(rules.segment_names)
-        self._segment_set = frozenset(self._segment_names)
+        self._segment_set = frozenset(rules.segment_names)
         self._bin_scores = [s for s in rules.scores.values() if not s.quantiles]
         self._has_rfm = {"r", "f", "m"} <= rules.scores.keys()
         used, opaque, bounds = rules.used_fields, rules.opaque_fields, rules.boundaries
