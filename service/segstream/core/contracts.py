@@ -161,7 +161,8 @@ def _built(model: type[_Event], obj: dict[str, Any], fields: dict[str, Any]) -> 
     return event
 
 
-def _common(obj: dict[str, Any]) -> tuple[str, str, int] | None:
+def _common(obj: dict[str, Any], kind: str) -> dict[str, Any] | None:
+    """The fields every event has, in the models' field order, or None to let pydantic decide."""
     event_id, customer_id = obj.get("event_id"), obj.get("customer_id")
     if not (_is_id(event_id) and _is_id(customer_id)):
         return None
@@ -169,12 +170,17 @@ def _common(obj: dict[str, Any]) -> tuple[str, str, int] | None:
         occurred_at = parse_timestamp(obj.get("occurred_at"))
     except ValueError:
         return None
-    return event_id, customer_id, occurred_at  # type: ignore[return-value]
+    return {
+        "event_id": event_id,
+        "customer_id": customer_id,
+        "occurred_at": occurred_at,
+        "type": kind,
+    }
 
 
 def _fast_order(obj: dict[str, Any], currency: str) -> OrderEvent | None:
-    common, order_id = _common(obj), obj.get("order_id")
-    if common is None or not _is_id(order_id):
+    fields, order_id = _common(obj, "order"), obj.get("order_id")
+    if fields is None or not _is_id(order_id):
         return None
     try:
         amount = _amount(obj.get("amount"))
@@ -186,72 +192,36 @@ def _fast_order(obj: dict[str, Any], currency: str) -> OrderEvent | None:
     status = obj.get("status", "completed")
     if type(status) is not str or status not in _ORDER_STATUS:
         return None
-    event_id, customer_id, occurred_at = common
-    return _built(  # type: ignore[no-any-return]
-        OrderEvent,
-        obj,
-        {
-            "event_id": event_id,
-            "customer_id": customer_id,
-            "occurred_at": occurred_at,
-            "type": "order",
-            "order_id": order_id,
-            "amount": amount,
-            "currency": code,
-            "status": status,
-        },
-    )
+    fields.update(order_id=order_id, amount=amount, currency=code, status=status)
+    return _built(OrderEvent, obj, fields)  # type: ignore[no-any-return]
 
 
 def _fast_support(obj: dict[str, Any], currency: str) -> SupportEvent | None:
-    common, ticket_id = _common(obj), obj.get("ticket_id")
+    fields, ticket_id = _common(obj, "support"), obj.get("ticket_id")
     status, priority = obj.get("status"), obj.get("priority")
     if (
-        common is None
+        fields is None
         or not _is_id(ticket_id)
         or type(status) is not str
         or status not in _TICKET_STATUS
         or not (priority is None or (type(priority) is str and priority in _PRIORITY))
     ):
         return None
-    event_id, customer_id, occurred_at = common
-    return _built(  # type: ignore[no-any-return]
-        SupportEvent,
-        obj,
-        {
-            "event_id": event_id,
-            "customer_id": customer_id,
-            "occurred_at": occurred_at,
-            "type": "support",
-            "ticket_id": ticket_id,
-            "status": status,
-            "priority": priority,
-        },
-    )
+    fields.update(ticket_id=ticket_id, status=status, priority=priority)
+    return _built(SupportEvent, obj, fields)  # type: ignore[no-any-return]
 
 
 def _fast_survey(obj: dict[str, Any], currency: str) -> SurveyEvent | None:
-    common, score, survey_id = _common(obj), obj.get("score"), obj.get("survey_id")
+    fields, score, survey_id = _common(obj, "survey"), obj.get("score"), obj.get("survey_id")
     if (
-        common is None
+        fields is None
         or type(score) is not int
         or not 0 <= score <= 10
         or not (survey_id is None or _is_id(survey_id))
     ):
         return None
-    event_id, customer_id, occurred_at = common
-    return _built(  # type: ignore[no-any-return]
-        SurveyEvent,
-        obj,
-        {
-            "event_id": event_id,
-            "customer_id": customer_id,
-            "occurred_at": occurred_at,
-            "type": "survey",
-            "score": score,
-            "survey_id": survey_id,
-        },
-    )
+    fields.update(score=score, survey_id=survey_id)
+    return _built(SurveyEvent, obj, fields)  # type: ignore[no-any-return]
 
 
 _FAST_PATHS: dict[str, Callable[[dict[str, Any], str], Event | None]] = {
