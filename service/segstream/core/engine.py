@@ -230,13 +230,12 @@ class Engine:
         rules = self.rules
         st.compact(self.clock_day, rules.windows)
         values, exits = st.values(self.clock_day, rules.windows, self._watch)
-        if st.attrs:
-            cached = st.attr_values
-            if cached is None or cached[0] is not self._attribute_defaults:
-                cached = st.attr_values = (self._attribute_defaults, self._attributes(st))
-            values.update(cached[1])
-        else:  # no profile yet: the shared defaults, no per-customer copy
-            values.update(self._attribute_defaults)
+        values.update(self._attribute_defaults)
+        declared = rules.attributes
+        for name, item in st.attrs.items():
+            attr = declared.get(name)
+            if attr is not None and item[2] is not None:
+                values[name] = attr.coerce(item[2])
         for score in self._bin_scores:
             values[score.name] = score.from_bins(values[score.field])
         for score, population in self._quantile_scores:
@@ -245,16 +244,6 @@ class Engine:
             values["rfm"] = f"{values['r']}{values['f']}{values['m']}"
         rules.evaluate(values)
         return values, exits
-
-    def _attributes(self, st: CustomerState) -> dict[str, Any]:
-        """Declared attributes as rules read them: defaults, overridden by profile values."""
-        attributes = dict(self._attribute_defaults)
-        declared = self.rules.attributes
-        for name, item in st.attrs.items():
-            attr = declared.get(name)
-            if attr is not None and item[2] is not None:
-                attributes[name] = attr.coerce(item[2])
-        return attributes
 
     def _evaluate(
         self, st: CustomerState, cause: str, event_id: str | None, at_ms: int

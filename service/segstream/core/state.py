@@ -87,7 +87,6 @@ class CustomerState:
 
     __slots__ = (
         "activity",
-        "attr_values",
         "attrs",
         "compacted_day",
         "customer_id",
@@ -126,8 +125,6 @@ class CustomerState:
         self.surveys: dict[str, tuple[int, str, int, int]] = {}
         # attribute -> (occurred_at, event_id, value); value None is a tombstone
         self.attrs: dict[str, tuple[int, str, Any]] = {}
-        # the engine's coerced attribute values, keyed by its rule set (not stored; rebuilt)
-        self.attr_values: tuple[object, dict[str, Any]] | None = None
         # event_id -> day, for events young enough to count as activity (the de-dup record)
         self.activity: dict[str, int] = {}
         self.last_activity_day: int | None = None
@@ -167,7 +164,6 @@ class CustomerState:
                 self.surveys, key, (event.occurred_at, event.event_id, day, event.score)
             )
         elif isinstance(event, ProfileEvent):
-            self.attr_values = None
             for name, value in event.attributes.items():
                 changed |= _lww(self.attrs, name, (event.occurred_at, event.event_id, value))
         return changed
