@@ -235,18 +235,25 @@ def worker_run(bootstrap: str, lines: list[bytes], tmp: Path, workers: int) -> d
         raise
 
 
+def time_to_ready(
+    bootstrap: str, prefix: str, tmp: Path, name: str, **settings: str
+) -> tuple[float, int]:
+    """Start a worker on the deployment's state; seconds until it is ready, customers it holds."""
+    started = time.perf_counter()
+    worker = start_worker(bootstrap, prefix, tmp, name, **settings)
+    try:
+        if not wait_until(worker.ready, 3600):
+            raise RuntimeError(f"{name} did not recover")
+        return time.perf_counter() - started, int(worker.metric("segstream_customers_tracked"))
+    finally:
+        worker.stop()
+
+
 def recovery_time(bootstrap: str, prefix: str, tmp: Path, procs: list[Worker]) -> float:
     """Stop the workers, start a fresh one on the same state; seconds until it is ready."""
     for p in procs:
         p.stop()
-    started = time.perf_counter()
-    fresh = start_worker(bootstrap, prefix, tmp, f"{prefix}fresh")
-    try:
-        if not wait_until(fresh.ready, 1800):
-            raise RuntimeError("recovered worker not ready")
-        return time.perf_counter() - started
-    finally:
-        fresh.stop()
+    return time_to_ready(bootstrap, prefix, tmp, f"{prefix}fresh")[0]
 
 
 def scale_run(bootstrap: str, lines: list[bytes], tmp: Path) -> dict[str, Any]:
@@ -272,18 +279,12 @@ def scale_run(bootstrap: str, lines: list[bytes], tmp: Path) -> dict[str, Any]:
     finally:
         first.stop()
 
-    def recover(name: str) -> tuple[float, int]:
-        began = time.perf_counter()
-        worker = start_worker(bootstrap, prefix, tmp, name, **rocksdb)
-        try:
-            if not wait_until(worker.ready, 3600):
-                raise RuntimeError(f"{name} did not recover")
-            return time.perf_counter() - began, int(worker.metric("segstream_customers_tracked"))
-        finally:
-            worker.stop()
-
-    restart_seconds, restart_customers = recover(f"{prefix}own-disk")
-    fresh_seconds, fresh_customers = recover(f"{prefix}empty-disk")
+    restart_seconds, restart_customers = time_to_ready(
+        bootstrap, prefix, tmp, f"{prefix}own-disk", **rocksdb
+    )
+    fresh_seconds, fresh_customers = time_to_ready(
+        bootstrap, prefix, tmp, f"{prefix}empty-disk", **rocksdb
+    )
     return {
         "events": total,
         "customers": customers,

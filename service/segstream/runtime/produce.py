@@ -84,10 +84,11 @@ def _by_key(key: bytes | None, partitions: list[int]) -> int:
     """aiokafka's DefaultPartitioner (Java client compatible) for a keyed record."""
     if key is None:
         return random.choice(partitions)  # spreads unkeyed records, as aiokafka does
-    return partitions[_murmur_index(key, len(partitions))]
+    return partitions[murmur_partition(key, len(partitions))]
 
 
 @lru_cache(maxsize=1 << 18)
-def _murmur_index(key: bytes, n: int) -> int:
-    """Pure-Python murmur2 is a few microseconds; the same customers come back batch after batch."""
-    return int(murmur2(key) & 0x7FFFFFFF) % n
+def murmur_partition(key: bytes, partitions: int) -> int:
+    """The partition Kafka's default partitioner gives ``key`` among ``partitions`` (0..n-1).
+    Pure-Python murmur2 is a few microseconds; the same customers come back batch after batch."""
+    return int(murmur2(key) & 0x7FFFFFFF) % partitions

@@ -18,7 +18,6 @@ from typing import Any, cast
 import faust
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.partitioner import murmur2
 
 from segstream.core.contracts import Rejection
 from segstream.core.engine import Change, Engine
@@ -33,17 +32,15 @@ from segstream.runtime.batching import (
     items_by_partition,
 )
 from segstream.runtime.metrics import Metrics
-from segstream.runtime.produce import BatchProducer, OutRecord
+from segstream.runtime.produce import BatchProducer, OutRecord, murmur_partition
 from segstream.runtime.settings import Settings
 
 log = logging.getLogger("segstream.worker")
 
-Output = OutRecord
-
 
 def partition_for(customer_id: str, partitions: int) -> int:
     """The partition Kafka's default partitioner gives a customer_id key (murmur2)."""
-    return int(murmur2(customer_id.encode()) & 0x7FFFFFFF) % partitions
+    return murmur_partition(customer_id.encode(), partitions)
 
 
 def cloudevent_headers(change: Change, source: str) -> list[tuple[str, bytes]]:
@@ -175,7 +172,7 @@ class SegmentWorker:
         """Apply one fetched batch: pure engine calls, then one round of sends."""
         async with self.lock:
             started = time.perf_counter()
-            outputs: list[Output] = []
+            outputs: list[OutRecord] = []
             changes, stamps = self._apply(records, outputs)
             self.metrics.evaluation.observe(time.perf_counter() - started)
             await self._emit(changes, outputs)
@@ -187,7 +184,7 @@ class SegmentWorker:
             self.last_batch_at = time.monotonic()
 
     def _apply(
-        self, records: list[Record], outputs: list[Output]
+        self, records: list[Record], outputs: list[OutRecord]
     ) -> tuple[list[Change], list[int]]:
         s, engine, metrics = self.settings, self.engine, self.metrics
         changes: list[Change] = []
@@ -236,7 +233,7 @@ class SegmentWorker:
             metrics.consumed.labels(topic=topic, type=kind).inc(n)
         return changes, stamps
 
-    async def _emit(self, changes: list[Change], outputs: list[Output]) -> None:
+    async def _emit(self, changes: list[Change], outputs: list[OutRecord]) -> None:
         """Send outputs first, then state: a crash in between re-emits (same ids), never loses."""
         s = self.settings
         transitions: Counter[tuple[str, str, str, str]] = Counter()
@@ -296,7 +293,7 @@ class SegmentWorker:
                 await self._publish_sketches()
 
     async def _publish_sketches(self) -> None:
-        outputs: list[Output] = []
+        outputs: list[OutRecord] = []
         for field_name, population in self.engine.populations.items():
             for partition in sorted(population.values):
                 key = f"{field_name}:{partition}"
@@ -390,7 +387,7 @@ class SegmentWorker:
             engine = self.engine
             for partition in set(engine.partition_of.values()) - owned:
                 engine.release_partition(partition)
-            adopted: list[str] = []
+            adopted = 0
             n = self.settings.partitions
             # Building a million customers' objects with the cyclic GC on costs several times
             # the loading itself (each collection walks the growing heap); the state holds no
@@ -405,7 +402,7 @@ class SegmentWorker:
                     partition = partition_for(key, n) if stored_in is None else stored_in
                     if partition in owned:
                         engine.adopt(load_state(value), partition)
-                        adopted.append(key)
+                        adopted += 1
             finally:
                 gc.enable()
             gc.freeze()
@@ -421,7 +418,7 @@ class SegmentWorker:
             "ready: partitions %s, %d customers (%d recovered)",
             sorted(owned),
             len(engine.store),
-            len(adopted),
+            adopted,
         )
 
     # -- HTTP --------------------------------------------------------------------------------
