@@ -7,6 +7,9 @@ import asyncio
 import re
 from pathlib import Path
 
+import orjson
+
+from segstream.synth import SynthConfig, generate
 from tests.integration.conftest import ROOT, Deployment, load_events, produce
 from tests.integration.test_worker import (
     SAMPLE,
@@ -33,3 +36,31 @@ def test_rocksdb_worker_restarts_with_its_state(deployment: Deployment, tmp_path
     assert_streaming_equals_offline(second, expected)
     recovered = re.findall(r"\((\d+) recovered\)", second.log.read_text())
     assert recovered and int(recovered[0]) > 0  # state came back, not rebuilt from new events
+
+
+def test_stopped_mid_batch_a_replacement_on_an_empty_disk_has_every_customer(
+    deployment: Deployment, tmp_path: Path
+) -> None:
+    """Stopped while its last batch is being written (the consumed counter moves before the
+    batch's outputs and state are sent, so the stop lands in the middle of it). The batch must
+    still finish: a replacement rebuilding from the changelog alone holds every customer, and
+    nothing is read again. Before the fix this lost about 6% of the customers of a 200k-event
+    feed (the local store was written before the changelog, the stop cancelled the send)."""
+    config = SynthConfig(customers=30_000, events=20_000, seed=5)
+    lines = [orjson.dumps(event) for event in generate(config)]
+    asyncio.run(produce(deployment, lines))  # waiting in the topics: the fetches are large
+    first = deployment.start_worker(store="rocksdb://")
+    first.wait_ready()
+    total = len(lines)
+    assert wait_for(
+        lambda: metric(first, "segstream_events_consumed_total") >= total, 120, every=0.01
+    )
+    first.stop()
+
+    replacement = deployment.start_worker(store="rocksdb://")  # a new, empty data directory
+    replacement.wait_ready(120)
+    recovered = re.findall(r"\((\d+) recovered\)", replacement.log.read_text())
+    expected = offline_segments_for(lines, ROOT / "rules", tmp_path)
+    assert recovered and int(recovered[0]) == len(expected)
+    # the stop committed the batch: nothing is read again (watched for a few seconds)
+    assert not wait_for(lambda: metric(replacement, "segstream_events_consumed_total") > 0, 5)

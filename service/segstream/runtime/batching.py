@@ -80,6 +80,29 @@ class BatchConsumer(faust_aiokafka.Consumer):
             self._acked[tp].extend(range(start, last + 1))
             self._n_acked += last + 1 - start
 
+    async def _process(
+        self, callback: BatchCallback, batch: list[Record], spans: dict[TP, tuple[int, int]]
+    ) -> None:
+        try:
+            await callback(batch)
+            for tp, (first, last) in spans.items():
+                self._ack_range(tp, first, last)
+                self._read_offset[tp] = last + 1
+        finally:
+            self._batch_idle.set()
+
+    @staticmethod
+    async def _finish(processing: asyncio.Future[None]) -> None:
+        """Await a batch; when stopped meanwhile (faust cancels the fetcher before it waits for
+        streams), still let it finish, so its outputs, state and offsets stay in step."""
+        try:
+            await asyncio.shield(processing)
+        except asyncio.CancelledError:
+            while not processing.done():
+                with contextlib.suppress(asyncio.CancelledError):
+                    await asyncio.shield(processing)
+            raise
+
     async def _drain_messages(self, fetcher: Any) -> None:
         consumer_should_stop = self._stopped.is_set
         fetcher_should_stop = fetcher._stopped.is_set
@@ -123,16 +146,12 @@ class BatchConsumer(faust_aiokafka.Consumer):
                                 callback(to_message(tp, r)), self.suspend_flow.wait()
                             )
                             read_offset[tp] = r.offset
-                if not batch or self.batch_callback is None:
+                batch_callback = self.batch_callback
+                if not batch or batch_callback is None:
                     continue
                 self._batch_idle.clear()
-                try:
-                    await self.batch_callback(batch)
-                    for tp, (first, last) in spans.items():
-                        self._ack_range(tp, first, last)
-                        read_offset[tp] = last + 1
-                finally:
-                    self._batch_idle.set()
+                processing = self._process(batch_callback, batch, spans)
+                await self._finish(asyncio.ensure_future(processing))
                 if self._commit_every is not None and self._n_acked >= self._commit_every:
                     self._n_acked = 0
                     await self.commit()
@@ -225,7 +244,13 @@ def source_partition(topic: str, partition: int) -> Iterator[None]:
 
 
 class TableWriter:
-    """Table entries for a batch: the local store now, changelog records for the caller to send."""
+    """Table entries for a batch: changelog records first, the local store once they are written.
+
+    The local store must never lead the changelog: a worker restarted on its own disk would
+    otherwise hold state (with its event ids) that a replacement rebuilding from the changelog
+    lacks, and the events re-read after the crash would be taken for duplicates, so neither
+    their changes nor their state would ever be written again.
+    """
 
     def __init__(self, app: Any, table: Any, source_topic: str) -> None:
         self.app = app
@@ -233,26 +258,26 @@ class TableWriter:
         self.source_topic = source_topic
         self.changelog = table.changelog_topic.get_topic_name()
 
-    def write(self, updates: dict[int, dict[str, bytes]]) -> list[OutRecord]:
+    def changelog_records(self, updates: dict[int, dict[str, bytes]]) -> list[OutRecord]:
+        changelog = self.changelog
+        return [
+            (changelog, key.encode(), value, partition, [])
+            for partition, items in updates.items()
+            for key, value in items.items()
+        ]
+
+    def persisted(self, updates: dict[int, dict[str, bytes]], written: list[Written]) -> None:
+        """The changelog has ``updates``: now the local store (RocksDB keeps the offset too)."""
         table = self.table
-        records: list[OutRecord] = []
         for partition, items in updates.items():
             with source_partition(self.source_topic, partition):
                 store = table.data
                 for key, value in items.items():
                     store[key] = value
-            changelog = self.changelog
-            records.extend(
-                (changelog, key.encode(), value, partition, []) for key, value in items.items()
-            )
-        return records
-
-    def persisted(self, written: list[Written]) -> None:
-        """What faust does per changelog message (the RocksDB store keeps its offset)."""
         for batch in written:
             if batch.topic == self.changelog:
                 tp = TP(batch.topic, batch.partition)
-                self.table.data.set_persisted_offset(tp, batch.base_offset + batch.records - 1)
+                table.data.set_persisted_offset(tp, batch.base_offset + batch.records - 1)
 
 
 def items_by_partition(table: Any) -> Iterator[tuple[int | None, Any, bytes]]:

@@ -270,7 +270,8 @@ class SegmentWorker:
                 partition = engine.partition_of[customer_id]
                 updates.setdefault(partition, {})[customer_id] = dump_state(st)
         engine.dirty.clear()
-        self.writer.persisted(await self.producer.send(self.writer.write(updates)))
+        written = await self.producer.send(self.writer.changelog_records(updates))
+        self.writer.persisted(updates, written)
 
     # -- clock, population, rules ------------------------------------------------------------
 

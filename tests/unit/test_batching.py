@@ -1,0 +1,54 @@
+"""The worker's write ordering and shutdown, on real faust and asyncio objects (no broker)."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from segstream.runtime.batching import BatchConsumer
+from segstream.runtime.produce import Written
+from segstream.runtime.settings import Settings
+from segstream.runtime.worker import SegmentWorker
+from tests.unit.factories import ROOT
+
+
+def test_the_local_store_is_written_only_once_the_changelog_has_the_records(
+    tmp_path: Path,
+) -> None:
+    settings = Settings(
+        KAFKA_BOOTSTRAP_SERVERS="127.0.0.1:9", rules_dir=ROOT / "rules", data_dir=tmp_path
+    )
+    worker = SegmentWorker(settings)  # built, never started: no broker is contacted
+    writer, store = worker.writer, worker.table.data
+    updates = {1: {"C1": b"state-1", "C2": b"state-2"}}
+
+    records = writer.changelog_records(updates)
+
+    assert sorted(r[1] for r in records) == [b"C1", b"C2"]
+    assert {r[3] for r in records} == {1} and {r[0] for r in records} == {writer.changelog}
+    assert "C1" not in store  # a crash before the send is acknowledged leaves no trace here
+    writer.persisted(updates, [Written(writer.changelog, 1, base_offset=7, records=2)])
+    assert store["C1"] == b"state-1" and store["C2"] == b"state-2"
+
+
+def test_a_batch_in_flight_finishes_when_its_fetcher_is_cancelled() -> None:
+    """faust stops the fetcher (a cancel) before it waits for streams on shutdown."""
+    finished: list[str] = []
+
+    async def batch() -> None:
+        await asyncio.sleep(0.1)  # the sends of a batch
+        finished.append("outputs, state, offsets")
+
+    async def scenario() -> None:
+        fetcher = asyncio.ensure_future(BatchConsumer._finish(asyncio.ensure_future(batch())))
+        await asyncio.sleep(0.01)
+        fetcher.cancel()
+        await asyncio.sleep(0)
+        fetcher.cancel()  # cancelled twice: still waits
+        with pytest.raises(asyncio.CancelledError):
+            await fetcher
+        assert finished == ["outputs, state, offsets"]
+
+    asyncio.run(scenario())
