@@ -119,10 +119,10 @@ def stream_stage(
     two.pop("prefix")
     results["two_workers"] = two
     print("two workers", two, flush=True)
-    results["latency"] = asyncio.run(
-        stream.latency(boot, lines[: args.latency_events], tmp, 2000.0)
-    )
-    print("latency", results["latency"], flush=True)
+    paced = lines[: args.latency_events]
+    results["latency_floor"] = asyncio.run(stream.latency_floor(boot, paced, 2000.0))
+    results["latency"] = asyncio.run(stream.latency(boot, paced, tmp, 2000.0))
+    print("latency", results["latency"], "floor", results["latency_floor"], flush=True)
 
 
 def _verdict(value: float, goal: float, higher_is_better: bool = True) -> str:
@@ -178,6 +178,15 @@ def table(r: dict[str, Any]) -> str:
                 "latency at 2,000/s",
                 f"p50 {r['latency']['p50_ms']} ms, p99 {p99} ms",
                 f"goal p99 <= 50 ms: {_verdict(p99, GOALS['p99_ms'], False)}",
+            )
+        )
+    if "latency_floor" in r:
+        floor = r["latency_floor"]
+        rows.append(
+            (
+                "latency floor (no worker)",
+                f"p50 {floor['p50_ms']} ms, p99 {floor['p99_ms']} ms",
+                "the feed read back from the inputs by a plain consumer",
             )
         )
     if c:

@@ -304,6 +304,67 @@ def _rss_kib(pid: int) -> int:
     return 0
 
 
+async def _paced_probe(
+    bootstrap: str, prefix: str, lines: list[bytes], rate: float, read: list[str], cause: Any
+) -> dict[str, Any]:
+    """Produce ``lines`` at ``rate``; seconds from each send until a record whose ``cause``
+    is that event's id is readable from the ``read`` topics (p50/p99)."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_wait_ms=100
+    )  # a broker answers a fetch as soon as data arrives: the wait is a cap, not a delay
+    await consumer.start()
+    tps = [TopicPartition(topic, p) for topic in read for p in range(PARTITIONS)]
+    consumer.assign(tps)
+    await consumer.seek_to_end(*tps)
+    sent: dict[str, float] = {}
+    seen: list[float] = []
+
+    async def reader() -> None:
+        while True:
+            batch = await consumer.getmany(timeout_ms=100)
+            now = time.perf_counter()
+            for records in batch.values():
+                for record in records:
+                    event_id = cause(orjson.loads(record.value))
+                    if event_id in sent:
+                        seen.append(now - sent.pop(event_id))
+
+    reading = asyncio.create_task(reader())
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=False, linger_ms=0)
+    await producer.start()
+    topic_for = prefixed(prefix)
+    interval, next_at = 1.0 / rate, time.perf_counter()
+    for line in lines:
+        body = orjson.loads(line)
+        sent[body["event_id"]] = time.perf_counter()
+        await producer.send(topic_for(body), line, key=body["customer_id"].encode())
+        next_at += interval
+        delay = next_at - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+    await producer.stop()
+    await asyncio.sleep(3)
+    reading.cancel()
+    await consumer.stop()
+    seen.sort()
+    return {
+        "rate": rate,
+        "events": len(lines),
+        "measured": len(seen),
+        "p50_ms": round(seen[len(seen) // 2] * 1000, 1),
+        "p99_ms": round(seen[int(len(seen) * 0.99)] * 1000, 1),
+    }
+
+
+async def latency_floor(bootstrap: str, lines: list[bytes], rate: float) -> dict[str, Any]:
+    """The reference for ``latency``: the same paced feed read back from the input topics by a
+    plain aiokafka consumer, no worker. No worker can beat the broker's own round trip."""
+    prefix = f"floor-{uuid.uuid4().hex[:6]}-"
+    await _topics(bootstrap, prefix)
+    inputs = [f"{prefix}{t}" for t in ("orders", "support", "surveys", "profiles")]
+    return await _paced_probe(bootstrap, prefix, lines, rate, inputs, lambda e: e["event_id"])
+
+
 async def latency(bootstrap: str, lines: list[bytes], tmp: Path, rate: float) -> dict[str, Any]:
     """Produce at a steady rate; p50/p99 from send to the change being readable downstream."""
     prefix = f"lat-{uuid.uuid4().hex[:6]}-"
@@ -311,52 +372,9 @@ async def latency(bootstrap: str, lines: list[bytes], tmp: Path, rate: float) ->
     worker = start_worker(bootstrap, prefix, tmp, f"{prefix}0")
     try:
         await asyncio.to_thread(wait_until, worker.ready, 120)
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_wait_ms=5
-        )  # the reader must not add latency
-        await consumer.start()
-        tps = [TopicPartition(f"{prefix}segment-changes", p) for p in range(PARTITIONS)]
-        consumer.assign(tps)
-        await consumer.seek_to_end(*tps)
-        sent: dict[str, float] = {}
-        seen: list[float] = []
-
-        async def read() -> None:
-            while True:
-                batch = await consumer.getmany(timeout_ms=100)
-                now = time.perf_counter()
-                for records in batch.values():
-                    for record in records:
-                        cause = orjson.loads(record.value)["cause"]["event_id"]
-                        if cause in sent:
-                            seen.append(now - sent.pop(cause))
-
-        reader = asyncio.create_task(read())
-        producer = AIOKafkaProducer(
-            bootstrap_servers=bootstrap, enable_idempotence=False, linger_ms=0
+        changes = [f"{prefix}segment-changes"]
+        return await _paced_probe(
+            bootstrap, prefix, lines, rate, changes, lambda c: c["cause"]["event_id"]
         )
-        await producer.start()
-        topic_for = prefixed(prefix)
-        interval, next_at = 1.0 / rate, time.perf_counter()
-        for line in lines:
-            body = orjson.loads(line)
-            sent[body["event_id"]] = time.perf_counter()
-            await producer.send(topic_for(body), line, key=body["customer_id"].encode())
-            next_at += interval
-            delay = next_at - time.perf_counter()
-            if delay > 0:
-                await asyncio.sleep(delay)
-        await producer.stop()
-        await asyncio.sleep(3)
-        reader.cancel()
-        await consumer.stop()
-        seen.sort()
-        return {
-            "rate": rate,
-            "events": len(lines),
-            "measured": len(seen),
-            "p50_ms": round(seen[len(seen) // 2] * 1000, 1),
-            "p99_ms": round(seen[int(len(seen) * 0.99)] * 1000, 1),
-        }
     finally:
         worker.stop()
