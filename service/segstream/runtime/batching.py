@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 import weakref
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
-from typing import Any, NamedTuple, TypeAlias
+from typing import Any, NamedTuple, TypeAlias, cast
 
 from aiokafka import AIOKafkaConsumer
 from aiokafka.structs import ConsumerRecord
@@ -93,6 +94,34 @@ class BatchConsumer(faust_aiokafka.Consumer):
         finally:
             self._batch_idle.set()
 
+    def _recover_batch(self, tp: TP, records: list[Record]) -> None:
+        """A fetched run of an active changelog partition, applied to its table in one write.
+
+        faust's own path queues every changelog record as an event and applies them one by one
+        (about 3,500 records/s here); a replacement worker replays its whole changelog, so that
+        was most of its recovery time. Offsets and the end of recovery are kept exactly as
+        faust's ``Recovery._slurp_changelogs`` keeps them.
+        """
+        recovery = cast(Any, self.app.tables).recovery
+        table = recovery.tp_to_table[tp]
+        seen = recovery.active_offsets.get(tp)
+        events = [
+            _ChangelogEvent(
+                r.key, r.value, _ChangelogMessage(tp, r.offset, r.key, r.value, tp.partition)
+            )
+            for r in records
+            if seen is None or r.offset > seen
+        ]
+        if events:
+            table.apply_changelog_batch(events)
+            recovery.active_offsets[tp] = events[-1].message.offset
+            now = time.monotonic()  # what faust's stall warnings look at
+            recovery._active_events_received_at[tp] = recovery._last_flush_at = now
+        if not recovery.need_recovery():
+            recovery.flush_buffers()
+            recovery._set_recovery_ended()
+            recovery.signal_recovery_end.set()
+
     @staticmethod
     async def _finish(processing: asyncio.Future[None]) -> None:
         """Await a batch; when stopped meanwhile (faust cancels the fetcher before it waits for
@@ -112,6 +141,16 @@ class BatchConsumer(faust_aiokafka.Consumer):
         batch_topics = self.batch_topics
         callback = self.callback
         to_message = self._to_message
+        recovery = cast(Any, self.app.tables).recovery
+
+        def recovering(tp: TP) -> bool:
+            """An active changelog partition being recovered, for a table without hooks."""
+            return (
+                bool(recovery.in_recovery)
+                and tp in recovery.active_tps
+                and recovery.tp_to_table[tp]._on_changelog_event is None
+            )
+
         try:
             while not (consumer_should_stop() or fetcher_should_stop()):
                 records, active = await self._wait_next_records(1.0)
@@ -142,6 +181,9 @@ class BatchConsumer(faust_aiokafka.Consumer):
                             first = r_off  # offsets skipped by the broker count as done
                         spans[tp] = (first, recs[-1].offset)
                         batch.extend(recs)
+                    elif recovering(tp):
+                        self._recover_batch(tp, recs)
+                        read_offset[tp] = recs[-1].offset + 1
                     else:
                         for r in recs:  # any other topic keeps faust's per-message path
                             await self.wait_first(
@@ -219,6 +261,22 @@ def install_batch_handler(app: Any, topics: Sequence[Any], callback: BatchCallba
         app.topics.add(topic)
     BatchConsumer.batch_topics = frozenset(n for t in topics for n in t.topics)
     BatchConsumer.batch_callback = staticmethod(callback)
+
+
+class _ChangelogMessage(NamedTuple):
+    """What faust's stores read of a changelog message in ``apply_changelog_batch``."""
+
+    tp: TP
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    partition: int
+
+
+class _ChangelogEvent(NamedTuple):
+    key: bytes | None
+    value: bytes | None
+    message: _ChangelogMessage
 
 
 class _PartitionMessage(NamedTuple):
