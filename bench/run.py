@@ -131,7 +131,7 @@ def _verdict(value: float, goal: float, higher_is_better: bool = True) -> str:
     if met:
         return "met"
     factor = goal / value if higher_is_better else value / goal
-    return f"MISSED by {factor:.1f}x"
+    return f"MISSED by {factor:.2f}x"
 
 
 def table(r: dict[str, Any]) -> str:
