@@ -6,8 +6,14 @@ import asyncio
 from pathlib import Path
 
 import pytest
+from faust.types import TP
 
-from segstream.runtime.batching import BatchConsumer
+from segstream.runtime.batching import (
+    BatchConsumer,
+    _ChangelogEvent,
+    _ChangelogMessage,
+    items_by_partition,
+)
 from segstream.runtime.produce import Written
 from segstream.runtime.settings import Settings
 from segstream.runtime.worker import SegmentWorker
@@ -28,9 +34,30 @@ def test_the_local_store_is_written_only_once_the_changelog_has_the_records(
 
     assert sorted(r[1] for r in records) == [b"C1", b"C2"]
     assert {r[3] for r in records} == {1} and {r[0] for r in records} == {writer.changelog}
-    assert "C1" not in store  # a crash before the send is acknowledged leaves no trace here
-    writer.persisted(updates, [Written(writer.changelog, 1, base_offset=7, records=2)])
-    assert store["C1"] == b"state-1" and store["C2"] == b"state-2"
+    assert b"C1" not in store  # a crash before the send is acknowledged leaves no trace here
+    writer.persisted(records, [Written(writer.changelog, 1, base_offset=7, records=2)])
+    assert store[b"C1"] == b"state-1" and store[b"C2"] == b"state-2"
+
+
+def test_a_customer_written_after_a_recovery_is_held_once_with_its_newest_state(
+    tmp_path: Path,
+) -> None:
+    """Recovery and the writer must use one key per customer: adoption takes the first entry
+    it meets, so a second, older one could be adopted instead of the newest."""
+    settings = Settings(
+        KAFKA_BOOTSTRAP_SERVERS="127.0.0.1:9", rules_dir=ROOT / "rules", data_dir=tmp_path
+    )
+    worker = SegmentWorker(settings)
+    writer, table = worker.writer, worker.table
+    changelog = TP(writer.changelog, 1)
+    recovered = _ChangelogMessage(changelog, 5, b"C1", b"recovered", 1)
+    table.apply_changelog_batch([_ChangelogEvent(b"C1", b"recovered", recovered)])
+
+    records = writer.changelog_records({1: {"C1": b"newest"}})
+    writer.persisted(records, [Written(writer.changelog, 1, base_offset=6, records=1)])
+
+    held = [(key, value) for _, key, value in items_by_partition(table)]
+    assert held == [(b"C1", b"newest")]
 
 
 def test_a_batch_in_flight_finishes_when_its_fetcher_is_cancelled() -> None:

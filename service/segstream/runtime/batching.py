@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
+import operator
 import time
 import weakref
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
@@ -319,6 +321,7 @@ class TableWriter:
         self.changelog = table.changelog_topic.get_topic_name()
 
     def changelog_records(self, updates: dict[int, dict[str, bytes]]) -> list[OutRecord]:
+        """One record per customer, grouped by partition, keyed by the raw customer_id."""
         changelog = self.changelog
         return [
             (changelog, key.encode(), value, partition, [])
@@ -326,13 +329,17 @@ class TableWriter:
             for key, value in items.items()
         ]
 
-    def persisted(self, updates: dict[int, dict[str, bytes]], written: list[Written]) -> None:
-        """The changelog has ``updates``: now the local store (RocksDB keeps the offset too)."""
+    def persisted(self, records: list[OutRecord], written: list[Written]) -> None:
+        """The changelog has ``records``: now the local store (RocksDB keeps the offset too).
+
+        The store gets the changelog's own key bytes, as faust's recovery writes them: a str
+        key here left the in-memory store holding a customer twice once a recovery had written
+        it, and adoption takes whichever entry comes first."""
         table = self.table
-        for partition, items in updates.items():
+        for partition, group in itertools.groupby(records, key=operator.itemgetter(3)):
             with source_partition(self.source_topic, partition):
                 store = table.data
-                for key, value in items.items():
+                for _, key, value, _, _ in group:
                     store[key] = value
         for batch in written:
             if batch.topic == self.changelog:

@@ -270,8 +270,8 @@ class SegmentWorker:
                 partition = engine.partition_of[customer_id]
                 updates.setdefault(partition, {})[customer_id] = dump_state(st)
         engine.dirty.clear()
-        written = await self.producer.send(self.writer.changelog_records(updates))
-        self.writer.persisted(updates, written)
+        records = self.writer.changelog_records(updates)
+        self.writer.persisted(records, await self.producer.send(records))
 
     # -- clock, population, rules ------------------------------------------------------------
 
