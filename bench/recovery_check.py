@@ -51,23 +51,16 @@ def main() -> None:
         prefix = f"rc-{uuid.uuid4().hex[:6]}-"
         asyncio.run(stream._topics(boot, prefix))
         asyncio.run(stream.produce_lines(boot, lines, stream.prefixed(prefix)))
-        first = stream.start_worker(boot, prefix, tmp, f"{prefix}own", store="rocksdb://")
-        try:
-            if not stream.wait_until(first.ready, 120):
-                raise RuntimeError("worker not ready")
-            consumed = "segstream_events_consumed_total"
-            stream.wait_until(lambda: first.metric(consumed) >= count, 3600)
-            held = int(first.metric("segstream_customers_tracked"))
-        finally:
-            first.stop()
+        own = f"{prefix}own"
+        held = stream.consume_then_stop(boot, prefix, tmp, own, count, store="rocksdb://")
         keys, records = asyncio.run(changelog_keys(boot, f"{prefix}app-customers-changelog"))
         seconds, recovered = stream.time_to_ready(
             boot, prefix, tmp, f"{prefix}empty", store="rocksdb://"
         )
         print(
-            f"held {held:,}; changelog {keys:,} distinct keys in {records:,} records; "
+            f"held {held['customers']:,}; changelog {keys:,} distinct keys in {records:,} records; "
             f"replacement recovered {recovered:,} in {seconds:.1f} s",
-            "OK" if held == keys == recovered else "MISMATCH",
+            "OK" if held["customers"] == keys == recovered else "MISMATCH",
         )
 
 

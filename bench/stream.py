@@ -194,9 +194,7 @@ def prefixed(prefix: str) -> Any:
 
 async def _topics(bootstrap: str, prefix: str) -> None:
     """The input and output topics, so events can wait in them before a worker starts."""
-    names = [
-        f"{prefix}{t}" for t in ("orders", "support", "surveys", "profiles", "segment-changes")
-    ]
+    names = [f"{prefix}{t}" for t in (*TOPIC_OF_TYPE.values(), "segment-changes")]
     await create_topics(bootstrap, names)
 
 
@@ -256,6 +254,28 @@ def recovery_time(bootstrap: str, prefix: str, tmp: Path, procs: list[Worker]) -
     return time_to_ready(bootstrap, prefix, tmp, f"{prefix}fresh")[0]
 
 
+def consume_then_stop(
+    bootstrap: str, prefix: str, tmp: Path, name: str, total: int, **settings: str
+) -> dict[str, Any]:
+    """Start a worker on events already in the topics; once it has consumed ``total`` of them,
+    read its customers and RSS and stop it (SIGTERM), often while its last batch is still being
+    written: the consumed counter moves before a batch's sends."""
+    worker = start_worker(bootstrap, prefix, tmp, name, **settings)
+    try:
+        if not wait_until(worker.ready, 120):
+            raise RuntimeError(f"{name} not ready")
+        started = time.perf_counter()
+        if not wait_until(lambda: worker.metric("segstream_events_consumed_total") >= total, 7200):
+            raise RuntimeError(f"{name} did not consume its input")
+        return {
+            "seconds": time.perf_counter() - started,
+            "customers": int(worker.metric("segstream_customers_tracked")),
+            "peak_rss_mib": _rss_kib(worker.proc.pid) // 1024,
+        }
+    finally:
+        worker.stop()
+
+
 def scale_run(bootstrap: str, lines: list[bytes], tmp: Path) -> dict[str, Any]:
     """One worker with the production store (RocksDB) over a feed with many customers: its
     peak RSS, then recovery twice: restarted on its own disk (RocksDB plus the changelog tail,
@@ -265,19 +285,7 @@ def scale_run(bootstrap: str, lines: list[bytes], tmp: Path) -> dict[str, Any]:
     asyncio.run(_topics(bootstrap, prefix))
     asyncio.run(produce_lines(bootstrap, lines, prefixed(prefix)))
     rocksdb = {"store": "rocksdb://"}
-    first = start_worker(bootstrap, prefix, tmp, f"{prefix}own-disk", **rocksdb)
-    try:
-        if not wait_until(first.ready, 120):
-            raise RuntimeError("scale worker not ready")
-        started = time.perf_counter()
-        total = len(lines)
-        if not wait_until(lambda: first.metric("segstream_events_consumed_total") >= total, 7200):
-            raise RuntimeError("scale worker did not consume its input")
-        seconds = time.perf_counter() - started
-        customers = int(first.metric("segstream_customers_tracked"))
-        rss_mib = _rss_kib(first.proc.pid) // 1024
-    finally:
-        first.stop()
+    run = consume_then_stop(bootstrap, prefix, tmp, f"{prefix}own-disk", len(lines), **rocksdb)
 
     restart_seconds, restart_customers = time_to_ready(
         bootstrap, prefix, tmp, f"{prefix}own-disk", **rocksdb
@@ -286,10 +294,10 @@ def scale_run(bootstrap: str, lines: list[bytes], tmp: Path) -> dict[str, Any]:
         bootstrap, prefix, tmp, f"{prefix}empty-disk", **rocksdb
     )
     return {
-        "events": total,
-        "customers": customers,
-        "events_per_second": round(total / seconds),
-        "peak_rss_mib": rss_mib,
+        "events": len(lines),
+        "customers": run["customers"],
+        "events_per_second": round(len(lines) / run["seconds"]),
+        "peak_rss_mib": run["peak_rss_mib"],
         "restart_recovery_seconds": round(restart_seconds, 2),
         "restart_recovered_customers": restart_customers,
         "fresh_recovery_seconds": round(fresh_seconds, 2),
@@ -311,7 +319,7 @@ async def _paced_probe(
     is that event's id is readable from the ``read`` topics (p50/p99)."""
     consumer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_wait_ms=100
-    )  # a broker answers a fetch as soon as data arrives: the wait is a cap, not a delay
+    )  # the worker's default: 5 ms flooded Tansu with fetches (docs/performance.md, sweep)
     await consumer.start()
     tps = [TopicPartition(topic, p) for topic in read for p in range(PARTITIONS)]
     consumer.assign(tps)
@@ -361,7 +369,7 @@ async def latency_floor(bootstrap: str, lines: list[bytes], rate: float) -> dict
     plain aiokafka consumer, no worker. No worker can beat the broker's own round trip."""
     prefix = f"floor-{uuid.uuid4().hex[:6]}-"
     await _topics(bootstrap, prefix)
-    inputs = [f"{prefix}{t}" for t in ("orders", "support", "surveys", "profiles")]
+    inputs = [f"{prefix}{t}" for t in TOPIC_OF_TYPE.values()]
     return await _paced_probe(bootstrap, prefix, lines, rate, inputs, lambda e: e["event_id"])
 
 
