@@ -214,60 +214,58 @@ def test_member_counts_follow_changes_rules_recovery_and_released_partitions() -
 
 
 def test_recovered_customers_are_reevaluated_only_when_their_quantile_scores_moved() -> None:
-    engine = Engine(default_rules())
+    engine = Engine(default_rules(), partitions=3)
     for body in generate(SynthConfig(customers=300, events=6000, seed=7)):
-        engine.process([orjson.dumps(body)], partition=sum(body["customer_id"].encode()) % 3)
+        engine.process([orjson.dumps(body)])
     engine.refresh_population()
+    engine.commits()
     stored = {cid: dump_state(st) for cid, st in engine.store.items()}
+    lanes = {p: lane.record() for p, lane in engine.lanes.items()}
 
-    same = Engine(default_rules())  # everything recovered: same population, same cut points
-    for cid, raw_state in stored.items():
-        same.adopt(load_state(raw_state), engine.partition_of[cid])
-    assert same.reconcile_population() == []
+    def recovered(cuts_of: dict[int, Any]) -> Engine:
+        fresh = Engine(default_rules(), partitions=3)
+        for partition, record in cuts_of.items():
+            fresh.adopt_lane(partition, record)
+        for cid, raw_state in stored.items():
+            fresh.adopt(load_state(raw_state), engine.partition_of[cid])
+        return fresh
+
+    same = recovered(lanes)  # lane records and customers agree: nothing to re-evaluate
+    assert [c for p in sorted(lanes) for c in same.settle_adopted(p, had_record=True)] == []
     assert same.evaluations == 0
 
-    def adopt_two_partitions() -> Engine:
-        part = Engine(default_rules())  # a smaller population: other cut points
-        for cid, raw_state in stored.items():
-            if engine.partition_of[cid] != 2:
-                part.adopt(load_state(raw_state), engine.partition_of[cid])
-        return part
-
-    part, everyone = adopt_two_partitions(), adopt_two_partitions()
-    changes = part.reconcile_population()
-    assert 0 < part.evaluations < len(part.store)
-    assert changes and all(c["cause"]["kind"] == "population" for c in changes)
-    everyone.reconcile_population()
+    old = {
+        p: r | {"populations": {"monetary": {"cuts": [1.0, 2.0, 3.0, 4.0], "updates": 0}}}
+        for p, r in lanes.items()
+    }
+    moved = recovered(old)  # cut points recorded apart from the customers' scores
+    changes = [c for p in sorted(lanes) for c in moved.settle_adopted(p, had_record=True)]
+    assert 0 < moved.evaluations < len(moved.store)
+    assert changes and {c["cause"]["kind"] for c in changes} == {"population"}
+    everyone = recovered(old)
     everyone.reevaluate(sorted(everyone.store), cause="population")
-    assert {cid: part.segments_of(cid) for cid in part.store} == {
+    assert {cid: moved.segments_of(cid) for cid in moved.store} == {
         cid: everyone.segments_of(cid) for cid in everyone.store
     }
 
 
-def test_a_recovered_copy_that_missed_quiet_clock_evaluations_catches_up() -> None:
-    """Only dirty customers are written; a copy recovered from those writes ends where the
-    uninterrupted engine ends."""
+def test_a_lane_recovered_without_its_record_catches_up_on_its_own_clock() -> None:
+    """State written by an older version has no lane record: the lane takes its clock from
+    its customers and runs everything due by then (a restart catches up at once)."""
     engine = Engine(default_rules())
     bodies = [orjson.dumps(b) for b in generate(SynthConfig(customers=200, events=4000, seed=9))]
-    stored: dict[str, bytes] = {}
-    for start in range(0, len(bodies), 100):
-        engine.process(bodies[start : start + 100])
-        stored.update({cid: dump_state(engine.store[cid]) for cid in engine.dirty})
-        engine.dirty.clear()
-    assert any(load_state(stored[c]).due_day != st.due_day for c, st in engine.store.items())
-
-    # the taking-over worker's clock is already ahead (its own partitions' events): no later
-    # day change will come to run the schedule the adopted copies carry
+    engine.process(bodies)
+    engine.commits()
+    stored = {cid: dump_state(st) for cid, st in engine.store.items()}
     later_ms = (engine.clock_ms or 0) + 200 * 86_400_000
-    later = orjson.dumps(event("profile", "NEW", attributes={}) | {"occurred_at": later_ms})
-    engine.process([later])
+    engine.advance(later_ms)
+    engine.refresh_population()
+
     recovered = Engine(default_rules())
-    recovered.process([later])
     for raw_state in stored.values():
         recovered.adopt(load_state(raw_state), 0)
-    recovered.catch_up()
-    recovered.reconcile_population()
-    engine.refresh_population()
+    recovered.settle_adopted(0, had_record=False)
+    recovered.advance(later_ms)
     recovered.refresh_population()
     assert {c: recovered.segments_of(c) for c in engine.store} == {
         c: engine.segments_of(c) for c in engine.store

@@ -3,6 +3,13 @@
 One :class:`Engine` holds the customers of one process (all of them in ``replay``, the owned
 partitions in a worker). Everything here is synchronous and I/O free: the worker hands it whole
 Kafka batches and the replay command hands it file lines, and both get the same changes.
+
+Every decision that does not come from a customer's own events (the clock, population cut
+points) is taken per partition, in a :class:`Lane`, from that partition's input alone: the
+changes of a partition are a function of the order in which its records were applied and of
+its recovered lane. A worker writes what a lane decided (customer states, the lane record with
+its clock, cut points and the changes not yet known to be emitted) as one atomic commit before
+it emits any change, so a crash never makes it decide twice (docs/runtime.md, "Determinism").
 """
 
 from __future__ import annotations
@@ -10,7 +17,7 @@ from __future__ import annotations
 import heapq
 from bisect import bisect_right
 from collections import Counter
-from collections.abc import Iterable, Iterator, MutableMapping
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from hashlib import blake2b
 from typing import Any
@@ -22,6 +29,7 @@ from segstream.core.contracts import (
     RejectReason,
     parse_event,
 )
+from segstream.core.partitioning import partition_for
 from segstream.core.population import Population
 from segstream.core.rulelang import RuleSet
 from segstream.core.state import DAY_COUNTERS, WINDOW_GROUPS, CustomerState, Exits
@@ -30,7 +38,7 @@ from segstream.core.timeutil import MS_PER_DAY, day_of, to_rfc3339
 Change = dict[str, Any]
 CLOCK_EVENT = "event"
 CLOCK_WALL = "wall"
-REFRESH_MIN_UPDATES = 50  # population refresh is O(customers): not for every few updates
+LANE_FORMAT = 1
 
 
 @dataclass(slots=True)
@@ -41,6 +49,71 @@ class BatchResult:
     duplicates: int = 0
 
 
+@dataclass(slots=True)
+class Commit:
+    """What one partition decided since its previous commit, to be written atomically before
+    any of ``changes`` is emitted: the customers it touched and its lane record (which carries
+    every change not yet confirmed as emitted, these included)."""
+
+    partition: int
+    states: list[CustomerState]
+    lane: dict[str, Any]
+    changes: list[Change]
+
+
+class Lane:
+    """The per-partition context of evaluation: clock, due index, population, pending work."""
+
+    __slots__ = (
+        "clock_day",
+        "clock_ms",
+        "customers",
+        "dirty",
+        "due",
+        "due_days",
+        "fresh",
+        "partition",
+        "populations",
+        "rules_version",
+        "unconfirmed",
+    )
+
+    def __init__(self, partition: int) -> None:
+        self.partition = partition
+        self.clock_ms: int | None = None
+        self.clock_day = 0
+        self.customers: set[str] = set()
+        self.due: dict[int, set[str]] = {}
+        self.due_days: list[int] = []
+        self.populations: dict[str, Population] = {}
+        self.dirty: set[str] = set()  # customers changed in any way since the last commit
+        self.fresh: list[Change] = []  # changes since the last commit
+        self.unconfirmed: list[Change] = []  # committed changes not yet confirmed as emitted
+        self.rules_version: str | None = None
+
+    def set_clock(self, now_ms: int) -> None:
+        self.clock_ms = now_ms
+        self.clock_day = day_of(now_ms)
+
+    def pending(self) -> int:
+        """Work since the last commit (customers to write + changes): the runtime commits in
+        slices so one commit stays one producer batch."""
+        return len(self.dirty) + len(self.fresh)
+
+    def record(self) -> dict[str, Any]:
+        return {
+            "format": LANE_FORMAT,
+            "partition": self.partition,
+            "clock_ms": self.clock_ms,
+            "rules_version": self.rules_version,
+            "populations": {
+                name: {"cuts": list(p.cuts), "updates": p.updates_since_refresh}
+                for name, p in sorted(self.populations.items())
+            },
+            "unconfirmed": self.unconfirmed,
+        }
+
+
 class Engine:
     """Per-customer state plus the compiled rules; the only implementation of every rule."""
 
@@ -48,100 +121,105 @@ class Engine:
         self,
         rules: RuleSet,
         *,
-        store: MutableMapping[str, CustomerState] | None = None,
         clock: str = CLOCK_EVENT,
         currency: str = "USD",
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
         refresh_fraction: float = 0.05,
+        partitions: int = 1,
     ) -> None:
         if clock not in (CLOCK_EVENT, CLOCK_WALL):
             raise ValueError(f"clock must be 'event' or 'wall', not {clock!r}")
+        if partitions < 1:
+            raise ValueError(f"partitions must be at least 1, not {partitions}")
         self.rules = rules
-        self.store: MutableMapping[str, CustomerState] = {} if store is None else store
+        self.store: dict[str, CustomerState] = {}
         self.clock = clock
         self.currency = currency
         self.max_message_bytes = max_message_bytes
         self.refresh_fraction = refresh_fraction
-        self.clock_ms: int | None = None
-        self.clock_day = 0
+        self.partitions = partitions
+        self.lanes: dict[int, Lane] = {}
         self.partition_of: dict[str, int] = {}
         self.rejections: Counter[RejectReason] = Counter()
-        # customers whose stored form is out of date: an event applied, a segment changed or a
-        # population value moved (recovery indexes the stored value). An evaluation that only
-        # moved the due day or compacted is not worth a write: a recovered copy re-evaluates at
-        # its older due day (finding nothing) and compacts later.
-        self.dirty: set[str] = set()
         self.evaluations = 0
         self._members: Counter[tuple[str, str]] = Counter()  # (segment name, tier) -> customers
-        self._due: dict[int, set[str]] = {}
-        self._due_days: list[int] = []
-        self.populations: dict[str, Population] = {}
         self._configure_rules()
 
-    # -- clock -------------------------------------------------------------------------------
+    # -- lanes and clock ---------------------------------------------------------------------
 
-    def _set_clock(self, now_ms: int) -> None:
-        self.clock_ms = now_ms
-        self.clock_day = day_of(now_ms)
+    def lane(self, partition: int) -> Lane:
+        lane = self.lanes.get(partition)
+        if lane is None:
+            lane = self.lanes[partition] = Lane(partition)
+            lane.rules_version = self.rules.version
+            self._configure_lane(lane)
+        return lane
 
-    def advance(self, now_ms: int) -> list[Change]:
-        """Move the clock forward; re-evaluate only the customers due by the new day."""
-        if self.clock_ms is not None and now_ms <= self.clock_ms:
-            return []
-        old_day = None if self.clock_ms is None else self.clock_day
-        self._set_clock(now_ms)
-        new_day = self.clock_day
+    @property
+    def clock_ms(self) -> int | None:
+        """The latest clock of any partition (for reports; evaluation reads its own lane's)."""
+        clocks = [lane.clock_ms for lane in self.lanes.values() if lane.clock_ms is not None]
+        return max(clocks) if clocks else None
+
+    def advance(self, now_ms: int, partitions: Iterable[int] | None = None) -> list[Change]:
+        """Move the clock of every lane (or of ``partitions``) forward to ``now_ms``."""
         changes: list[Change] = []
-        if old_day is None or new_day == old_day:
-            return changes
-        changes += self._run_due(new_day)
-        if self.population_stale():
-            changes += self.refresh_population()
+        chosen = sorted(self.lanes) if partitions is None else partitions
+        for partition in chosen:
+            changes += self._advance(self.lane(partition), now_ms)
         return changes
 
-    def _run_due(self, day: int) -> list[Change]:
+    def _advance(self, lane: Lane, now_ms: int) -> list[Change]:
+        """Re-evaluate only the customers due by the new day; a first clock (a fresh or
+        recovered lane) runs everything already due, so a restart catches up at once."""
+        if lane.clock_ms is not None and now_ms <= lane.clock_ms:
+            return []
+        old_day = None if lane.clock_ms is None else lane.clock_day
+        lane.set_clock(now_ms)
+        if old_day is not None and lane.clock_day == old_day:
+            return []
+        changes = self._run_due(lane, lane.clock_day)
+        return changes + self._refresh_if_stale(lane)
+
+    def _run_due(self, lane: Lane, day: int) -> list[Change]:
         changes: list[Change] = []
         at = day * MS_PER_DAY
-        for customer_id in self._pop_due(day):
+        for customer_id in self._pop_due(lane, day):
             st = self.store.get(customer_id)
             if st is not None and st.due_day is not None and st.due_day <= day:
                 st.due_day = None
-                changes += self._evaluate(st, "clock", None, at)
+                changes += self._evaluate(st, lane, "clock", None, at)
         return changes
 
-    def catch_up(self) -> list[Change]:
-        """Evaluate adopted customers that are already due. Their stored copy can predate a
-        clock evaluation that changed nothing (not worth a write), so their due day is past."""
-        return self._run_due(self.clock_day)
+    @staticmethod
+    def _pop_due(lane: Lane, day: int) -> Iterator[str]:
+        while lane.due_days and lane.due_days[0] <= day:
+            d = heapq.heappop(lane.due_days)
+            yield from sorted(lane.due.pop(d, ()))
 
-    def _pop_due(self, day: int) -> Iterator[str]:
-        while self._due_days and self._due_days[0] <= day:
-            d = heapq.heappop(self._due_days)
-            yield from sorted(self._due.pop(d, ()))
-
-    def _schedule(self, st: CustomerState, day: int | None) -> None:
+    @staticmethod
+    def _schedule(lane: Lane, st: CustomerState, day: int | None) -> None:
         if day == st.due_day:
             return
         if st.due_day is not None:
-            members = self._due.get(st.due_day)
+            members = lane.due.get(st.due_day)
             if members is not None:
                 members.discard(st.customer_id)
         st.due_day = day
         if day is not None:
-            members = self._due.get(day)
+            members = lane.due.get(day)
             if members is None:
-                self._due[day] = members = set()
-                heapq.heappush(self._due_days, day)
+                lane.due[day] = members = set()
+                heapq.heappush(lane.due_days, day)
             members.add(st.customer_id)
 
-    def _next_change_day(self, values: dict[str, Any], exits: Exits) -> int | None:
+    def _next_change_day(self, today: int, values: dict[str, Any], exits: Exits) -> int | None:
         """The first day after today on which a rule reading a time-dependent value may flip.
 
         Window counts compared only with literals matter when they cross a boundary, so a
         customer with 9 recent events and a rule ``activity_30d >= 3`` is due when the 7th of
         them leaves the window, not at each exit. Everything else is due at its next exit.
         """
-        today = self.clock_day
         best: int | None = None
         for group in self._every_exit:
             days = exits[group]
@@ -183,10 +261,22 @@ class Engine:
             self.rejections[result.reason] += 1
         return result
 
+    def partition_for(self, customer_id: str) -> int:
+        """Where a customer lives: where it already is, else Kafka's default partitioner."""
+        known = self.partition_of.get(customer_id)
+        if known is not None:
+            return known
+        return partition_for(customer_id, self.partitions) if self.partitions > 1 else 0
+
     def process(
-        self, raws: Iterable[bytes | str], *, now_ms: int | None = None, partition: int = 0
+        self,
+        raws: Iterable[bytes | str],
+        *,
+        now_ms: int | None = None,
+        partition: int | None = None,
     ) -> BatchResult:
-        """Parse and apply a batch of raw messages; no await, no I/O."""
+        """Parse and apply a batch of raw messages; no await, no I/O. Without ``partition``
+        each event goes to its customer's partition, as a keyed Kafka producer would send it."""
         result = BatchResult()
         if now_ms is not None:
             result.changes += self.advance(now_ms)
@@ -196,7 +286,10 @@ class Engine:
                 result.rejections.append((index, event))
                 continue
             result.events += 1
-            changes = self.apply(event, partition=partition)
+            target = self.partition_for(event.customer_id) if partition is None else partition
+            if now_ms is not None:
+                result.changes += self._advance(self.lane(target), now_ms)
+            changes = self.apply(event, partition=target)
             if changes is None:
                 result.duplicates += 1
             else:
@@ -205,31 +298,39 @@ class Engine:
 
     def apply(self, event: Event, *, partition: int = 0) -> list[Change] | None:
         """Apply one event; returns its changes, or None when it changed nothing (a duplicate)."""
+        lane = self.lane(partition)
         changes: list[Change] = []
         if self.clock == CLOCK_EVENT and (
-            self.clock_ms is None or event.occurred_at > self.clock_ms
+            lane.clock_ms is None or event.occurred_at > lane.clock_ms
         ):
-            changes += self.advance(event.occurred_at)
+            changes += self._advance(lane, event.occurred_at)
         customer_id = event.customer_id
         st = self.store.get(customer_id)
         if st is None:
             st = CustomerState(customer_id)
             self.store[customer_id] = st
             self.partition_of[customer_id] = partition
-        if not st.apply(event, self.clock_day, self.rules.windows):
+            lane.customers.add(customer_id)
+        if not st.apply(event, lane.clock_day, self.rules.windows):
             return changes or None
-        return changes + self._evaluate(st, "event", event.event_id, self.clock_ms or 0)
+        changes += self._evaluate(st, lane, "event", event.event_id, lane.clock_ms or 0)
+        return changes + self._refresh_if_stale(lane)
 
     # -- evaluation --------------------------------------------------------------------------
 
     def values(self, st: CustomerState) -> dict[str, Any]:
-        """Everything rules can read for one customer, with derived metrics and segments."""
-        return self._values(st)[0]
+        """Everything rules can read for one customer, with derived metrics and segments.
+        Reading changes nothing (no compaction): a look at a customer is not a state change."""
+        return self._values(st, self.lane(self.partition_for(st.customer_id)), compact=False)[0]
 
-    def _values(self, st: CustomerState) -> tuple[dict[str, Any], Exits]:
+    def _values(
+        self, st: CustomerState, lane: Lane, *, compact: bool = True
+    ) -> tuple[dict[str, Any], Exits]:
         rules = self.rules
-        st.compact(self.clock_day, rules.windows)
-        values, exits = st.values(self.clock_day, rules.windows, self._watch)
+        day = lane.clock_day
+        if compact:
+            st.compact(day, rules.windows)
+        values, exits = st.values(day, rules.windows, self._watch)
         values.update(self._attribute_defaults)
         declared = rules.attributes
         for name, item in st.attrs.items():
@@ -238,31 +339,29 @@ class Engine:
                 values[name] = attr.coerce(item[2])
         for score in self._bin_scores:
             values[score.name] = score.from_bins(values[score.field])
-        for score, population in self._quantile_scores:
-            values[score.name] = score.from_cuts(values[score.field], population.cuts)
+        populations = lane.populations
+        for score in self._quantile_scores:
+            values[score.name] = score.from_cuts(values[score.field], populations[score.field].cuts)
         if self._has_rfm:
             values["rfm"] = f"{values['r']}{values['f']}{values['m']}"
         rules.evaluate(values)
         return values, exits
 
     def _evaluate(
-        self, st: CustomerState, cause: str, event_id: str | None, at_ms: int
+        self, st: CustomerState, lane: Lane, cause: str, event_id: str | None, at_ms: int
     ) -> list[Change]:
         self.evaluations += 1
-        values, exits = self._values(st)
-        partition = self.partition_of.get(st.customer_id, 0)
-        for field_name, population in self.populations.items():
-            population.set(partition, st.customer_id, values[field_name])
-        quantiles_moved = False
+        values, exits = self._values(st, lane)
+        for field_name, population in lane.populations.items():
+            population.set(st.customer_id, values[field_name])
         if self._quantile_scores:
-            quantiles = {
-                s.name: (values[s.field], values[s.name]) for s, _ in self._quantile_scores
+            st.quantiles = {
+                s.name: (values[s.field], values[s.name]) for s in self._quantile_scores
             }
-            quantiles_moved, st.quantiles = quantiles != st.quantiles, quantiles
-        self._schedule(st, self._next_change_day(values, exits))
+        self._schedule(lane, st, self._next_change_day(lane.clock_day, values, exits))
         changes = self._diff(st, values, cause, event_id, at_ms)
-        if changes or quantiles_moved or cause == "event":
-            self.dirty.add(st.customer_id)
+        lane.dirty.add(st.customer_id)
+        lane.fresh += changes
         return changes
 
     def _diff(
@@ -423,116 +522,217 @@ class Engine:
         self._counters: list[tuple[str, bool, tuple[int, ...]]] = [
             (c, c in opaque, bounds.get(c, ())) for c in DAY_COUNTERS if c in opaque or c in bounds
         ]
-        wanted = {s.field: s.quantiles for s in self.rules.quantile_scores}
-        for field_name in list(self.populations):
-            if field_name not in wanted:
-                del self.populations[field_name]
+        self._quantile_scores = list(rules.quantile_scores)
+        self._wanted = {s.field: s.quantiles for s in self._quantile_scores}
+        for lane in self.lanes.values():
+            self._configure_lane(lane)
+
+    def _configure_lane(self, lane: Lane) -> list[str]:
+        """Give a lane one population per quantile field of the rules; returns new fields."""
+        wanted = self._wanted
+        for field_name in [f for f in lane.populations if f not in wanted]:
+            del lane.populations[field_name]
+        added: list[str] = []
         for field_name, quantiles in wanted.items():
-            population = self.populations.get(field_name)
+            population = lane.populations.get(field_name)
             if population is None or population.quantiles != quantiles:
-                self.populations[field_name] = Population(field_name, quantiles)
-        self._quantile_scores = [(s, self.populations[s.field]) for s in rules.quantile_scores]
+                lane.populations[field_name] = Population(field_name, quantiles)
+                added.append(field_name)
+        return added
 
     def population_stale(self) -> bool:
-        """Enough values moved (refresh_fraction of the population) to recompute cut points."""
-        for population in self.populations.values():
-            threshold = max(REFRESH_MIN_UPDATES, int(self.refresh_fraction * population.size()))
-            if population.updates_since_refresh >= threshold:
-                return True
-        return False
+        return any(self._stale(lane) for lane in self.lanes.values())
 
-    def refresh_population(self, *, at_ms: int | None = None) -> list[Change]:
-        """Recompute quantile cut points; re-evaluate exactly the customers whose score moved."""
+    def _stale(self, lane: Lane) -> bool:
+        fraction = self.refresh_fraction
+        return any(p.stale(fraction) for p in lane.populations.values())
+
+    def _refresh_if_stale(self, lane: Lane) -> list[Change]:
+        return self._refresh(lane, lane.clock_day * MS_PER_DAY) if self._stale(lane) else []
+
+    def has_pending_population(self, partition: int) -> bool:
+        """Values moved since the last refresh (below the refresh threshold)."""
+        lane = self.lanes.get(partition)
+        return lane is not None and any(p.updates_since_refresh for p in lane.populations.values())
+
+    def refresh_population(self, partitions: Iterable[int] | None = None) -> list[Change]:
+        """Recompute the cut points of every lane (or of ``partitions``) from its values."""
         changes: list[Change] = []
-        at = self.clock_day * MS_PER_DAY if at_ms is None else at_ms
+        chosen = sorted(self.lanes) if partitions is None else partitions
+        for partition in chosen:
+            lane = self.lane(partition)
+            changes += self._refresh(lane, lane.clock_day * MS_PER_DAY)
+        return changes
+
+    def _refresh(self, lane: Lane, at: int) -> list[Change]:
+        """New cut points; re-evaluate exactly the customers whose score moved, in id order."""
         affected: set[str] = set()
-        for population in self.populations.values():
+        for population in lane.populations.values():
             population.updates_since_refresh = 0
             old_cuts, new_cuts = population.cuts, population.compute_cuts()
             if old_cuts == new_cuts:
                 continue
             population.cuts = new_cuts
             affected.update(population.moved(old_cuts, new_cuts))
-        for customer_id in sorted(affected):
+        return self._reevaluate(lane, sorted(affected), "population", at)
+
+    def _reevaluate(
+        self, lane: Lane, customer_ids: Iterable[str], cause: str, at: int
+    ) -> list[Change]:
+        changes: list[Change] = []
+        for customer_id in customer_ids:
             st = self.store.get(customer_id)
             if st is not None:
-                changes += self._evaluate(st, "population", None, at)
+                changes += self._evaluate(st, lane, cause, None, at)
         return changes
 
     # -- rules -------------------------------------------------------------------------------
 
     def set_rules(self, rules: RuleSet) -> None:
-        """Switch rule sets; callers then re-evaluate customers (in chunks) with cause 'rules'."""
+        """Switch rule sets; callers then re-evaluate customers (in slices) with cause 'rules'.
+        A quantile field new to the rules gets every customer's value at once, so its first
+        cut points describe the whole partition, not the customers re-evaluated first."""
         self.rules = rules
         self._configure_rules()
-        for population in self.populations.values():
-            population.cuts = population.compute_cuts()
+        for lane in self.lanes.values():
+            added = self._configure_lane(lane)
+            if added:
+                for customer_id in sorted(lane.customers):
+                    values, _ = self._values(self.store[customer_id], lane, compact=False)
+                    for field_name in added:
+                        lane.populations[field_name].load(customer_id, values[field_name])
+            for population in lane.populations.values():
+                population.cuts = population.compute_cuts()
+                population.updates_since_refresh = 0
 
     def reevaluate(self, customer_ids: Iterable[str], cause: str = "rules") -> list[Change]:
+        """Re-evaluate customers (each in its own lane); a lane whose customers were all
+        re-evaluated under the current rules records that version (see :meth:`rules_done`)."""
         changes: list[Change] = []
-        at = self.clock_ms or 0
         for customer_id in customer_ids:
             st = self.store.get(customer_id)
             if st is not None:
-                changes += self._evaluate(st, cause, None, at)
+                lane = self.lanes[self.partition_of[customer_id]]
+                changes += self._evaluate(st, lane, cause, None, lane.clock_ms or 0)
         return changes
 
-    # -- recovery and reading ----------------------------------------------------------------
+    def rules_done(self, partitions: Iterable[int] | None = None) -> None:
+        """Every customer of these lanes was re-evaluated under the current rules."""
+        for partition in sorted(self.lanes) if partitions is None else partitions:
+            self.lane(partition).rules_version = self.rules.version
+
+    # -- commits, recovery and reading -------------------------------------------------------
+
+    def commit(self, partition: int) -> Commit | None:
+        """Take what a lane decided since its last commit; None when it decided nothing."""
+        lane = self.lanes.get(partition)
+        if lane is None or not (lane.dirty or lane.fresh):
+            return None
+        store = self.store
+        states = [store[c] for c in sorted(lane.dirty) if c in store]
+        fresh, lane.fresh, lane.dirty = lane.fresh, [], set()
+        lane.unconfirmed += fresh
+        return Commit(partition, states, lane.record(), fresh)
+
+    def commits(self) -> list[Commit]:
+        return [c for p in sorted(self.lanes) if (c := self.commit(p)) is not None]
+
+    def confirm(self, partitions: Iterable[int] | None = None) -> None:
+        """The changes committed so far were emitted (acknowledged): no longer re-sent."""
+        for partition in sorted(self.lanes) if partitions is None else partitions:
+            lane = self.lanes.get(partition)
+            if lane is not None:
+                lane.unconfirmed = []
+
+    def pending(self, partition: int) -> int:
+        lane = self.lanes.get(partition)
+        return 0 if lane is None else lane.pending()
+
+    def adopt_lane(self, partition: int, record: dict[str, Any]) -> None:
+        """Take over a recovered lane record: its clock, cut points, refresh counters, rules
+        version and the changes it had not confirmed as emitted (re-sent: same ids)."""
+        if record.get("format") != LANE_FORMAT:
+            raise ValueError(f"unknown lane record format {record.get('format')!r}")
+        lane = self.lane(partition)
+        if record["clock_ms"] is not None:
+            lane.set_clock(int(record["clock_ms"]))
+        lane.rules_version = record.get("rules_version")
+        for name, stored in record.get("populations", {}).items():
+            population = lane.populations.get(name)
+            if population is not None:
+                population.cuts = tuple(float(c) for c in stored["cuts"])
+                population.updates_since_refresh = int(stored["updates"])
+        lane.unconfirmed = []
+        lane.fresh = list(record.get("unconfirmed", ()))  # sent again with the next commit
 
     def adopt(self, st: CustomerState, partition: int) -> None:
         """Take over a recovered customer: index its schedule and population values, no changes."""
+        lane = self.lane(partition)
         self.store[st.customer_id] = st
         self.partition_of[st.customer_id] = partition
+        lane.customers.add(st.customer_id)
         for name, value in st.segments.items():
             self._count(name, value, 1)
-        if self.clock == CLOCK_EVENT and (
-            self.clock_ms is None or st.last_event_ms > self.clock_ms
-        ):
-            self._set_clock(st.last_event_ms)
-        if self.populations:
+        if lane.populations:
             known = st.quantiles
-            if all(s.name in known for s, _ in self._quantile_scores):
-                for s, population in self._quantile_scores:
-                    population.set(partition, st.customer_id, known[s.name][0])
+            if all(s.name in known for s in self._quantile_scores):
+                for s in self._quantile_scores:
+                    lane.populations[s.field].load(st.customer_id, known[s.name][0])
             else:  # stored by an older version or under other rules: recompute
-                values, _ = st.values(self.clock_day, self.rules.windows, self._watch)
-                for field_name, population in self.populations.items():
-                    population.set(partition, st.customer_id, values[field_name])
+                values, _ = st.values(lane.clock_day, self.rules.windows, self._watch)
+                for field_name, population in lane.populations.items():
+                    population.load(st.customer_id, values[field_name])
         due, st.due_day = st.due_day, None  # not indexed in this process yet
-        self._schedule(st, due)
+        self._schedule(lane, st, due)
 
-    def reconcile_population(self) -> list[Change]:
-        """After adopting recovered customers: new cut points, then re-evaluate exactly the
-        customers whose quantile scores under them differ from the scores their segments were
-        computed with (maybe on another worker), instead of every customer."""
-        for population in self.populations.values():
-            population.updates_since_refresh = 0
-            population.cuts = population.compute_cuts()
+    def settle_adopted(self, partition: int, *, had_record: bool) -> list[Change]:
+        """After a lane's customers were adopted: finish what its last commit left half done.
+
+        A commit may end inside a clock day (customers still due) or inside a refresh (cut
+        points recorded, some customers not yet re-scored); the uncrashed worker would have
+        gone on with exactly those evaluations, in this order, so the recovered one does. A
+        lane recovered without its record (written by an older version) takes its clock from
+        its customers and computes its cut points."""
+        lane = self.lane(partition)
+        if not had_record:
+            if self.clock == CLOCK_EVENT:
+                latest = max((self.store[c].last_event_ms for c in lane.customers), default=None)
+                if latest:
+                    lane.set_clock(latest)
+            for population in lane.populations.values():
+                population.cuts = population.compute_cuts()
+        at = lane.clock_day * MS_PER_DAY
+        changes = self._run_due(lane, lane.clock_day) if lane.clock_ms is not None else []
+        changes += self._reevaluate(lane, self._off_cuts(lane), "population", at)
+        if lane.rules_version != self.rules.version:
+            changes += self._reevaluate(lane, sorted(lane.customers), "rules", lane.clock_ms or 0)
+            lane.rules_version = self.rules.version
+        return changes + self._refresh_if_stale(lane)
+
+    def _off_cuts(self, lane: Lane) -> list[str]:
+        """Customers whose stored quantile scores differ from the lane's current cut points."""
         moved: list[str] = []
-        scores = self._quantile_scores
-        for customer_id, st in self.store.items():
-            known = st.quantiles
-            for s, population in scores:
+        populations = lane.populations
+        for customer_id in sorted(lane.customers):
+            known = self.store[customer_id].quantiles
+            for s in self._quantile_scores:
                 item = known.get(s.name)
-                if item is None or s.from_cuts(item[0], population.cuts) != item[1]:
+                if item is None or s.from_cuts(item[0], populations[s.field].cuts) != item[1]:
                     moved.append(customer_id)
                     break
-        return self.reevaluate(sorted(moved), cause="population")
+        return moved
 
     def release_partition(self, partition: int) -> None:
-        """Forget the customers of a partition this process no longer owns."""
-        gone = [cid for cid, p in self.partition_of.items() if p == partition]
-        for customer_id in gone:
+        """Forget the customers and the lane of a partition this process no longer owns."""
+        lane = self.lanes.pop(partition, None)
+        if lane is None:
+            return
+        for customer_id in lane.customers:
             st = self.store.pop(customer_id, None)
-            del self.partition_of[customer_id]
-            if st is None:
-                continue
-            for name, value in st.segments.items():
-                self._count(name, value, -1)
-            if st.due_day is not None:
-                self._due.get(st.due_day, set()).discard(customer_id)
-        for population in self.populations.values():
-            population.drop_partition(partition)
+            self.partition_of.pop(customer_id, None)
+            if st is not None:
+                for name, value in st.segments.items():
+                    self._count(name, value, -1)
 
     def segments_of(self, customer_id: str) -> dict[str, Any] | None:
         st = self.store.get(customer_id)
@@ -550,9 +750,10 @@ class Engine:
             return None
         values = self.values(st)
         rules = self.rules
+        lane = self.lanes[self.partition_of[customer_id]]
         return {
             "customer_id": customer_id,
-            "as_of": to_rfc3339(self.clock_ms or 0),
+            "as_of": to_rfc3339(lane.clock_ms or 0),
             "rules_version": rules.version,
             "state": {
                 k: v for k, v in values.items() if k not in rules.families and k not in rules.flags

@@ -1,80 +1,79 @@
-"""Population quantiles for quantile scores (e.g. monetary quintiles), with KLL sketches.
+"""Population quantiles for quantile scores (e.g. monetary quintiles), exact and per partition.
 
-Each partition of customers keeps its values; cut points come from Apache DataSketches KLL
-sketches, one per partition, merged, so workers that own different partitions can share their
-sketches and agree on one set of cut points.
+Each partition keeps the current value of every customer it holds and computes its own cut
+points from them, exactly (sorting, no sketch). The cut points of a partition are therefore a
+function of that partition's input alone: a crash, a rebalance or a second worker cannot change
+them, and ``replay`` (which partitions customers as Kafka does) computes the same ones. With
+thousands of customers per partition the partitions' cut points agree closely with a global
+computation; docs/rules.md says what that means for small populations.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-
 import numpy as np
-from datasketches import kll_doubles_sketch
 
-SKETCH_K = 400
+REFRESH_MIN_UPDATES = 50  # a refresh is O(partition customers): not for every few updates
 
 
 class Population:
-    """Current values of one field for the customers this process holds, grouped by partition."""
+    """Current values of one field for the customers of one partition."""
+
+    __slots__ = ("cuts", "field", "quantiles", "updates_since_refresh", "values")
 
     def __init__(self, field: str, quantiles: int) -> None:
         self.field = field
         self.quantiles = quantiles
-        self.values: dict[int, dict[str, float]] = {}
-        self.remote: dict[int, bytes] = {}
+        self.values: dict[str, float] = {}
         self.cuts: tuple[float, ...] = ()
         self.updates_since_refresh = 0
 
-    def set(self, partition: int, customer_id: str, value: float | None) -> None:
-        bucket = self.values.setdefault(partition, {})
+    def set(self, customer_id: str, value: float | None) -> None:
+        values = self.values
         if value is None or value <= 0:
-            if bucket.pop(customer_id, None) is not None:
+            if values.pop(customer_id, None) is not None:
                 self.updates_since_refresh += 1
-        elif bucket.get(customer_id) != value:
-            bucket[customer_id] = value
+        elif values.get(customer_id) != value:
+            values[customer_id] = value
             self.updates_since_refresh += 1
 
-    def drop_partition(self, partition: int) -> None:
-        self.values.pop(partition, None)
+    def load(self, customer_id: str, value: float | None) -> None:
+        """Index a recovered customer's value: not an update (it was counted when it moved)."""
+        if value is not None and value > 0:
+            self.values[customer_id] = value
+
+    def discard(self, customer_id: str) -> None:
+        self.values.pop(customer_id, None)
 
     def size(self) -> int:
-        return sum(len(v) for v in self.values.values())
+        return len(self.values)
 
-    def sketch(self, partition: int) -> kll_doubles_sketch:
-        sketch = kll_doubles_sketch(SKETCH_K)
-        values = self.values.get(partition)
-        if values:
-            sketch.update(np.fromiter(values.values(), dtype=np.float64, count=len(values)))
-        return sketch
+    def stale(self, fraction: float) -> bool:
+        """Enough values moved since the last refresh to recompute the cut points."""
+        threshold = max(REFRESH_MIN_UPDATES, int(fraction * len(self.values)))
+        return self.updates_since_refresh >= threshold
 
-    def compute_cuts(self, partitions: Iterable[int] | None = None) -> tuple[float, ...]:
-        """Cut points from the merged sketches of local partitions and any remote ones."""
-        merged = kll_doubles_sketch(SKETCH_K)
-        local = set(self.values) if partitions is None else set(partitions)
-        for p in sorted(local):
-            merged.merge(self.sketch(p))
-        for p, blob in sorted(self.remote.items()):
-            if p not in local:
-                merged.merge(kll_doubles_sketch.deserialize(blob))
-        if merged.is_empty():
+    def compute_cuts(self) -> tuple[float, ...]:
+        """Cut point i (1 <= i < quantiles) is the smallest value with at least i/quantiles of
+        the values at or below it (the inverted empirical CDF): deterministic, exact."""
+        n = len(self.values)
+        if not n:
             return ()
-        ranks = [i / self.quantiles for i in range(1, self.quantiles)]
-        return tuple(float(q) for q in merged.get_quantiles(ranks))
+        values = np.fromiter(self.values.values(), dtype=np.float64, count=n)
+        q = self.quantiles
+        ranks = sorted({max(-(-i * n // q) - 1, 0) for i in range(1, q)})
+        picked = np.partition(values, ranks)
+        by_rank = {rank: float(picked[rank]) for rank in ranks}
+        return tuple(by_rank[max(-(-i * n // q) - 1, 0)] for i in range(1, q))
 
     def moved(self, old_cuts: tuple[float, ...], new_cuts: tuple[float, ...]) -> list[str]:
         """Customers whose quantile score differs between two sets of cut points (vectorised)."""
-        moved: list[str] = []
+        if not self.values:
+            return []
         old = np.asarray(old_cuts, dtype=np.float64)
         new = np.asarray(new_cuts, dtype=np.float64)
-        for bucket in self.values.values():
-            if not bucket:
-                continue
-            keys = list(bucket)
-            values = np.fromiter(bucket.values(), dtype=np.float64, count=len(bucket))
-            changed = np.nonzero(
-                np.searchsorted(old, values, side="right")
-                != np.searchsorted(new, values, side="right")
-            )[0]
-            moved.extend(keys[i] for i in changed)
-        return moved
+        keys = list(self.values)
+        values = np.fromiter(self.values.values(), dtype=np.float64, count=len(keys))
+        changed = np.nonzero(
+            np.searchsorted(old, values, side="right") != np.searchsorted(new, values, side="right")
+        )[0]
+        return [keys[i] for i in changed]
