@@ -4,6 +4,7 @@ commands never load faust or aiokafka."""
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -49,6 +50,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
             as_of_ms=args.as_of,
             currency=args.currency,
             progress=not args.no_progress,
+            partitions=args.partitions,
         )
     if args.state_out:
         with Path(args.state_out).open("wb") as handle:
@@ -72,7 +74,12 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
     rules = _rules(args.rules)
     engine, _ = replay(
-        [Path(p) for p in args.events], rules, out=None, as_of_ms=args.as_of, progress=False
+        [Path(p) for p in args.events],
+        rules,
+        out=None,
+        as_of_ms=args.as_of,
+        progress=False,
+        partitions=args.partitions,
     )
     explained = engine.explain(args.customer_id)
     if explained is None:
@@ -126,6 +133,17 @@ def cmd_worker(args: argparse.Namespace) -> int:
     return run_worker(demo=args.demo)
 
 
+def _partitions_argument(parser: argparse.ArgumentParser) -> None:
+    default = int(os.environ.get("SEGSTREAM_PARTITIONS", "8"))
+    parser.add_argument(
+        "--partitions",
+        type=int,
+        default=default,
+        help="partitions of the input topics (default: $SEGSTREAM_PARTITIONS or 8, as the worker):"
+        " clocks and quantile cut points are kept per partition, as the workers keep them",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="segstream", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -138,6 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--clock", choices=("event", "wall"), default="event")
     p.add_argument("--as-of", type=_timestamp, help="advance the clock to this time at the end")
     p.add_argument("--currency", default="USD")
+    _partitions_argument(p)
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_replay)
 
@@ -156,6 +175,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--events", nargs="+", required=True)
     p.add_argument("--rules", default=DEFAULT_RULES)
     p.add_argument("--as-of", type=_timestamp)
+    _partitions_argument(p)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_explain)
 

@@ -69,9 +69,14 @@ def replay(
     currency: str = "USD",
     progress: bool = True,
     errors: IO[str] = sys.stderr,
+    partitions: int = 1,
 ) -> tuple[Engine, ReplaySummary]:
-    """Process the files in order, then settle the clock and population; return the engine."""
-    engine = Engine(rules, clock=clock, currency=currency)
+    """Process the files in order, then settle the clock and population; return the engine.
+
+    Each customer goes to the partition a Kafka producer keyed by ``customer_id`` would pick
+    among ``partitions``, and every partition keeps its own clock and cut points, as a worker
+    does: with the topics' partition count, replay and the workers decide the same things."""
+    engine = Engine(rules, clock=clock, currency=currency, partitions=partitions)
     summary = ReplaySummary()
     started = time.perf_counter()
     wall_ms = as_of_ms if as_of_ms is not None else int(time.time() * 1000)

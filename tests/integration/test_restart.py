@@ -32,7 +32,7 @@ def test_rocksdb_worker_restarts_with_its_state(deployment: Deployment, tmp_path
     second = deployment.start_worker(store="rocksdb://", data_of=0)
     second.wait_ready()
     asyncio.run(produce(deployment, lines[600:]))
-    expected = offline_segments_for(lines, ROOT / "rules", tmp_path)
+    expected = offline_segments_for(lines, ROOT / "rules", tmp_path, deployment.partitions)
     assert_streaming_equals_offline(second, expected)
     recovered = re.findall(r"\((\d+) recovered\)", second.log.read_text())
     assert recovered and int(recovered[0]) > 0  # state came back, not rebuilt from new events
@@ -60,7 +60,7 @@ def test_stopped_mid_batch_a_replacement_on_an_empty_disk_has_every_customer(
     replacement = deployment.start_worker(store="rocksdb://")  # a new, empty data directory
     replacement.wait_ready(120)
     recovered = re.findall(r"\((\d+) recovered\)", replacement.log.read_text())
-    expected = offline_segments_for(lines, ROOT / "rules", tmp_path)
+    expected = offline_segments_for(lines, ROOT / "rules", tmp_path, deployment.partitions)
     assert recovered and int(recovered[0]) == len(expected)
     # the stop committed the batch: nothing is read again (watched for a few seconds)
     assert not wait_for(lambda: metric(replacement, "segstream_events_consumed_total") > 0, 5)

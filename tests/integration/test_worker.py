@@ -26,9 +26,17 @@ from tests.integration.conftest import (
 SAMPLE = ROOT / "samples" / "events.jsonl"
 
 
-def offline_segments(path: Path, rules_dir: Path = ROOT / "rules") -> dict[str, Any]:
+def offline_segments(
+    path: Path, rules_dir: Path = ROOT / "rules", partitions: int = 4
+) -> dict[str, Any]:
+    """The replay's segments, with customers partitioned as the test deployments' topics."""
     engine, _ = replay(
-        [path], load_rules(rules_dir), out=None, progress=False, errors=io.StringIO()
+        [path],
+        load_rules(rules_dir),
+        out=None,
+        progress=False,
+        errors=io.StringIO(),
+        partitions=partitions,
     )
     return {cid: engine.segments_of(cid) for cid in engine.store}
 
@@ -166,10 +174,12 @@ def test_rules_publish_resegments_existing_customers(
     assert worker.get("/segments").json()["rules_version"] == version
 
 
-def offline_segments_for(lines: list[bytes], rules_dir: Path, tmp: Path) -> dict[str, Any]:
+def offline_segments_for(
+    lines: list[bytes], rules_dir: Path, tmp: Path, partitions: int = 4
+) -> dict[str, Any]:
     path = tmp / "events.jsonl"
     path.write_bytes(b"\n".join(lines) + b"\n")
-    return offline_segments(path, rules_dir)
+    return offline_segments(path, rules_dir, partitions)
 
 
 async def _send_raw(dep: Deployment, topic: str, value: bytes) -> None:

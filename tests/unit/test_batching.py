@@ -5,19 +5,31 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import orjson
 import pytest
 from faust.types import TP
 
+from segstream.core.engine import Commit
+from segstream.core.state import dump_state
 from segstream.runtime.batching import (
     BatchConsumer,
     _ChangelogEvent,
     _ChangelogMessage,
     items_by_partition,
+    lane_key,
 )
 from segstream.runtime.produce import Written
 from segstream.runtime.settings import Settings
 from segstream.runtime.worker import SegmentWorker
-from tests.unit.factories import ROOT
+from tests.unit.factories import ROOT, order, raw
+
+
+def commit_of(worker: SegmentWorker, partition: int, *customers: str) -> Commit:
+    for customer in customers:
+        worker.engine.process(raw(order(customer=customer)), partition=partition)
+    commit = worker.engine.commit(partition)
+    assert commit is not None
+    return commit
 
 
 def test_the_local_store_is_written_only_once_the_changelog_has_the_records(
@@ -28,15 +40,16 @@ def test_the_local_store_is_written_only_once_the_changelog_has_the_records(
     )
     worker = SegmentWorker(settings)  # built, never started: no broker is contacted
     writer, store = worker.writer, worker.table.data
-    updates = {1: {"C1": b"state-1", "C2": b"state-2"}}
+    commit = commit_of(worker, 1, "C1", "C2")
 
-    records = writer.changelog_records(updates)
+    records = writer.commit_records(commit)
 
-    assert sorted(r[1] for r in records) == [b"C1", b"C2"]
+    assert [r[1] for r in records] == [b"C1", b"C2", lane_key(1)]  # the lane record last
     assert {r[3] for r in records} == {1} and {r[0] for r in records} == {writer.changelog}
     assert b"C1" not in store  # a crash before the send is acknowledged leaves no trace here
-    writer.persisted(records, [Written(writer.changelog, 1, base_offset=7, records=2)])
-    assert store[b"C1"] == b"state-1" and store[b"C2"] == b"state-2"
+    writer.persisted(records, [Written(writer.changelog, 1, base_offset=7, records=3)])
+    assert store[b"C1"] == dump_state(commit.states[0])
+    assert orjson.loads(store[lane_key(1)]) == commit.lane
 
 
 def test_a_customer_written_after_a_recovery_is_held_once_with_its_newest_state(
@@ -53,11 +66,12 @@ def test_a_customer_written_after_a_recovery_is_held_once_with_its_newest_state(
     recovered = _ChangelogMessage(changelog, 5, b"C1", b"recovered", 1)
     table.apply_changelog_batch([_ChangelogEvent(b"C1", b"recovered", recovered)])
 
-    records = writer.changelog_records({1: {"C1": b"newest"}})
-    writer.persisted(records, [Written(writer.changelog, 1, base_offset=6, records=1)])
+    commit = commit_of(worker, 1, "C1")
+    records = writer.commit_records(commit)
+    writer.persisted(records, [Written(writer.changelog, 1, base_offset=6, records=2)])
 
-    held = [(key, value) for _, key, value in items_by_partition(table)]
-    assert held == [(b"C1", b"newest")]
+    held = [(key, value) for _, key, value in items_by_partition(table) if key == b"C1"]
+    assert held == [(b"C1", dump_state(commit.states[0]))]
 
 
 def test_a_batch_in_flight_finishes_when_its_fetcher_is_cancelled() -> None:

@@ -114,7 +114,7 @@ def test_incremental_state_equals_recomputation_from_scratch(
     for customer_id, state in engine.store.items():
         mine = [e for e in batch if e["customer_id"] == customer_id]
         values = engine.values(state)
-        expected = reference_values(mine, engine.clock_day)
+        expected = reference_values(mine, engine.lanes[0].clock_day)
         assert {k: values[k] for k in expected} == expected
 
 
@@ -124,8 +124,10 @@ def test_compiled_rules_match_a_plain_python_reference(
     batch: list[dict[str, Any]], as_of: int
 ) -> None:
     engine = settle(batch, as_of)
-    cuts = engine.populations["monetary"].cuts
+    cuts = engine.lanes[0].populations["monetary"].cuts
     for customer_id in engine.store:
         mine = [e for e in batch if e["customer_id"] == customer_id]
-        values = reference_values(mine, engine.clock_day) | reference_attributes(mine, ATTRS)
+        values = reference_values(mine, engine.lanes[0].clock_day) | reference_attributes(
+            mine, ATTRS
+        )
         assert engine.segments_of(customer_id) == reference_segments(values, cuts)

@@ -24,6 +24,7 @@ import weakref
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from typing import Any, NamedTuple, TypeAlias, cast
 
+import orjson
 from aiokafka import AIOKafkaConsumer
 from aiokafka.structs import ConsumerRecord
 from faust.streams import _current_event
@@ -31,6 +32,8 @@ from faust.transport.drivers import TRANSPORTS
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP
 
+from segstream.core.engine import Commit
+from segstream.core.state import dump_state
 from segstream.runtime.produce import OutRecord, Written
 
 # aiokafka's own records are handed on as they are: no copy per record on the hot path
@@ -320,14 +323,16 @@ class TableWriter:
         self.source_topic = source_topic
         self.changelog = table.changelog_topic.get_topic_name()
 
-    def changelog_records(self, updates: dict[int, dict[str, bytes]]) -> list[OutRecord]:
-        """One record per customer, grouped by partition, keyed by the raw customer_id."""
-        changelog = self.changelog
-        return [
-            (changelog, key.encode(), value, partition, [])
-            for partition, items in updates.items()
-            for key, value in items.items()
+    def commit_records(self, commit: Commit) -> list[OutRecord]:
+        """A commit's changelog records: one per customer, keyed by the raw customer_id, then
+        the lane record. They go out as one record batch, appended whole or not at all."""
+        changelog, partition = self.changelog, commit.partition
+        records: list[OutRecord] = [
+            (changelog, st.customer_id.encode(), dump_state(st), partition, [])
+            for st in commit.states
         ]
+        records.append((changelog, lane_key(partition), orjson.dumps(commit.lane), partition, []))
+        return records
 
     def persisted(self, records: list[OutRecord], written: list[Written]) -> None:
         """The changelog has ``records``: now the local store (RocksDB keeps the offset too).
@@ -345,6 +350,22 @@ class TableWriter:
             if batch.topic == self.changelog:
                 tp = TP(batch.topic, batch.partition)
                 table.data.set_persisted_offset(tp, batch.base_offset + batch.records - 1)
+
+
+# Customer ids are text, so their UTF-8 keys never contain 0xFF: no customer can collide with
+# a lane record's key.
+_LANE_KEY_PREFIX = b"\xffsegstream-lane:"
+
+
+def lane_key(partition: int) -> bytes:
+    return _LANE_KEY_PREFIX + str(partition).encode()
+
+
+def lane_partition(key: bytes) -> int | None:
+    """The partition of a lane record's key; None for a customer's key."""
+    if not key.startswith(_LANE_KEY_PREFIX):
+        return None
+    return int(key[len(_LANE_KEY_PREFIX) :])
 
 
 def items_by_partition(table: Any) -> Iterator[tuple[int | None, Any, bytes]]:

@@ -66,6 +66,12 @@ class Metrics:
             "Rule sets received on the control topic and refused",
             registry=r,
         )
+        self.commits_split = Counter(
+            "segstream_commits_split_total",
+            "Commits larger than SEGSTREAM_COMMIT_MAX_BYTES, written as several record batches"
+            " (a crash between them can re-decide changes)",
+            registry=self.registry,
+        )
         self.lag = Gauge(
             "segstream_consumer_lag_messages",
             "High watermark minus next offset",

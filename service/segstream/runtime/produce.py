@@ -12,10 +12,11 @@ from __future__ import annotations
 import asyncio
 import random
 from collections.abc import Callable, Iterable
-from functools import lru_cache
 from typing import Any, NamedTuple
 
-from aiokafka.partitioner import murmur2
+from aiokafka.producer.message_accumulator import BatchBuilder
+
+from segstream.core.partitioning import murmur_partition
 
 Header = tuple[str, bytes]
 
@@ -79,6 +80,32 @@ class BatchProducer:
             for (topic, partition, count, _), meta in zip(pending, results, strict=True)
         ]
 
+    async def send_atomic(
+        self, topic: str, partition: int, records: list[OutRecord], max_bytes: int
+    ) -> tuple[list[Written], bool]:
+        """Send ``records`` to one topic-partition as ONE record batch, which a broker appends
+        whole or not at all: a commit that a crash cannot cut in half. Returns where they
+        landed and whether they fitted; records beyond ``max_bytes`` go in further batches."""
+        producer = self._producer()
+        pending: list[tuple[int, asyncio.Future[Any]]] = []
+        batch, count = BatchBuilder(max_bytes, 0), 0
+        for _, key, value, _, headers in records:
+            if batch.append(timestamp=None, key=key, value=value, headers=headers) is None:
+                pending.append(
+                    (count, await producer.send_batch(batch, topic, partition=partition))
+                )
+                batch, count = BatchBuilder(max_bytes, 0), 0
+                if batch.append(timestamp=None, key=key, value=value, headers=headers) is None:
+                    raise ValueError(f"a record for {topic} does not fit in {max_bytes} bytes")
+            count += 1
+        pending.append((count, await producer.send_batch(batch, topic, partition=partition)))
+        results = await asyncio.gather(*(future for _, future in pending))
+        written = [
+            Written(topic, partition, meta.offset, n)
+            for (n, _), meta in zip(pending, results, strict=True)
+        ]
+        return written, len(written) == 1
+
 
 def _by_key(key: bytes | None, partitions: list[int]) -> int:
     """aiokafka's DefaultPartitioner (Java client compatible) for a keyed record."""
@@ -87,8 +114,4 @@ def _by_key(key: bytes | None, partitions: list[int]) -> int:
     return partitions[murmur_partition(key, len(partitions))]
 
 
-@lru_cache(maxsize=1 << 18)
-def murmur_partition(key: bytes, partitions: int) -> int:
-    """The partition Kafka's default partitioner gives ``key`` among ``partitions`` (0..n-1).
-    Pure-Python murmur2 is a few microseconds; the same customers come back batch after batch."""
-    return int(murmur2(key) & 0x7FFFFFFF) % partitions
+__all__ = ["BatchProducer", "OutRecord", "Written", "murmur_partition"]

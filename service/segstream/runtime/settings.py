@@ -48,7 +48,9 @@ class Settings(BaseSettings):
     topic_dlq: str = "segstream-dlq"
     topic_rules: str = "segment-rules"
     topic_population: str = Field(
-        "segstream-population", description="per-partition KLL sketches shared by all workers"
+        "segstream-population",
+        description="retired: cut points are kept per partition and no longer shared; accepted"
+        " so existing configurations still load",
     )
     partitions: int = Field(8, ge=1, le=4096, description="partitions of every input topic")
     replication_factor: int = Field(1, ge=1)
@@ -77,6 +79,18 @@ class Settings(BaseSettings):
     clock_tick_seconds: float = Field(1.0, gt=0, description="wall-clock re-evaluation period")
     population_refresh_seconds: float = Field(2.0, gt=0)
     rules_chunk_size: int = Field(2000, ge=1, description="customers re-evaluated per step")
+    commit_max_items: int = Field(
+        400,
+        ge=1,
+        description="customers written plus changes decided after which a partition commits"
+        " (one changelog record batch) within a fetched batch",
+    )
+    commit_max_bytes: int = Field(
+        1024 * 1024,
+        ge=64 * 1024,
+        description="largest record batch a commit is written as; at most the changelog"
+        " topic's max.message.bytes",
+    )
     source: str = Field("urn:segstream", description="CloudEvents ce_source of change events")
     demo_events_per_second: float = Field(200.0, gt=0)
 

@@ -20,9 +20,10 @@ import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from segstream.core.contracts import Rejection
-from segstream.core.engine import Change, Engine
+from segstream.core.engine import Change, Commit, Engine
+from segstream.core.partitioning import murmur_partition, partition_for
 from segstream.core.rulelang import RuleErrors, RuleSet, compile_rules, load_rules
-from segstream.core.state import dump_state, load_state
+from segstream.core.state import load_state
 from segstream.core.timeutil import to_rfc3339
 from segstream.runtime.batching import (
     TRANSPORT_SCHEME,
@@ -30,17 +31,13 @@ from segstream.runtime.batching import (
     TableWriter,
     install_batch_handler,
     items_by_partition,
+    lane_partition,
 )
 from segstream.runtime.metrics import Metrics
-from segstream.runtime.produce import BatchProducer, OutRecord, murmur_partition
+from segstream.runtime.produce import BatchProducer, OutRecord
 from segstream.runtime.settings import Settings
 
 log = logging.getLogger("segstream.worker")
-
-
-def partition_for(customer_id: str, partitions: int) -> int:
-    """The partition Kafka's default partitioner gives a customer_id key (murmur2)."""
-    return murmur_partition(customer_id.encode(), partitions)
 
 
 def cloudevent_headers(change: Change, source: str) -> list[tuple[str, bytes]]:
@@ -88,6 +85,7 @@ class SegmentWorker:
         rules = load_rules(settings.rules_dir)
         self.engine = Engine(
             rules,
+            partitions=settings.partitions,
             clock=settings.clock,
             currency=settings.currency,
             max_message_bytes=settings.max_message_bytes,
@@ -98,7 +96,7 @@ class SegmentWorker:
         self.ready = False
         self.next_offset: dict[tuple[str, int], int] = {}
         self.last_batch_at = 0.0
-        self.published_sketches: dict[str, bytes] = {}
+        self.last_input_at: dict[int, float] = {}
         self.app = self._build_app()
         self.producer = BatchProducer(lambda: self.app.producer._producer)
 
@@ -169,29 +167,31 @@ class SegmentWorker:
     # -- the batch path ----------------------------------------------------------------------
 
     async def on_batch(self, records: list[Record]) -> None:
-        """Apply one fetched batch: pure engine calls, then one round of sends."""
+        """Apply one fetched batch: pure engine calls, then commits, then the outputs."""
         async with self.lock:
             started = time.perf_counter()
             outputs: list[OutRecord] = []
-            changes, stamps = self._apply(records, outputs)
+            commits, stamps = self._apply(records, outputs)
             self.metrics.evaluation.observe(time.perf_counter() - started)
-            await self._emit(changes, outputs)
+            await self._commit_and_emit(commits, outputs)
             now = time.time()
             for stamp in stamps:
                 self.metrics.latency.observe(max(now - stamp / 1000, 0.0))
+            moment = time.monotonic()
             for record in records:
                 self.next_offset[(record.topic, record.partition)] = record.offset + 1
-            self.last_batch_at = time.monotonic()
+                self.last_input_at[record.partition] = moment
 
     def _apply(
         self, records: list[Record], outputs: list[OutRecord]
-    ) -> tuple[list[Change], list[int]]:
+    ) -> tuple[list[Commit], list[int]]:
         s, engine, metrics = self.settings, self.engine, self.metrics
-        changes: list[Change] = []
+        commits: list[Commit] = []
         stamps: list[int] = []
         consumed: Counter[tuple[str, str]] = Counter()  # one metric update per label per batch
+        budget = s.commit_max_items
         if s.clock == "wall":
-            changes += engine.advance(int(time.time() * 1000))
+            engine.advance(int(time.time() * 1000), self.assigned_partitions())
         for record in records:
             parsed = engine.parse(record.value or b"")
             if isinstance(parsed, Rejection):
@@ -210,8 +210,9 @@ class SegmentWorker:
                 continue
             consumed[(record.topic, parsed.type)] += 1
             customer = parsed.customer_id
-            if engine.partition_of.get(customer) != record.partition and (
-                partition_for(customer, s.partitions) != record.partition
+            partition = record.partition
+            if engine.partition_of.get(customer) != partition and (
+                partition_for(customer, s.partitions) != partition
             ):
                 # keyed by something else: send it on to its customer's partition
                 metrics.rerouted.labels(topic=record.topic).inc()
@@ -225,53 +226,66 @@ class SegmentWorker:
                     )
                 )
                 continue
-            produced = engine.apply(parsed, partition=record.partition)
+            produced = engine.apply(parsed, partition=partition)
             if produced:
-                changes += produced
                 stamps.extend(record.timestamp for _ in produced)
+            if engine.pending(partition) >= budget:
+                commit = engine.commit(partition)
+                if commit is not None:
+                    commits.append(commit)
+        commits += engine.commits()
         for (topic, kind), n in consumed.items():
             metrics.consumed.labels(topic=topic, type=kind).inc(n)
-        return changes, stamps
+        return commits, stamps
 
-    async def _emit(self, changes: list[Change], outputs: list[OutRecord]) -> None:
-        """Send outputs first, then state: a crash in between re-emits (same ids), never loses."""
+    async def _commit_and_emit(self, commits: list[Commit], outputs: list[OutRecord]) -> None:
+        """Write every commit (one record batch each: the customers, then the lane record),
+        then send the changes and other outputs. A crash before a commit is written decides
+        again from the input; after it, recovery re-sends its changes (same ids) and decides
+        nothing twice; an output is never sent before the state that produced it is written."""
         s = self.settings
-        transitions: Counter[tuple[str, str, str, str]] = Counter()
-        for change in changes:
-            outputs.append(
-                (
-                    s.topic_changes,
-                    change["customer_id"].encode(),
-                    orjson.dumps(change),
-                    None,
-                    cloudevent_headers(change, s.source),
-                )
+        for commit in commits:
+            records = self.writer.commit_records(commit)
+            written, whole = await self.producer.send_atomic(
+                self.writer.changelog, commit.partition, records, s.commit_max_bytes
             )
-            transitions[
-                (change["family"], str(change["from"]), str(change["to"]), change["change"])
-            ] += 1
-            if self.on_change is not None:
-                self.on_change(change)
+            if not whole:
+                self.metrics.commits_split.inc()
+                log.warning(
+                    "a commit of partition %d did not fit in one record batch of %d bytes"
+                    " (SEGSTREAM_COMMIT_MAX_BYTES); written in %d",
+                    commit.partition,
+                    s.commit_max_bytes,
+                    len(written),
+                )
+            self.writer.persisted(records, written)
+        transitions: Counter[tuple[str, str, str, str]] = Counter()
+        for commit in commits:
+            for change in commit.changes:
+                outputs.append(
+                    (
+                        s.topic_changes,
+                        change["customer_id"].encode(),
+                        orjson.dumps(change),
+                        None,
+                        cloudevent_headers(change, s.source),
+                    )
+                )
+                transitions[
+                    (change["family"], str(change["from"]), str(change["to"]), change["change"])
+                ] += 1
+                if self.on_change is not None:
+                    self.on_change(change)
         for (family, old, new, kind), n in transitions.items():
             self.metrics.transitions.labels(
                 family=family, from_segment=old, to_segment=new, change=kind
             ).inc(n)
         await self.producer.send(outputs)
-        await self._write_state()
+        self.engine.confirm(commit.partition for commit in commits)
 
-    async def _write_state(self) -> None:
-        engine = self.engine
-        if not engine.dirty:
-            return
-        updates: dict[int, dict[str, bytes]] = {}
-        for customer_id in engine.dirty:
-            st = engine.store.get(customer_id)
-            if st is not None:
-                partition = engine.partition_of[customer_id]
-                updates.setdefault(partition, {})[customer_id] = dump_state(st)
-        engine.dirty.clear()
-        records = self.writer.changelog_records(updates)
-        self.writer.persisted(records, await self.producer.send(records))
+    async def _settle(self) -> None:
+        """Commit and emit whatever the engine decided outside the batch path."""
+        await self._commit_and_emit(self.engine.commits(), [])
 
     # -- clock, population, rules ------------------------------------------------------------
 
@@ -279,41 +293,27 @@ class SegmentWorker:
         if self.settings.clock != "wall" or not self.ready:
             return
         async with self.lock:
-            await self._emit(self.engine.advance(int(time.time() * 1000)), [])
+            self.engine.advance(int(time.time() * 1000), self.assigned_partitions())
+            await self._settle()
 
     async def refresh_population(self) -> None:
-        if not self.ready or not self.engine.populations:
+        """Under load a partition refreshes its cut points itself (every 5% of its values
+        moved); once its input goes quiet, for any change, so its final cut points are those
+        of its final values, as a replay's are. Only this partition's values count: no other
+        worker can make its customers flip."""
+        if not self.ready:
             return
         async with self.lock:
-            # a refresh costs O(customers): under load only when 5% of values moved; once the
-            # input goes quiet, for any change, so the final cut points match a replay's
-            pending = any(p.updates_since_refresh for p in self.engine.populations.values())
-            quiet = time.monotonic() - self.last_batch_at > self.settings.population_refresh_seconds
-            if self.engine.population_stale() or (pending and quiet):
-                await self._emit(self.engine.refresh_population(), [])
-                await self._publish_sketches()
-
-    async def _publish_sketches(self) -> None:
-        outputs: list[OutRecord] = []
-        for field_name, population in self.engine.populations.items():
-            for partition in sorted(population.values):
-                key = f"{field_name}:{partition}"
-                blob = bytes(population.sketch(partition).serialize())
-                if self.published_sketches.get(key) != blob:
-                    self.published_sketches[key] = blob
-                    outputs.append((self.settings.topic_population, key.encode(), blob, 0, []))
-        await self._emit([], outputs)
-
-    def _remote_sketch(self, key: bytes | None, value: bytes | None) -> None:
-        if not key or value is None:
-            return
-        field_name, _, partition = key.decode().partition(":")
-        population = self.engine.populations.get(field_name)
-        if population is None or not partition.isdigit():
-            return
-        if int(partition) not in population.values:  # our own partitions use local values
-            population.remote[int(partition)] = value
-            population.updates_since_refresh += 1
+            quiet_since = time.monotonic() - self.settings.population_refresh_seconds
+            engine = self.engine
+            quiet = [
+                p
+                for p in sorted(engine.lanes)
+                if engine.has_pending_population(p) and self.last_input_at.get(p, 0) < quiet_since
+            ]
+            if quiet:
+                engine.refresh_population(quiet)
+                await self._settle()
 
     async def switch_rules(self, rules: RuleSet) -> None:
         """Re-evaluate every customer in chunks, yielding to the batch path between chunks."""
@@ -321,14 +321,20 @@ class SegmentWorker:
             self.engine.set_rules(rules)
             self.metrics.set_rules(rules.version)
             customers = sorted(self.engine.store)
+            await self._settle()
         log.info("rules %s active; re-evaluating %d customers", rules.version, len(customers))
         size = self.settings.rules_chunk_size
         for start in range(0, len(customers), size):
             async with self.lock:
                 if self.engine.rules is not rules:
                     return  # a newer rule set took over
-                await self._emit(self.engine.reevaluate(customers[start : start + size]), [])
+                self.engine.reevaluate(customers[start : start + size])
+                await self._settle()
             await asyncio.sleep(0)
+        async with self.lock:
+            if self.engine.rules is rules:
+                self.engine.rules_done()
+                await self._settle()
 
     async def follow_control_topics(self) -> None:
         """Every worker reads the rules and population topics whole (no consumer group)."""
@@ -340,7 +346,7 @@ class SegmentWorker:
         )
         await consumer.start()
         try:
-            tps = [TopicPartition(s.topic_rules, 0), TopicPartition(s.topic_population, 0)]
+            tps = [TopicPartition(s.topic_rules, 0)]
             consumer.assign(tps)
             await consumer.seek_to_beginning(*tps)
             while True:
@@ -350,8 +356,6 @@ class SegmentWorker:
                     for record in records:
                         if tp.topic == s.topic_rules and record.value is not None:
                             latest_rules = record.value
-                        elif tp.topic == s.topic_population:
-                            self._remote_sketch(record.key, record.value)
                 if latest_rules is not None:
                     await self._accept_rules(latest_rules)
         finally:
@@ -382,13 +386,16 @@ class SegmentWorker:
         return {tp.partition for tp in self.app.consumer.assignment() if tp.topic == topic}
 
     async def on_recovered(self) -> None:
-        """Tables are recovered: take over the customers of the partitions we now own."""
+        """Tables are recovered: take over the lanes and customers of partitions we now own,
+        finish what their last commits left half done, and re-send their unconfirmed changes."""
         async with self.lock:
             owned = self.assigned_partitions()
             engine = self.engine
-            for partition in set(engine.partition_of.values()) - owned:
+            for partition in set(engine.lanes) - owned:
                 engine.release_partition(partition)
-            adopted = 0
+            new = owned - set(engine.lanes)
+            lanes: dict[int, dict[str, Any]] = {}
+            customers: list[tuple[int, bytes]] = []
             n = self.settings.partitions
             # Building a million customers' objects with the cyclic GC on costs several times
             # the loading itself (each collection walks the growing heap); the state holds no
@@ -397,29 +404,31 @@ class SegmentWorker:
             gc.disable()
             try:
                 for stored_in, raw_key, value in items_by_partition(self.table):
-                    key = raw_key.decode() if isinstance(raw_key, bytes) else str(raw_key)
-                    if key in engine.store:
+                    key = raw_key if isinstance(raw_key, bytes) else str(raw_key).encode()
+                    lane_of = lane_partition(key)
+                    if lane_of is not None:
+                        if lane_of in new:
+                            lanes[lane_of] = orjson.loads(value)
                         continue
-                    partition = partition_for(key, n) if stored_in is None else stored_in
-                    if partition in owned:
-                        engine.adopt(load_state(value), partition)
-                        adopted += 1
+                    partition = murmur_partition(key, n) if stored_in is None else stored_in
+                    if partition in new:
+                        customers.append((partition, value))
+                for partition in sorted(lanes):
+                    engine.adopt_lane(partition, lanes[partition])
+                for partition, value in customers:
+                    engine.adopt(load_state(value), partition)
             finally:
                 gc.enable()
             gc.freeze()
-            if adopted:
-                changes = engine.catch_up()
-                if engine.populations:
-                    # their segments were computed with the cut points of that moment (maybe
-                    # on another worker): re-evaluate those whose quantile scores differ now
-                    changes += engine.reconcile_population()
-                await self._emit(changes, [])
+            for partition in sorted(new):
+                engine.settle_adopted(partition, had_record=partition in lanes)
+            await self._settle()
             self.ready = True
         log.info(
             "ready: partitions %s, %d customers (%d recovered)",
             sorted(owned),
             len(engine.store),
-            adopted,
+            len(customers),
         )
 
     # -- HTTP --------------------------------------------------------------------------------
