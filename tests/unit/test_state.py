@@ -3,9 +3,23 @@
 import orjson
 import pytest
 
+from segstream.core.contracts import Event, Rejection, validate_event
 from segstream.core.engine import Engine
-from segstream.core.state import ACTIVITY_DAYS, COMPACT_EVERY_DAYS, dump_state, load_state
-from tests.unit.factories import engine_for, event, order, raw
+from segstream.core.state import (
+    ACTIVITY_DAYS,
+    COMPACT_EVERY_DAYS,
+    CustomerState,
+    Windows,
+    dump_state,
+    load_state,
+)
+from tests.unit.factories import DAY0, engine_for, event, order, raw
+
+
+def parsed(body: dict) -> Event:  # type: ignore[type-arg]
+    result = validate_event(body)
+    assert not isinstance(result, Rejection), result
+    return result
 
 
 def values_after(*events: dict, clock_day: int | None = None) -> dict:  # type: ignore[type-arg]
@@ -155,3 +169,19 @@ def test_state_written_by_format_1_still_loads() -> None:
     st = load_state(old)
     assert st.quantiles == {}
     assert engine.values(st) == engine.values(engine.store["C1"])
+
+
+@pytest.mark.parametrize("rfm_days", [7, 30, 60, 365])
+def test_order_windows_do_not_depend_on_the_rfm_window(rfm_days: int) -> None:
+    windows = Windows(rfm_days=rfm_days, csi_days=30)
+    assert windows.horizon >= 90  # the 90-day count still sees its orders after compaction
+    st = CustomerState("C1")
+    for age in (0, 20, 45, 80, 120):
+        st.apply(parsed(order(day=100 - age)), DAY0 + 100, windows)
+    st.compact(DAY0 + 100, windows)
+    values, exits = st.values(DAY0 + 100, windows, frozenset({"o30", "o90", "rfm"}))
+    assert values["orders_30d"] == 2
+    assert values["orders_90d"] == 4
+    assert values["frequency"] == sum(age < rfm_days for age in (0, 20, 45, 80, 120))
+    assert sorted(exits["o90"]) == [DAY0 + d + 90 for d in (20, 55, 80, 100)]
+    assert sorted(exits["o30"]) == [DAY0 + d + 30 for d in (80, 100)]

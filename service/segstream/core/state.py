@@ -271,19 +271,19 @@ class CustomerState:
             if last is None or day > last:
                 last = day
             age = clock_day - day
-            if age < rfm_days:
+            if age < rfm_days:  # each window on its own: rfm_days may be shorter than 90 or 30
                 frequency += 1
                 monetary += amount
                 if x_rfm is not None:
                     x_rfm.append(day + rfm_days)
-                if age < 90:
-                    orders_90d += 1
-                    if x_o90 is not None:
-                        x_o90.append(day + 90)
-                    if age < 30:
-                        orders_30d += 1
-                        if x_o30 is not None:
-                            x_o30.append(day + 30)
+            if age < 90:
+                orders_90d += 1
+                if x_o90 is not None:
+                    x_o90.append(day + 90)
+                if age < 30:
+                    orders_30d += 1
+                    if x_o30 is not None:
+                        x_o30.append(day + 30)
         tickets_open = tickets_30d = 0
         for _, _, status, opened in self.tickets.values():
             if status != "closed":
