@@ -9,7 +9,9 @@ import pytest
 
 from segstream.core.contracts import Event, Rejection, validate_event
 from segstream.core.state import (
+    COMPACT_EVERY_DAYS,
     LIMIT_ATTRIBUTES,
+    LIMIT_CLOSED_TICKET_IDS,
     LIMIT_FOLDED_IDS,
     LIMIT_OPEN_TICKETS,
     CustomerState,
@@ -109,6 +111,63 @@ def test_closed_tickets_do_not_count_against_the_open_cap() -> None:
     values, _ = st.values(DAY0 + 10, WINDOWS)
     assert values["tickets_open"] == 3
     assert {t for t, r in st.tickets.items() if r[2] != "closed"} == {"o2", "o3", "o4"}
+
+
+def compacted_closed_ticket() -> tuple[CustomerState, dict[str, Any], int]:
+    st = CustomerState("C1")
+    opened = ticket("T1", "opened", day=0)
+    feed(st, [opened, ticket("T1", "closed", day=1)], 1, Limits())
+    clock = DAY0 + 1 + HORIZON + COMPACT_EVERY_DAYS
+    st.compact(clock, WINDOWS)
+    assert "T1" not in st.tickets
+    return st, opened, clock
+
+
+@pytest.mark.parametrize("event_id", ["same", "new"])
+def test_a_ticket_compaction_closed_stays_closed(event_id: str) -> None:
+    st, opened, clock = compacted_closed_ticket()
+    late = opened if event_id == "same" else {**opened, "event_id": "resent"}
+    assert not st.apply(parsed(late), clock, WINDOWS)
+    assert not st.apply(parsed(ticket("T1", "reopened", day=0, hour=13)), clock, WINDOWS)
+    values, _ = st.values(clock, WINDOWS)
+    assert values["tickets_open"] == 0
+    assert st.tickets == {}
+
+
+def test_a_ticket_compaction_closed_can_be_reopened_by_a_new_event() -> None:
+    st, _, clock = compacted_closed_ticket()
+    assert st.apply(parsed(ticket("T1", "reopened", day=clock - DAY0)), clock, WINDOWS)
+    assert st.values(clock, WINDOWS)[0]["tickets_open"] == 1
+
+
+def test_support_heavy_does_not_flip_back_when_old_tickets_are_re_sent() -> None:
+    engine = engine_for()
+    tickets = [ticket(f"t{i}", "opened", day=0) for i in range(3)]
+    closes = [ticket(f"t{i}", "closed", day=2) for i in range(3)]
+    engine.process(raw(*tickets, *closes))
+    engine.process(raw(event("profile", day=HORIZON + COMPACT_EVERY_DAYS + 5, attributes={})))
+    assert engine.segments_of("C1")["support_heavy"] is False
+    assert engine.store["C1"].tickets == {}  # compacted
+    resent = [{**t, "event_id": f"again-{t['event_id']}"} for t in tickets]
+    changes = engine.process(raw(*tickets, *resent)).changes
+    assert not [c for c in changes if c["family"] == "support_heavy"]
+    assert engine.segments_of("C1")["support_heavy"] is False
+
+
+def test_closed_ticket_digests_are_a_bounded_order_free_set() -> None:
+    limits = Limits(max_closed_ticket_ids=5)
+    bodies = [
+        b for i in range(12) for b in (ticket(f"t{i}", "opened", 0), ticket(f"t{i}", "closed", 1))
+    ]
+    states = []
+    for seed in range(3):
+        random.Random(seed).shuffle(bodies)
+        st = CustomerState("C1")
+        feed(st, bodies, 1, limits)
+        st.compact(DAY0 + 1 + HORIZON, WINDOWS, limits)
+        states.append(st.closed_ids)
+        assert st.take_limit_hits() == {LIMIT_CLOSED_TICKET_IDS: 7}
+    assert states[0] == states[1] == states[2] and len(states[0]) == 5
 
 
 # -- orders ------------------------------------------------------------------------------------

@@ -87,6 +87,7 @@ class Windows:
 # Names of the limits, as counted in ``CustomerState.limit_hits`` (stable metric labels).
 LIMIT_ATTRIBUTES = "attributes"
 LIMIT_OPEN_TICKETS = "open_tickets"
+LIMIT_CLOSED_TICKET_IDS = "closed_ticket_ids"
 LIMIT_FOLDED_IDS = "folded_ids"
 
 
@@ -107,6 +108,9 @@ class Limits:
     # (ties by event id, then ticket id). A later close of one they can no longer see is
     # then the ticket's first event: this cap alone depends on arrival order.
     max_open_tickets: int = 200
+    # 64-bit digests of the closed tickets compaction removed, so an old event of one cannot
+    # reopen it. Over it, the largest digests go (a bottom-k set: order-independent).
+    max_closed_ticket_ids: int = 1024
     # 64-bit digests of folded orders, so a re-sent old order is not counted twice; same policy.
     max_folded_ids: int = 4096
     # Days an event id is remembered, measured from its occurred_at; an older duplicate is
@@ -118,6 +122,7 @@ class Limits:
         counts = (
             self.max_attributes,
             self.max_open_tickets,
+            self.max_closed_ticket_ids,
             self.max_folded_ids,
         )
         if min(counts) < 0:
@@ -137,6 +142,7 @@ class CustomerState:
     __slots__ = (
         "activity",
         "attrs",
+        "closed_ids",
         "compacted_day",
         "customer_id",
         "due_day",
@@ -171,6 +177,8 @@ class CustomerState:
         self.folded_ids: set[int] = set()
         # ticket_id -> (occurred_at, event_id, status, opened_day or -1)
         self.tickets: dict[str, tuple[int, str, str, int]] = {}
+        # 64-bit digests of closed tickets compaction removed: they stay closed
+        self.closed_ids: set[int] = set()
         # survey key -> (occurred_at, event_id, day, score)
         self.surveys: dict[str, tuple[int, str, int, int]] = {}
         # attribute -> (occurred_at, event_id, value); value None is a tombstone
@@ -221,7 +229,7 @@ class CustomerState:
         if isinstance(event, OrderEvent):
             changed |= self._apply_order(event, day, clock_day, windows, limits)
         elif isinstance(event, SupportEvent):
-            if self._apply_ticket(event, day):
+            if self._apply_ticket(event, day, clock_day, windows):
                 changed = True
                 if len(self.tickets) > limits.max_open_tickets:
                     self._cap_open_tickets(limits.max_open_tickets)
@@ -286,8 +294,18 @@ class CustomerState:
             self.orders, event.order_id, (event.occurred_at, event.event_id, day, event.amount)
         )
 
-    def _apply_ticket(self, event: SupportEvent, day: int) -> bool:
+    def _apply_ticket(
+        self, event: SupportEvent, day: int, clock_day: int, windows: Windows
+    ) -> bool:
         old = self.tickets.get(event.ticket_id)
+        if (
+            old is None
+            and clock_day - day >= windows.horizon
+            and _digest(event.ticket_id) in self.closed_ids
+        ):
+            # compaction removed the ticket closed; every event of it it had seen was at least
+            # a horizon old, so this late one (a duplicate, a re-send) must not reopen it
+            return False
         opened = day if event.status == "opened" else -1
         if old is not None:
             if old[3] >= 0 and (opened < 0 or old[3] < opened):
@@ -337,6 +355,9 @@ class CustomerState:
         for ticket_id, (ms, _, status, opened) in list(self.tickets.items()):
             if status == "closed" and clock_day - max(day_of(ms), opened) >= horizon:
                 del self.tickets[ticket_id]
+                self.closed_ids.add(_digest(ticket_id))
+        dropped = _keep_smallest(self.closed_ids, limits.max_closed_ticket_ids)
+        self._hit(LIMIT_CLOSED_TICKET_IDS, dropped)
         for event_id, day in list(self.activity.items()):
             if clock_day - day >= limits.event_id_memory_days:
                 del self.activity[event_id]
@@ -481,41 +502,99 @@ def _lww(table: dict[str, Any], key: str, record: tuple[Any, ...]) -> bool:
     return True
 
 
-_FORMAT = 2  # 2 added ``quantiles``; format 1 is still read
+_FORMAT = 3
+# 3: named fields (an added field can no longer shift the others), empty ones left out, and
+#    ``closed_ids``; 2: positional, added ``quantiles``; 1: positional. All three are read.
+# Records inside a field stay arrays in the order of the tuples they hold (see __init__).
 
 
 def dump_state(st: CustomerState) -> bytes:
     """Compact, versioned JSON for the state store and its changelog."""
-    return orjson.dumps(
-        [
-            _FORMAT,
-            st.customer_id,
-            [[k, o[0], o[1], o[2], str(o[3])] for k, o in st.orders.items()],
-            st.refunds,
-            st.folded_count,
-            str(st.folded_amount),
-            st.folded_first_day,
-            st.folded_last_day,
-            sorted(st.folded_ids),
-            {k: list(t) for k, t in st.tickets.items()},
-            {k: list(s) for k, s in st.surveys.items()},
-            {k: list(a) for k, a in st.attrs.items()},
-            st.activity,
-            st.last_activity_day,
-            st.last_event_ms,
-            st.compacted_day,
-            st.segments,
-            st.seq,
-            st.due_day,
-            st.quantiles,
-        ]
-    )
+    data: dict[str, Any] = {
+        "format": _FORMAT,
+        "customer_id": st.customer_id,
+        "orders": [[k, o[0], o[1], o[2], str(o[3])] for k, o in st.orders.items()],
+        "refunds": st.refunds,
+        "folded_count": st.folded_count,
+        "folded_amount": str(st.folded_amount),
+        "folded_first_day": st.folded_first_day,
+        "folded_last_day": st.folded_last_day,
+        "folded_ids": sorted(st.folded_ids),
+        "closed_ids": sorted(st.closed_ids),
+        "tickets": st.tickets,
+        "surveys": st.surveys,
+        "attrs": st.attrs,
+        "activity": st.activity,
+        "last_activity_day": st.last_activity_day,
+        "last_event_ms": st.last_event_ms,
+        "compacted_day": st.compacted_day,
+        "segments": st.segments,
+        "seq": st.seq,
+        "due_day": st.due_day,
+        "quantiles": st.quantiles,
+    }
+    for name, empty in _EMPTY.items():
+        if data[name] == empty and type(data[name]) is type(empty):
+            del data[name]
+    return orjson.dumps(data)
+
+
+# What a new CustomerState holds; such fields are left out of the stored form.
+_EMPTY: dict[str, Any] = {
+    "orders": [],
+    "refunds": {},
+    "folded_count": 0,
+    "folded_amount": "0",
+    "folded_first_day": None,
+    "folded_last_day": None,
+    "folded_ids": [],
+    "closed_ids": [],
+    "tickets": {},
+    "surveys": {},
+    "attrs": {},
+    "activity": {},
+    "last_activity_day": None,
+    "last_event_ms": 0,
+    "segments": {},
+    "seq": 0,
+    "due_day": None,
+    "quantiles": {},
+}
 
 
 def load_state(raw: bytes) -> CustomerState:
     data = orjson.loads(raw)
-    if data[0] not in (1, _FORMAT):
-        raise ValueError(f"unknown state format {data[0]!r}")
+    if isinstance(data, list) and data and data[0] in (1, 2):
+        return _load_positional(data)
+    if not isinstance(data, dict) or data.get("format") != _FORMAT:
+        version = data.get("format") if isinstance(data, dict) else data[:1]
+        raise ValueError(f"unknown state format {version!r}")
+    st = CustomerState(data["customer_id"])
+    get = data.get
+    st.orders = {o[0]: (o[1], o[2], o[3], Decimal(o[4])) for o in get("orders", ())}
+    st.refunds = get("refunds", {})
+    st.folded_count = get("folded_count", 0)
+    st.folded_amount = Decimal(get("folded_amount", "0"))
+    st.folded_first_day = get("folded_first_day")
+    st.folded_last_day = get("folded_last_day")
+    st.folded_ids = set(get("folded_ids", ()))
+    st.closed_ids = set(get("closed_ids", ()))
+    st.tickets = {k: (t[0], t[1], t[2], t[3]) for k, t in get("tickets", {}).items()}
+    st.surveys = {k: (s[0], s[1], s[2], s[3]) for k, s in get("surveys", {}).items()}
+    st.attrs = {k: (a[0], a[1], a[2]) for k, a in get("attrs", {}).items()}
+    st.activity = get("activity", {})
+    st.last_activity_day = get("last_activity_day")
+    st.last_event_ms = get("last_event_ms", 0)
+    st.compacted_day = data["compacted_day"]
+    st.segments = get("segments", {})
+    st.seq = get("seq", 0)
+    st.due_day = get("due_day")
+    st.quantiles = {k: (q[0], q[1]) for k, q in get("quantiles", {}).items()}
+    return st
+
+
+def _load_positional(data: list[Any]) -> CustomerState:
+    """Formats 1 and 2, as written before fields had names."""
     st = CustomerState(data[1])
     st.orders = {o[0]: (o[1], o[2], o[3], Decimal(o[4])) for o in data[2]}
     st.refunds = data[3]
