@@ -16,9 +16,19 @@ from segstream.core.contracts import (
     RejectReason,
     SupportEvent,
     SurveyEvent,
+    _Accepting,
     parse_event,
+    validate_event,
 )
-from segstream.core.timeutil import parse_timestamp, to_rfc3339
+from segstream.core.timeutil import (
+    MAX_OCCURRED_AT_MS,
+    MIN_OCCURRED_AT_MS,
+    MS_PER_DAY,
+    day_of,
+    days_between,
+    parse_timestamp,
+    to_rfc3339,
+)
 from tests.unit.factories import engine_for, event, order, raw
 
 BASE = {"event_id": "e1", "customer_id": "C1", "occurred_at": "2026-11-22T10:00:00Z"}
@@ -61,6 +71,88 @@ def test_timestamps_with_offset_or_epoch_ms(value: object, expected: int) -> Non
     assert isinstance(parsed, SurveyEvent)
     assert parsed.occurred_at == expected
     assert parse_timestamp(to_rfc3339(expected)) == expected
+
+
+# -- implausible timestamps ---------------------------------------------------------------------
+
+NOW = 1_795_341_600_000  # 2026-11-22T10:00:00Z
+SOON = {"order": {"order_id": "o", "amount": 5}, "profile": {"attributes": {"a": 1}}}
+
+
+@pytest.mark.parametrize("kind", sorted(SOON))  # the fast path (order) and pydantic (profile)
+@pytest.mark.parametrize(
+    "value",
+    [
+        "9999-12-31T23:59:59-01:00",  # valid RFC 3339, past datetime's range once in UTC
+        "0001-01-01T00:00:00+01:00",
+        "2300-01-01T00:00:00Z",
+        "2200-01-01T00:00:00Z",
+        "1969-12-31T23:59:59.999Z",
+        -1,
+        MAX_OCCURRED_AT_MS + 1,
+        2**63,
+    ],
+)
+def test_implausible_timestamps_are_rejected_with_their_own_reason(
+    kind: str, value: object
+) -> None:
+    result = parse({**BASE, "occurred_at": value, "type": kind, **SOON[kind]})
+    assert isinstance(result, Rejection)
+    assert result.reason is RejectReason.OCCURRED_AT_OUT_OF_RANGE
+    assert "occurred_at" in result.message
+
+
+@pytest.mark.parametrize("kind", sorted(SOON))
+@pytest.mark.parametrize(
+    "value",
+    [
+        MIN_OCCURRED_AT_MS,
+        MAX_OCCURRED_AT_MS,
+        "1970-01-01T00:00:00Z",
+        "1970-01-01T01:00:00+01:00",
+        "2199-12-31T23:59:59.999Z",
+        "2200-01-01T00:59:59.999+01:00",
+    ],
+)
+def test_every_accepted_timestamp_is_safe_to_format_and_count(kind: str, value: object) -> None:
+    parsed = parse({**BASE, "occurred_at": value, "type": kind, **SOON[kind]})
+    assert isinstance(parsed, OrderEvent | ProfileEvent)
+    ms = parsed.occurred_at
+    assert parse_timestamp(to_rfc3339(ms)) == ms
+    assert days_between(ms, MAX_OCCURRED_AT_MS) >= 0 <= days_between(MIN_OCCURRED_AT_MS, ms)
+    assert to_rfc3339(day_of(ms) * MS_PER_DAY).endswith("T00:00:00Z")
+
+
+def test_the_crashing_timestamp_is_now_a_counted_rejection() -> None:
+    engine = engine_for()
+    late = order(occurred_at="9999-12-31T23:59:59-01:00")
+    result = engine.process(raw(late, order()))
+    assert [r.reason for _, r in result.rejections] == [RejectReason.OCCURRED_AT_OUT_OF_RANGE]
+    assert result.events == 1
+
+
+def test_future_skew_is_measured_from_the_given_clock() -> None:
+    survey = {**BASE, "type": "survey", "score": 1}
+    limit = NOW + MS_PER_DAY
+    assert isinstance(parse({**survey, "occurred_at": limit}, now_ms=NOW), SurveyEvent)
+    late = parse({**survey, "occurred_at": limit + 1}, now_ms=NOW)
+    assert isinstance(late, Rejection) and late.reason is RejectReason.OCCURRED_AT_OUT_OF_RANGE
+    hour = 3_600_000
+    assert isinstance(parse({**survey, "occurred_at": NOW + 2 * hour}, now_ms=NOW), SurveyEvent)
+    tight = parse({**survey, "occurred_at": NOW + 2 * hour}, now_ms=NOW, max_future_skew_ms=hour)
+    assert isinstance(tight, Rejection)
+    # without a clock, only the absolute range applies
+    assert isinstance(parse({**survey, "occurred_at": "2150-01-01T00:00:00Z"}), SurveyEvent)
+
+
+@given(st.integers(-(2**80), 2**80))
+def test_formatting_a_timestamp_never_raises(ms: int) -> None:
+    assert to_rfc3339(ms).endswith("Z")
+
+
+@given(st.integers(MIN_OCCURRED_AT_MS, MAX_OCCURRED_AT_MS))
+def test_formatting_round_trips_over_the_whole_accepted_range(ms: int) -> None:
+    assert parse_timestamp(to_rfc3339(ms)) == ms
 
 
 def test_money_is_exact() -> None:
@@ -185,7 +277,15 @@ _VALID = {
     "customer_id": st.sampled_from(["C1", "c-ü", "x" * 128]),
     "occurred_at": st.one_of(
         st.integers(0, 4_000_000_000_000),
-        st.sampled_from(["2025-03-04T05:06:07.123Z", "2025-03-04T05:06:07+02:00"]),
+        st.sampled_from(
+            [
+                "2025-03-04T05:06:07.123Z",
+                "2025-03-04T05:06:07+02:00",
+                MIN_OCCURRED_AT_MS,
+                MAX_OCCURRED_AT_MS,
+                NOW + MS_PER_DAY,
+            ]
+        ),
     ),
     "order_id": st.text(min_size=1, max_size=128),
     "amount": st.one_of(
@@ -205,7 +305,9 @@ _INVALID = {
     "customer_id": _BAD_IDS,
     "occurred_at": st.one_of(
         st.sampled_from([True, None, 1.5, "2025-03-04T05:06:07", "2025-13-04T05:06:07Z", "x"]),
-        st.sampled_from([-62_135_596_800_001, 253_402_300_800_000, 2**63]),
+        st.sampled_from([-62_135_596_800_001, 253_402_300_800_000, 2**63, -1]),
+        st.sampled_from(["9999-12-31T23:59:59-01:00", "0001-01-01T00:00:00+01:00"]),
+        st.sampled_from([MAX_OCCURRED_AT_MS + 1, NOW + MS_PER_DAY + 1, "2300-01-01T00:00:00Z"]),
     ),
     "order_id": _BAD_IDS,
     "amount": st.sampled_from([-1, -0.01, "-1", 10**15 + 1, "1e16", "NaN", "inf", True, None, "x"]),
@@ -245,17 +347,23 @@ def _candidate_events(draw: st.DrawFn) -> dict[str, object]:
     return fields
 
 
+_NOWS = st.one_of(st.none(), st.sampled_from([NOW, MIN_OCCURRED_AT_MS, MAX_OCCURRED_AT_MS]))
+
+
 @settings(max_examples=1500, deadline=None)
-@given(_candidate_events())
+@given(_candidate_events(), _NOWS, st.sampled_from([0, 1, MS_PER_DAY]))
 def test_fast_path_accepts_exactly_what_pydantic_accepts_and_builds_the_same_event(
-    obj: dict[str, object],
+    obj: dict[str, object], now_ms: int | None, skew: int
 ) -> None:
+    accepting = _Accepting.at("USD", now_ms, skew)
     validator = _VALIDATORS[str(obj["type"])]
     try:
-        reference = validator.validate_python(obj, context={"currency": "USD"})
+        reference = validator.validate_python(obj, context={"accepting": accepting})
     except ValidationError:
         reference = None
-    fast = _FAST_PATHS[str(obj["type"])](obj, "USD")
+    result = validate_event(obj, now_ms=now_ms, max_future_skew_ms=skew)
+    assert isinstance(result, Rejection) == (reference is None)
+    fast = _FAST_PATHS[str(obj["type"])](obj, accepting)
     if fast is None:
         return  # pydantic decides; the fast path has to be right only when it answers
     assert reference is not None, f"fast path accepted what pydantic rejects: {obj}"
@@ -271,6 +379,32 @@ def test_fast_path_takes_the_well_formed_events_of_the_generator() -> None:
     taken = 0
     for body in generate(SynthConfig(customers=50, events=2000, seed=3)):
         fast = _FAST_PATHS.get(str(body.get("type")))
-        if fast is not None and fast(body, "USD") is not None:
+        if fast is not None and fast(body, _Accepting.at("USD", None, 0)) is not None:
             taken += 1
     assert taken > 1500
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    st.sampled_from(sorted(_FIELDS)),
+    st.integers(-(2**64), 2**64),
+    _NOWS,
+    st.integers(0, 10 * MS_PER_DAY),
+)
+def test_a_timestamp_is_accepted_exactly_inside_its_range_on_both_paths(
+    kind: str, ms: int, now_ms: int | None, skew: int
+) -> None:
+    """The only problem is the time: both paths give the same answer, with the new reason."""
+    body: dict[str, object] = {**BASE, "occurred_at": ms, "type": kind}
+    body |= {"order": SOON["order"], "support": {"ticket_id": "t", "status": "opened"}}.get(
+        kind, {"score": 3}
+    )
+    high = MAX_OCCURRED_AT_MS if now_ms is None else min(MAX_OCCURRED_AT_MS, now_ms + skew)
+    inside = MIN_OCCURRED_AT_MS <= ms <= high
+    result = validate_event(body, now_ms=now_ms, max_future_skew_ms=skew)
+    fast = _FAST_PATHS[kind](body, _Accepting.at("USD", now_ms, skew))
+    if inside:
+        assert not isinstance(result, Rejection) and fast == result
+    else:
+        assert isinstance(result, Rejection) and fast is None
+        assert result.reason is RejectReason.OCCURRED_AT_OUT_OF_RANGE

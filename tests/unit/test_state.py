@@ -3,9 +3,23 @@
 import orjson
 import pytest
 
+from segstream.core.contracts import Event, Rejection, validate_event
 from segstream.core.engine import Engine
-from segstream.core.state import ACTIVITY_DAYS, COMPACT_EVERY_DAYS, dump_state, load_state
-from tests.unit.factories import engine_for, event, order, raw
+from segstream.core.state import (
+    ACTIVITY_DAYS,
+    COMPACT_EVERY_DAYS,
+    CustomerState,
+    Windows,
+    dump_state,
+    load_state,
+)
+from tests.unit.factories import DAY0, engine_for, event, order, raw
+
+
+def parsed(body: dict) -> Event:  # type: ignore[type-arg]
+    result = validate_event(body)
+    assert not isinstance(result, Rejection), result
+    return result
 
 
 def values_after(*events: dict, clock_day: int | None = None) -> dict:  # type: ignore[type-arg]
@@ -147,11 +161,59 @@ def test_old_orders_fold_into_totals_and_memory_stays_bounded() -> None:
     assert engine.values(st)["orders_total"] == 400
 
 
-def test_state_written_by_format_1_still_loads() -> None:
-    engine = engine_for()
-    engine.process(raw(order(day=0, amount=5)))
-    current = orjson.loads(dump_state(engine.store["C1"]))
-    old = orjson.dumps([1, *current[1:19]])  # format 1 had no quantiles
-    st = load_state(old)
-    assert st.quantiles == {}
-    assert engine.values(st) == engine.values(engine.store["C1"])
+# Stored by format 2 (the release before named fields): one customer with a folded order, a
+# refunded order, an open and a closed ticket, two surveys, a tombstone and quantile scores.
+FORMAT_2 = (
+    b'[2,"C1",[["o1",1762603200000,"a2",20400,"7"],["o2",1762689600000,"a3",20401,"3.10"]],'
+    b'{"o2":20402},1,"12.50",20000,20000,[17912710854612426963],'
+    b'{"t1":[1762689600000,"a5","opened",20401],"t2":[1762776000000,"a6","closed",-1]},'
+    b'{"s1":[1762776000000,"a7",20402,9],"\\u0000a8":[1762862400000,"a8",20403,2]},'
+    b'{"industry":[1762862400000,"a9","retail"],"capacity":[1762862400000,"a9",4],'
+    b'"size":[1762862400000,"a9",null],"x":[1762862400000,"a9",1.5],"b":[1762862400000,"a9",true]},'
+    b'{"a2":20400,"a3":20401,"a4":20402,"a5":20401,"a6":20402,"a7":20402,"a8":20403,"a9":20403},'
+    b'20403,1762862400000,20400,{"activity_matrix":"stars","lifecycle":"current",'
+    b'"value":"new_customers","satisfaction":"neutral"},12,20431,{"m":[7.0,1]}]'
+)
+FORMAT_1 = FORMAT_2.replace(b"[2,", b"[1,", 1).rsplit(b',{"m"', 1)[0] + b"]"
+
+
+@pytest.mark.parametrize("stored", [FORMAT_1, FORMAT_2], ids=["format 1", "format 2"])
+def test_states_of_older_formats_still_load(stored: bytes) -> None:
+    st = load_state(stored)
+    values, _ = st.values(20403, Windows())
+    assert values["orders_total"] == 2 and values["monetary_total"] == 19.5
+    assert values["frequency"] == 1 and values["monetary"] == 7.0
+    assert values["tickets_open"] == 1 and values["responses"] == 2
+    assert values["last_score"] == 2 and values["activity_30d"] == 8
+    assert st.attrs["size"][2] is None and st.attrs["x"][2] == 1.5
+    assert st.folded_ids == {17912710854612426963}
+    assert (st.seq, st.due_day, st.compacted_day) == (12, 20431, 20400)
+    assert st.segments["value"] == "new_customers"
+    assert st.quantiles == ({"m": (7.0, 1)} if stored is FORMAT_2 else {})
+    assert st.closed_ids == set()
+    again = load_state(dump_state(st))
+    assert again.values(20403, Windows()) == (values, {})
+    assert orjson.loads(dump_state(again))["format"] == 3
+
+
+def test_an_unknown_state_format_is_refused() -> None:
+    with pytest.raises(ValueError, match="unknown state format"):
+        load_state(b'{"format": 4, "customer_id": "C1"}')
+    with pytest.raises(ValueError, match="unknown state format"):
+        load_state(b'[7, "C1"]')
+
+
+@pytest.mark.parametrize("rfm_days", [7, 30, 60, 365])
+def test_order_windows_do_not_depend_on_the_rfm_window(rfm_days: int) -> None:
+    windows = Windows(rfm_days=rfm_days, csi_days=30)
+    assert windows.horizon >= 90  # the 90-day count still sees its orders after compaction
+    st = CustomerState("C1")
+    for age in (0, 20, 45, 80, 120):
+        st.apply(parsed(order(day=100 - age)), DAY0 + 100, windows)
+    st.compact(DAY0 + 100, windows)
+    values, exits = st.values(DAY0 + 100, windows, frozenset({"o30", "o90", "rfm"}))
+    assert values["orders_30d"] == 2
+    assert values["orders_90d"] == 4
+    assert values["frequency"] == sum(age < rfm_days for age in (0, 20, 45, 80, 120))
+    assert sorted(exits["o90"]) == [DAY0 + d + 90 for d in (20, 55, 80, 100)]
+    assert sorted(exits["o30"]) == [DAY0 + d + 30 for d in (80, 100)]

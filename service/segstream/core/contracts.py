@@ -24,8 +24,14 @@ from pydantic import (
     ValidationInfo,
     field_validator,
 )
+from pydantic_core import PydanticCustomError
 
-from segstream.core.timeutil import parse_timestamp
+from segstream.core.timeutil import (
+    DEFAULT_MAX_FUTURE_SKEW_MS,
+    occurred_at_bounds,
+    parse_timestamp,
+    to_rfc3339,
+)
 
 DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024
 _CURRENCY = re.compile(r"^[A-Z]{3}$")
@@ -41,12 +47,55 @@ class RejectReason(StrEnum):
     UNKNOWN_TYPE = "unknown_type"
     INVALID_FIELD = "invalid_field"
     WRONG_CURRENCY = "wrong_currency"
+    OCCURRED_AT_OUT_OF_RANGE = "occurred_at_out_of_range"
 
 
 @dataclass(frozen=True, slots=True)
 class Rejection:
     reason: RejectReason
     message: str
+
+
+@dataclass(frozen=True, slots=True)
+class _Accepting:
+    """What this deployment accepts at this moment; one value shared by both parse paths, so
+    the fast path and pydantic cannot disagree about the currency or the time range."""
+
+    currency: str = "USD"
+    min_ms: int = 0
+    max_ms: int = 0
+
+    @classmethod
+    def at(cls, currency: str, now_ms: int | None, max_future_skew_ms: int) -> _Accepting:
+        low, high = occurred_at_bounds(now_ms, max_future_skew_ms)
+        return cls(currency, low, high)
+
+
+_ACCEPT_ANY_TIME = _Accepting.at("USD", None, DEFAULT_MAX_FUTURE_SKEW_MS)
+_OUT_OF_RANGE = RejectReason.OCCURRED_AT_OUT_OF_RANGE.value
+
+
+def _accepting(info: ValidationInfo) -> _Accepting:
+    accepting = (info.context or {}).get("accepting")
+    return accepting if isinstance(accepting, _Accepting) else _ACCEPT_ANY_TIME
+
+
+def _occurred_at(value: object, info: ValidationInfo) -> int:
+    """A well-formed timestamp can still be implausible; that gets its own reason because it
+    usually means a producer's clock or a corrupt record, not a schema mistake."""
+    ms = parse_timestamp(value)
+    accepting = _accepting(info)
+    if not accepting.min_ms <= ms <= accepting.max_ms:
+        raise PydanticCustomError(
+            _OUT_OF_RANGE,
+            "{value} is outside {low} .. {high}",
+            {
+                "value": str(value)[:64],
+                "low": to_rfc3339(accepting.min_ms),
+                "high": to_rfc3339(accepting.max_ms),
+            },
+        )
+    return ms
 
 
 def _amount(value: object) -> Decimal:
@@ -62,7 +111,7 @@ def _amount(value: object) -> Decimal:
     return amount
 
 
-EpochMs = Annotated[int, BeforeValidator(parse_timestamp)]
+EpochMs = Annotated[int, BeforeValidator(_occurred_at)]
 Id = Annotated[str, Field(min_length=1, max_length=128)]
 Amount = Annotated[Decimal, BeforeValidator(_amount)]
 AttributeValue = str | bool | int | float | None
@@ -90,7 +139,7 @@ class OrderEvent(_Event):
             return None
         if not _CURRENCY.match(value):
             raise ValueError("currency must be an ISO 4217 code such as USD")
-        expected = (info.context or {}).get("currency", "USD")
+        expected = _accepting(info).currency
         if value != expected:
             raise ValueError(f"wrong_currency: {value} (this deployment uses {expected})")
         return value
@@ -161,7 +210,7 @@ def _built(model: type[_Event], obj: dict[str, Any], fields: dict[str, Any]) -> 
     return event
 
 
-def _common(obj: dict[str, Any], kind: str) -> dict[str, Any] | None:
+def _common(obj: dict[str, Any], kind: str, accepting: _Accepting) -> dict[str, Any] | None:
     """The fields every event has, in the models' field order, or None to let pydantic decide."""
     event_id, customer_id = obj.get("event_id"), obj.get("customer_id")
     if not (_is_id(event_id) and _is_id(customer_id)):
@@ -169,6 +218,8 @@ def _common(obj: dict[str, Any], kind: str) -> dict[str, Any] | None:
     try:
         occurred_at = parse_timestamp(obj.get("occurred_at"))
     except ValueError:
+        return None
+    if not accepting.min_ms <= occurred_at <= accepting.max_ms:
         return None
     return {
         "event_id": event_id,
@@ -178,8 +229,8 @@ def _common(obj: dict[str, Any], kind: str) -> dict[str, Any] | None:
     }
 
 
-def _fast_order(obj: dict[str, Any], currency: str) -> OrderEvent | None:
-    fields, order_id = _common(obj, "order"), obj.get("order_id")
+def _fast_order(obj: dict[str, Any], accepting: _Accepting) -> OrderEvent | None:
+    fields, order_id = _common(obj, "order", accepting), obj.get("order_id")
     if fields is None or not _is_id(order_id):
         return None
     try:
@@ -187,7 +238,9 @@ def _fast_order(obj: dict[str, Any], currency: str) -> OrderEvent | None:
     except ValueError:
         return None
     code = obj.get("currency")
-    if code is not None and not (type(code) is str and code == currency and _CURRENCY.match(code)):
+    if code is not None and not (
+        type(code) is str and code == accepting.currency and _CURRENCY.match(code)
+    ):
         return None
     status = obj.get("status", "completed")
     if type(status) is not str or status not in _ORDER_STATUS:
@@ -196,8 +249,8 @@ def _fast_order(obj: dict[str, Any], currency: str) -> OrderEvent | None:
     return _built(OrderEvent, obj, fields)  # type: ignore[no-any-return]
 
 
-def _fast_support(obj: dict[str, Any], currency: str) -> SupportEvent | None:
-    fields, ticket_id = _common(obj, "support"), obj.get("ticket_id")
+def _fast_support(obj: dict[str, Any], accepting: _Accepting) -> SupportEvent | None:
+    fields, ticket_id = _common(obj, "support", accepting), obj.get("ticket_id")
     status, priority = obj.get("status"), obj.get("priority")
     if (
         fields is None
@@ -211,8 +264,9 @@ def _fast_support(obj: dict[str, Any], currency: str) -> SupportEvent | None:
     return _built(SupportEvent, obj, fields)  # type: ignore[no-any-return]
 
 
-def _fast_survey(obj: dict[str, Any], currency: str) -> SurveyEvent | None:
-    fields, score, survey_id = _common(obj, "survey"), obj.get("score"), obj.get("survey_id")
+def _fast_survey(obj: dict[str, Any], accepting: _Accepting) -> SurveyEvent | None:
+    fields = _common(obj, "survey", accepting)
+    score, survey_id = obj.get("score"), obj.get("survey_id")
     if (
         fields is None
         or type(score) is not int
@@ -224,7 +278,7 @@ def _fast_survey(obj: dict[str, Any], currency: str) -> SurveyEvent | None:
     return _built(SurveyEvent, obj, fields)  # type: ignore[no-any-return]
 
 
-_FAST_PATHS: dict[str, Callable[[dict[str, Any], str], Event | None]] = {
+_FAST_PATHS: dict[str, Callable[[dict[str, Any], _Accepting], Event | None]] = {
     "order": _fast_order,
     "support": _fast_support,
     "survey": _fast_survey,
@@ -244,18 +298,33 @@ def parse_event(
     *,
     currency: str = "USD",
     max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+    now_ms: int | None = None,
+    max_future_skew_ms: int = DEFAULT_MAX_FUTURE_SKEW_MS,
 ) -> Event | Rejection:
-    """Parse one JSON message into an event, or say exactly why not."""
+    """Parse one JSON message into an event, or say exactly why not.
+
+    ``now_ms`` is the caller's wall clock (time is a parameter): with it, an ``occurred_at``
+    more than ``max_future_skew_ms`` ahead is rejected; without it only the absolute range
+    (1970-01-01 .. 2199-12-31) applies.
+    """
     if len(raw) > max_bytes:
         return Rejection(RejectReason.TOO_LARGE, f"message is {len(raw)} bytes, limit {max_bytes}")
     try:
         obj = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         return Rejection(RejectReason.BAD_JSON, f"not valid JSON: {exc}")
-    return validate_event(obj, currency=currency)
+    return validate_event(
+        obj, currency=currency, now_ms=now_ms, max_future_skew_ms=max_future_skew_ms
+    )
 
 
-def validate_event(obj: Any, *, currency: str = "USD") -> Event | Rejection:
+def validate_event(
+    obj: Any,
+    *,
+    currency: str = "USD",
+    now_ms: int | None = None,
+    max_future_skew_ms: int = DEFAULT_MAX_FUTURE_SKEW_MS,
+) -> Event | Rejection:
     if not isinstance(obj, dict):
         return Rejection(RejectReason.NOT_AN_OBJECT, "an event must be a JSON object")
     kind = obj.get("type")
@@ -267,19 +336,27 @@ def validate_event(obj: Any, *, currency: str = "USD") -> Event | Rejection:
             RejectReason.UNKNOWN_TYPE,
             f"unknown type {str(kind)[:40]!r}; expected one of {', '.join(EVENT_MODELS)}",
         )
+    accepting = _Accepting.at(currency, now_ms, max_future_skew_ms)
     fast = _FAST_PATHS.get(kind)
     if fast is not None:
-        parsed = fast(obj, currency)
+        parsed = fast(obj, accepting)
         if parsed is not None:
             return parsed
     try:
-        event: Event = validator.validate_python(obj, context={"currency": currency})
+        event: Event = validator.validate_python(obj, context={"accepting": accepting})
     except ValidationError as exc:
-        errors = exc.errors(include_url=False)
-        only_currency = all("wrong_currency" in str(item["msg"]) for item in errors)
-        reason = RejectReason.WRONG_CURRENCY if only_currency else RejectReason.INVALID_FIELD
-        return Rejection(reason, _describe(exc))
+        return Rejection(_reason(exc), _describe(exc))
     return event
+
+
+def _reason(error: ValidationError) -> RejectReason:
+    """A specific reason only when it is the sole problem; anything mixed is invalid_field."""
+    errors = error.errors(include_url=False)
+    if all(item["type"] == _OUT_OF_RANGE for item in errors):
+        return RejectReason.OCCURRED_AT_OUT_OF_RANGE
+    if all("wrong_currency" in str(item["msg"]) for item in errors):
+        return RejectReason.WRONG_CURRENCY
+    return RejectReason.INVALID_FIELD
 
 
 Change = Literal["entered", "exited", "upgraded", "downgraded"]

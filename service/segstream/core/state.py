@@ -4,12 +4,14 @@ Every collection is keyed by a natural id (order, ticket, survey, attribute, eve
 resolved last-writer-wins on ``(occurred_at, event_id)``, so applying the same set of events in
 any order, any number of times, gives the same state. Memory stays bounded because
 :meth:`CustomerState.compact` folds orders older than the retention horizon into totals and
-drops items that no window can see any more.
+drops items that no window can see any more; :class:`Limits` caps what a misbehaving producer
+could otherwise grow without end (attribute names, open tickets, remembered ids).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import heapq
+from dataclasses import dataclass, field
 from decimal import Decimal
 from hashlib import blake2b
 from typing import Any
@@ -82,12 +84,65 @@ class Windows:
         return max(self.rfm_days, self.csi_days, 90, 2 * ACTIVITY_DAYS)
 
 
+# Names of the limits, as counted in ``CustomerState.limit_hits`` (stable metric labels).
+LIMIT_ATTRIBUTES = "attributes"
+LIMIT_OPEN_TICKETS = "open_tickets"
+LIMIT_CLOSED_TICKET_IDS = "closed_ticket_ids"
+LIMIT_FOLDED_IDS = "folded_ids"
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Bounds on one customer's memory. A producer can send any number of attribute names or
+    never close its tickets; without these a single customer's stored state grows without end.
+
+    Every policy keeps a set that depends on which events arrived, not on their order, so
+    replicas and recoveries agree (the open-ticket cap is the exception, see ``max_open_tickets``).
+    """
+
+    # Attribute names kept (tombstones included). Over it, names are ranked: ``keep_attributes``
+    # (the rule set's declared attributes) first, then by name; the lowest-ranked are dropped.
+    max_attributes: int = 256
+    keep_attributes: frozenset[str] = field(default_factory=frozenset)
+    # Open tickets kept. Over it, the open tickets whose latest event is oldest are dropped
+    # (ties by event id, then ticket id). A later close of one they can no longer see is
+    # then the ticket's first event: this cap alone depends on arrival order.
+    max_open_tickets: int = 200
+    # 64-bit digests of the closed tickets compaction removed, so an old event of one cannot
+    # reopen it. Over it, the largest digests go (a bottom-k set: order-independent).
+    max_closed_ticket_ids: int = 1024
+    # 64-bit digests of folded orders, so a re-sent old order is not counted twice; same policy.
+    max_folded_ids: int = 4096
+    # Days an event id is remembered, measured from its occurred_at; an older duplicate is
+    # recognised only through the natural id of its order/ticket/survey/attribute. At least
+    # the 60 days the activity counts read.
+    event_id_memory_days: int = 2 * ACTIVITY_DAYS
+
+    def __post_init__(self) -> None:
+        counts = (
+            self.max_attributes,
+            self.max_open_tickets,
+            self.max_closed_ticket_ids,
+            self.max_folded_ids,
+        )
+        if min(counts) < 0:
+            raise ValueError("limits must not be negative")
+        if self.event_id_memory_days < 2 * ACTIVITY_DAYS:
+            raise ValueError(
+                f"event_id_memory_days must be at least {2 * ACTIVITY_DAYS} (the activity windows)"
+            )
+
+
+DEFAULT_LIMITS = Limits()
+
+
 class CustomerState:
     """What segstream remembers about one customer."""
 
     __slots__ = (
         "activity",
         "attrs",
+        "closed_ids",
         "compacted_day",
         "customer_id",
         "due_day",
@@ -98,6 +153,7 @@ class CustomerState:
         "folded_last_day",
         "last_activity_day",
         "last_event_ms",
+        "limit_hits",
         "orders",
         "quantiles",
         "refunds",
@@ -121,6 +177,8 @@ class CustomerState:
         self.folded_ids: set[int] = set()
         # ticket_id -> (occurred_at, event_id, status, opened_day or -1)
         self.tickets: dict[str, tuple[int, str, str, int]] = {}
+        # 64-bit digests of closed tickets compaction removed: they stay closed
+        self.closed_ids: set[int] = set()
         # survey key -> (occurred_at, event_id, day, score)
         self.surveys: dict[str, tuple[int, str, int, int]] = {}
         # attribute -> (occurred_at, event_id, value); value None is a tombstone
@@ -137,16 +195,30 @@ class CustomerState:
         # population held for this customer and which score its segments were computed with,
         # so a recovered customer is indexed without recomputing its state
         self.quantiles: dict[str, tuple[float | None, int]] = {}
+        # Not state: how often each limit dropped something since the engine last took the
+        # counts (:meth:`take_limit_hits`), for a metric. Not stored, not compared.
+        self.limit_hits: dict[str, int] = {}
+
+    def take_limit_hits(self) -> dict[str, int]:
+        """The limit counts since the last call, then zero; empty when no limit bit."""
+        hits, self.limit_hits = self.limit_hits, {}
+        return hits
+
+    def _hit(self, limit: str, count: int) -> None:
+        if count:
+            self.limit_hits[limit] = self.limit_hits.get(limit, 0) + count
 
     # -- applying events ---------------------------------------------------------------------
 
-    def apply(self, event: Event, clock_day: int, windows: Windows) -> bool:
+    def apply(
+        self, event: Event, clock_day: int, windows: Windows, limits: Limits = DEFAULT_LIMITS
+    ) -> bool:
         """Fold one event in; returns False when it changed nothing (a duplicate)."""
         day = day_of(event.occurred_at)
         if event.event_id in self.activity:
             return False
         changed = False
-        if clock_day - day < 2 * ACTIVITY_DAYS:
+        if clock_day - day < limits.event_id_memory_days:
             self.activity[event.event_id] = day
             changed = True
         if self.last_activity_day is None or day > self.last_activity_day:
@@ -155,28 +227,58 @@ class CustomerState:
         if event.occurred_at > self.last_event_ms:
             self.last_event_ms = event.occurred_at
         if isinstance(event, OrderEvent):
-            changed |= self._apply_order(event, day, clock_day, windows)
+            changed |= self._apply_order(event, day, clock_day, windows, limits)
         elif isinstance(event, SupportEvent):
-            changed |= self._apply_ticket(event, day)
+            if self._apply_ticket(event, day, clock_day, windows):
+                changed = True
+                if len(self.tickets) > limits.max_open_tickets:
+                    self._cap_open_tickets(limits.max_open_tickets)
         elif isinstance(event, SurveyEvent):
-            key = event.survey_id if event.survey_id is not None else "\x00" + event.event_id
-            changed |= _lww(
-                self.surveys, key, (event.occurred_at, event.event_id, day, event.score)
-            )
+            # no window can see it, and compaction would drop it again (a late re-send)
+            if clock_day - day < _survey_days(windows):
+                key = event.survey_id if event.survey_id is not None else "\x00" + event.event_id
+                changed |= _lww(
+                    self.surveys, key, (event.occurred_at, event.event_id, day, event.score)
+                )
         elif isinstance(event, ProfileEvent):
             for name, value in event.attributes.items():
                 changed |= _lww(self.attrs, name, (event.occurred_at, event.event_id, value))
+            if len(self.attrs) > limits.max_attributes:
+                self._cap_attributes(limits)
         return changed
 
-    def _apply_order(self, event: OrderEvent, day: int, clock_day: int, windows: Windows) -> bool:
+    def _cap_attributes(self, limits: Limits) -> None:
+        """Keep the best-ranked names. Names never leave otherwise (a null is a tombstone), so a
+        dropped name always has enough better-ranked ones present: the kept set and each kept
+        record are the same whatever the arrival order."""
+        keep = limits.keep_attributes
+        ranked = sorted(self.attrs, key=lambda name: (name not in keep, name))
+        for name in ranked[limits.max_attributes :]:
+            del self.attrs[name]
+        self._hit(LIMIT_ATTRIBUTES, len(ranked) - limits.max_attributes)
+
+    def _cap_open_tickets(self, limit: int) -> None:
+        """Forget the open tickets that have been quiet longest: a ticket nobody closes for so
+        long is most likely lost by its producer, and the newest ones carry the signal."""
+        open_ = [(t[0], t[1], tid) for tid, t in self.tickets.items() if t[2] != "closed"]
+        excess = len(open_) - limit
+        if excess <= 0:
+            return
+        for _, _, ticket_id in heapq.nsmallest(excess, open_):
+            del self.tickets[ticket_id]
+        self._hit(LIMIT_OPEN_TICKETS, excess)
+
+    def _apply_order(
+        self, event: OrderEvent, day: int, clock_day: int, windows: Windows, limits: Limits
+    ) -> bool:
         if event.status != "completed":
             if _digest(event.order_id) in self.folded_ids:
                 return False  # folded or compacted: a refund can no longer change it
             order = self.orders.get(event.order_id)
             if order is not None and clock_day - order[2] >= windows.horizon:
-                return (
-                    False  # the order is past the horizon: it has been (or is about to be) folded
-                )
+                return False  # past the horizon: it has been (or is about to be) folded
+            if order is None and _digest(event.order_id) in self.folded_ids:
+                return False  # folded already: too late to undo, and it would only take memory
             known = self.refunds.get(event.order_id)
             if known is not None and known <= day:
                 return False
@@ -188,13 +290,24 @@ class CustomerState:
             if event.order_id in self.orders:
                 return False
             self._fold(event.order_id, day, event.amount)
+            self._cap_folded_ids(limits)
             return True
         return _lww(
             self.orders, event.order_id, (event.occurred_at, event.event_id, day, event.amount)
         )
 
-    def _apply_ticket(self, event: SupportEvent, day: int) -> bool:
+    def _apply_ticket(
+        self, event: SupportEvent, day: int, clock_day: int, windows: Windows
+    ) -> bool:
         old = self.tickets.get(event.ticket_id)
+        if (
+            old is None
+            and clock_day - day >= windows.horizon
+            and _digest(event.ticket_id) in self.closed_ids
+        ):
+            # compaction removed the ticket closed; every event of it it had seen was at least
+            # a horizon old, so this late one (a duplicate, a re-send) must not reopen it
+            return False
         opened = day if event.status == "opened" else -1
         if old is not None:
             if old[3] >= 0 and (opened < 0 or old[3] < opened):
@@ -216,7 +329,10 @@ class CustomerState:
         if self.folded_last_day is None or day > self.folded_last_day:
             self.folded_last_day = day
 
-    def compact(self, clock_day: int, windows: Windows) -> None:
+    def _cap_folded_ids(self, limits: Limits) -> None:
+        self._hit(LIMIT_FOLDED_IDS, _keep_smallest(self.folded_ids, limits.max_folded_ids))
+
+    def compact(self, clock_day: int, windows: Windows, limits: Limits = DEFAULT_LIMITS) -> None:
         """Drop or fold what no window can see any more; bounded memory per customer."""
         if clock_day - self.compacted_day < COMPACT_EVERY_DAYS:
             return
@@ -230,18 +346,22 @@ class CustomerState:
                     self.folded_ids.add(_digest(order_id))
                 else:
                     self._fold(order_id, day, amount)
+        self._cap_folded_ids(limits)
         for order_id, day in list(self.refunds.items()):
             if clock_day - day >= horizon and order_id not in self.orders:
                 del self.refunds[order_id]
-        survey_days = max(windows.csi_days, 90)
+        survey_days = _survey_days(windows)
         for key, survey in list(self.surveys.items()):
             if clock_day - survey[2] >= survey_days:
                 del self.surveys[key]
         for ticket_id, (ms, _, status, opened) in list(self.tickets.items()):
             if status == "closed" and clock_day - max(day_of(ms), opened) >= horizon:
                 del self.tickets[ticket_id]
+                self.closed_ids.add(_digest(ticket_id))
+        dropped = _keep_smallest(self.closed_ids, limits.max_closed_ticket_ids)
+        self._hit(LIMIT_CLOSED_TICKET_IDS, dropped)
         for event_id, day in list(self.activity.items()):
-            if clock_day - day >= 2 * ACTIVITY_DAYS:
+            if clock_day - day >= limits.event_id_memory_days:
                 del self.activity[event_id]
 
     # -- reading -----------------------------------------------------------------------------
@@ -273,19 +393,19 @@ class CustomerState:
             if last is None or day > last:
                 last = day
             age = clock_day - day
-            if age < rfm_days:
+            if age < rfm_days:  # each window on its own: rfm_days may be shorter than 90 or 30
                 frequency += 1
                 monetary += amount
                 if x_rfm is not None:
                     x_rfm.append(day + rfm_days)
-                if age < 90:
-                    orders_90d += 1
-                    if x_o90 is not None:
-                        x_o90.append(day + 90)
-                    if age < 30:
-                        orders_30d += 1
-                        if x_o30 is not None:
-                            x_o30.append(day + 30)
+            if age < 90:
+                orders_90d += 1
+                if x_o90 is not None:
+                    x_o90.append(day + 90)
+                if age < 30:
+                    orders_30d += 1
+                    if x_o30 is not None:
+                        x_o30.append(day + 30)
         tickets_open = tickets_30d = 0
         for _, _, status, opened in self.tickets.values():
             if status != "closed":
@@ -356,8 +476,23 @@ class CustomerState:
         return values, exits
 
 
-def _digest(order_id: str) -> int:
-    return int.from_bytes(blake2b(order_id.encode(), digest_size=8).digest(), "big")
+def _digest(natural_id: str) -> int:
+    return int.from_bytes(blake2b(natural_id.encode(), digest_size=8).digest(), "big")
+
+
+def _keep_smallest(digests: set[int], limit: int) -> int:
+    """Trim to the ``limit`` smallest (a bottom-k set: the same whatever the order of adds);
+    returns how many were dropped."""
+    excess = len(digests) - limit
+    if excess <= 0:
+        return 0
+    for digest in heapq.nlargest(excess, digests):
+        digests.remove(digest)
+    return excess
+
+
+def _survey_days(windows: Windows) -> int:
+    return max(windows.csi_days, 90)
 
 
 def _lww(table: dict[str, Any], key: str, record: tuple[Any, ...]) -> bool:
@@ -369,41 +504,99 @@ def _lww(table: dict[str, Any], key: str, record: tuple[Any, ...]) -> bool:
     return True
 
 
-_FORMAT = 2  # 2 added ``quantiles``; format 1 is still read
+_FORMAT = 3
+# 3: named fields (an added field can no longer shift the others), empty ones left out, and
+#    ``closed_ids``; 2: positional, added ``quantiles``; 1: positional. All three are read.
+# Records inside a field stay arrays in the order of the tuples they hold (see __init__).
 
 
 def dump_state(st: CustomerState) -> bytes:
     """Compact, versioned JSON for the state store and its changelog."""
-    return orjson.dumps(
-        [
-            _FORMAT,
-            st.customer_id,
-            [[k, o[0], o[1], o[2], str(o[3])] for k, o in st.orders.items()],
-            st.refunds,
-            st.folded_count,
-            str(st.folded_amount),
-            st.folded_first_day,
-            st.folded_last_day,
-            sorted(st.folded_ids),
-            {k: list(t) for k, t in st.tickets.items()},
-            {k: list(s) for k, s in st.surveys.items()},
-            {k: list(a) for k, a in st.attrs.items()},
-            st.activity,
-            st.last_activity_day,
-            st.last_event_ms,
-            st.compacted_day,
-            st.segments,
-            st.seq,
-            st.due_day,
-            st.quantiles,
-        ]
-    )
+    data: dict[str, Any] = {
+        "format": _FORMAT,
+        "customer_id": st.customer_id,
+        "orders": [[k, o[0], o[1], o[2], str(o[3])] for k, o in st.orders.items()],
+        "refunds": st.refunds,
+        "folded_count": st.folded_count,
+        "folded_amount": str(st.folded_amount),
+        "folded_first_day": st.folded_first_day,
+        "folded_last_day": st.folded_last_day,
+        "folded_ids": sorted(st.folded_ids),
+        "closed_ids": sorted(st.closed_ids),
+        "tickets": st.tickets,
+        "surveys": st.surveys,
+        "attrs": st.attrs,
+        "activity": st.activity,
+        "last_activity_day": st.last_activity_day,
+        "last_event_ms": st.last_event_ms,
+        "compacted_day": st.compacted_day,
+        "segments": st.segments,
+        "seq": st.seq,
+        "due_day": st.due_day,
+        "quantiles": st.quantiles,
+    }
+    for name, empty in _EMPTY.items():
+        if data[name] == empty and type(data[name]) is type(empty):
+            del data[name]
+    return orjson.dumps(data)
+
+
+# What a new CustomerState holds; such fields are left out of the stored form.
+_EMPTY: dict[str, Any] = {
+    "orders": [],
+    "refunds": {},
+    "folded_count": 0,
+    "folded_amount": "0",
+    "folded_first_day": None,
+    "folded_last_day": None,
+    "folded_ids": [],
+    "closed_ids": [],
+    "tickets": {},
+    "surveys": {},
+    "attrs": {},
+    "activity": {},
+    "last_activity_day": None,
+    "last_event_ms": 0,
+    "segments": {},
+    "seq": 0,
+    "due_day": None,
+    "quantiles": {},
+}
 
 
 def load_state(raw: bytes) -> CustomerState:
     data = orjson.loads(raw)
-    if data[0] not in (1, _FORMAT):
-        raise ValueError(f"unknown state format {data[0]!r}")
+    if isinstance(data, list) and data and data[0] in (1, 2):
+        return _load_positional(data)
+    if not isinstance(data, dict) or data.get("format") != _FORMAT:
+        version = data.get("format") if isinstance(data, dict) else data[:1]
+        raise ValueError(f"unknown state format {version!r}")
+    st = CustomerState(data["customer_id"])
+    get = data.get
+    st.orders = {o[0]: (o[1], o[2], o[3], Decimal(o[4])) for o in get("orders", ())}
+    st.refunds = get("refunds", {})
+    st.folded_count = get("folded_count", 0)
+    st.folded_amount = Decimal(get("folded_amount", "0"))
+    st.folded_first_day = get("folded_first_day")
+    st.folded_last_day = get("folded_last_day")
+    st.folded_ids = set(get("folded_ids", ()))
+    st.closed_ids = set(get("closed_ids", ()))
+    st.tickets = {k: (t[0], t[1], t[2], t[3]) for k, t in get("tickets", {}).items()}
+    st.surveys = {k: (s[0], s[1], s[2], s[3]) for k, s in get("surveys", {}).items()}
+    st.attrs = {k: (a[0], a[1], a[2]) for k, a in get("attrs", {}).items()}
+    st.activity = get("activity", {})
+    st.last_activity_day = get("last_activity_day")
+    st.last_event_ms = get("last_event_ms", 0)
+    st.compacted_day = data["compacted_day"]
+    st.segments = get("segments", {})
+    st.seq = get("seq", 0)
+    st.due_day = get("due_day")
+    st.quantiles = {k: (q[0], q[1]) for k, q in get("quantiles", {}).items()}
+    return st
+
+
+def _load_positional(data: list[Any]) -> CustomerState:
+    """Formats 1 and 2, as written before fields had names."""
     st = CustomerState(data[1])
     st.orders = {o[0]: (o[1], o[2], o[3], Decimal(o[4])) for o in data[2]}
     st.refunds = data[3]

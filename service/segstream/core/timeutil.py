@@ -14,6 +14,17 @@ MS_PER_DAY = 86_400_000
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _ONE_MS = timedelta(milliseconds=1)
 
+# The range of ``occurred_at`` any deployment accepts, whatever its clock: customer events
+# predate neither the epoch nor (for a long while) 2200, and every date arithmetic on a
+# timestamp inside it stays far from datetime's year 1..9999 limits.
+MIN_OCCURRED_AT_MS = 0  # 1970-01-01T00:00:00Z
+MAX_OCCURRED_AT_MS = 7_258_118_399_999  # 2199-12-31T23:59:59.999Z
+# How far ahead of the wall clock an event may claim to be (producer clocks drift; a day is
+# generous); beyond it the event would drag the event clock, and every window, into the future.
+DEFAULT_MAX_FUTURE_SKEW_MS = MS_PER_DAY
+_DATETIME_MIN_MS = -62_135_596_800_000  # 0001-01-01T00:00:00Z
+_DATETIME_MAX_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z
+
 
 def day_of(ms: int) -> int:
     """Days since 1970-01-01 (UTC) of an epoch-millisecond timestamp."""
@@ -24,16 +35,28 @@ def days_between(a_ms: int, b_ms: int) -> int:
     return day_of(b_ms) - day_of(a_ms)
 
 
+def occurred_at_bounds(
+    now_ms: int | None = None, max_future_skew_ms: int = DEFAULT_MAX_FUTURE_SKEW_MS
+) -> tuple[int, int]:
+    """The inclusive range of acceptable ``occurred_at`` values.
+
+    ``now_ms`` is a parameter, never read here, so the worker passes its wall clock, ``replay``
+    its as-of time, and tests any instant; without it only the absolute range applies.
+    """
+    if now_ms is None:
+        return MIN_OCCURRED_AT_MS, MAX_OCCURRED_AT_MS
+    return MIN_OCCURRED_AT_MS, min(MAX_OCCURRED_AT_MS, now_ms + max_future_skew_ms)
+
+
 def parse_timestamp(value: object) -> int:
     """RFC 3339 with an offset, or integer epoch milliseconds, to epoch milliseconds.
 
-    A timestamp without an offset is ambiguous and therefore invalid.
+    A timestamp without an offset is ambiguous and therefore invalid. Whether the instant is
+    plausible is a separate question (:func:`occurred_at_bounds`), with its own reject reason.
     """
     if isinstance(value, bool):
         raise ValueError("occurred_at must be an RFC 3339 string or epoch milliseconds")
     if isinstance(value, int):
-        if not -62_135_596_800_000 <= value <= 253_402_300_799_999:
-            raise ValueError("epoch milliseconds out of range")
         return value
     if isinstance(value, str):
         if len(value) > 64:
@@ -50,7 +73,12 @@ def parse_timestamp(value: object) -> int:
 
 @lru_cache(maxsize=4096)
 def to_rfc3339(ms: int) -> str:
-    """Epoch milliseconds to an RFC 3339 UTC string with a ``Z`` suffix."""
+    """Epoch milliseconds to an RFC 3339 UTC string with a ``Z`` suffix.
+
+    Never raises: a change or an explanation must always be writable. Accepted events keep
+    every clock inside datetime's range; anything outside it is pinned to the nearest end.
+    """
+    ms = min(max(ms, _DATETIME_MIN_MS), _DATETIME_MAX_MS)
     dt = _EPOCH + timedelta(milliseconds=ms)
     spec = "milliseconds" if ms % 1000 else "seconds"
     return dt.replace(tzinfo=None).isoformat(timespec=spec) + "Z"
