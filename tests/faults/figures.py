@@ -27,6 +27,7 @@ def table(outcomes: Sequence[Outcome]) -> str:
         ("chain breaks (from != last to)", [str(len(o.report.chain_breaks)) for o in outcomes]),
         ("final != replay, topic", [_diff(o.topic_vs_replay) for o in outcomes]),
         ("final != replay, worker", [_diff(o.worker_vs_replay) for o in outcomes]),
+        ("final topic != worker state", [_diff(o.topic_vs_worker) for o in outcomes]),
         ("final != never-killed, worker", [_diff(o.vs_baseline) for o in outcomes]),
         ("DLQ records", [str(sum(o.dlq.values())) for o in outcomes]),
     ]
@@ -63,6 +64,7 @@ def details(outcome: Outcome) -> str:
     for label, diff in (
         ("final != replay, topic", o.topic_vs_replay),
         ("final != replay, worker", o.worker_vs_replay),
+        ("final topic != worker state", o.topic_vs_worker),
         ("final != never-killed, worker", o.vs_baseline),
     ):
         if diff is not None and diff.pairs:

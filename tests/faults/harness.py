@@ -76,6 +76,7 @@ class Outcome:
     report: ChangeReport
     topic_vs_replay: SegmentDiff
     worker_vs_replay: SegmentDiff
+    topic_vs_worker: SegmentDiff  # the change topic does not end where the workers' state is
     dlq: Counter[str]
     dlq_missing: int  # invalid input lines that never reached the DLQ
     reference: Reference
@@ -92,6 +93,7 @@ class Outcome:
             or self.report.chain_breaks
             or self.topic_vs_replay.pairs
             or self.worker_vs_replay.pairs
+            or self.topic_vs_worker.pairs
             or self.dlq_missing
         )
 
@@ -131,6 +133,8 @@ def run(plan: FaultPlan, bootstrap: str, tmp: Path) -> Outcome:
     finally:
         for worker in dep.workers:
             worker.stop()
+    from_topic = segments_from_changes(changes)
+    served_known = {c: s for c, s in served.items() if s is not None}
     reasons = Counter(dict(dlq_headers(r)).get("segstream.error.reason", "?") for r in dlq)
     sources = {_source(r) for r in dlq}
     return Outcome(
@@ -138,10 +142,9 @@ def run(plan: FaultPlan, bootstrap: str, tmp: Path) -> Outcome:
         lines=len(lines),
         kills=kills,
         report=check_changes(changes),
-        topic_vs_replay=compare_segments(
-            segments_from_changes(changes), reference.segments, absent_is_default=True
-        ),
+        topic_vs_replay=compare_segments(from_topic, reference.segments, absent_is_default=True),
         worker_vs_replay=compare_segments(served, reference.segments),
+        topic_vs_worker=compare_segments(from_topic, served_known, absent_is_default=True),
         dlq=reasons,
         dlq_missing=max(sum(reference.invalid.values()) - len(sources), 0),
         reference=reference,
