@@ -3,7 +3,7 @@ PY ?= python3.11
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: venv tools test unit integration lint bench demo
+.PHONY: venv tools test unit integration lint bench demo soak
 
 $(BIN)/segstream: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -30,6 +30,12 @@ integration: venv tools
 
 test: lint tools
 	$(BIN)/pytest -q
+
+# the long fault-injection profile (not part of `make test`); SOAK_ARGS overrides its options,
+# e.g. make soak SOAK_ARGS="--events 20000 --runs 2"
+SOAK_ARGS ?= --customers 3000 --events 60000 --runs 4 --kills 4
+soak: venv
+	$(BIN)/python -m tests.faults.soak $(SOAK_ARGS)
 
 bench: venv
 	$(BIN)/python -m bench.run

@@ -1,0 +1,44 @@
+"""The expected outcome of an input file: the offline replay. The ONE place that calls it.
+
+When ``segstream.replay.replay`` takes ``partitions=`` (customers partitioned like Kafka's
+murmur2, so per-partition clocks and quantiles match the worker's), it is passed on; until
+then the replay computes one global population, and ``mode`` says which was used.
+"""
+
+from __future__ import annotations
+
+import inspect
+import io
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from segstream.core.rulelang import load_rules
+from segstream.replay import replay
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@dataclass(frozen=True)
+class Reference:
+    segments: dict[str, dict[str, Any]]  # customer -> family -> segment (or None / False)
+    invalid: Counter[str]  # input lines rejected, by reason
+    mode: str
+
+
+def replay_reference(path: Path, *, partitions: int, rules_dir: Path = ROOT / "rules") -> Reference:
+    options: dict[str, Any] = {}
+    mode = "replay (one global population)"
+    if "partitions" in inspect.signature(replay).parameters:
+        options["partitions"] = partitions
+        mode = f"replay (partitions={partitions})"
+    engine, summary = replay(
+        [path], load_rules(rules_dir), out=None, progress=False, errors=io.StringIO(), **options
+    )
+    segments: dict[str, dict[str, Any]] = {}
+    for customer in engine.store:
+        mine = engine.segments_of(customer)
+        assert mine is not None
+        segments[customer] = mine
+    return Reference(segments, Counter(summary.invalid), mode)
