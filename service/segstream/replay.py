@@ -85,7 +85,7 @@ def replay(
     where: list[tuple[str, int]] = []
 
     def flush() -> None:
-        result = engine.process(batch, now_ms=now_ms)
+        result = engine.process(batch, now_ms=now_ms, wall_ms=wall_ms)
         summary.events += result.events
         summary.duplicates += result.duplicates
         for index, rejection in result.rejections:

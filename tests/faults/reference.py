@@ -1,13 +1,11 @@
 """The expected outcome of an input file: the offline replay. The ONE place that calls it.
 
-When ``segstream.replay.replay`` takes ``partitions=`` (customers partitioned like Kafka's
-murmur2, so per-partition clocks and quantiles match the worker's), it is passed on; until
-then the replay computes one global population, and ``mode`` says which was used.
+Customers are partitioned as Kafka's default partitioner places them, so per-partition clocks
+and cut points are those of the workers.
 """
 
 from __future__ import annotations
 
-import inspect
 import io
 from collections import Counter
 from dataclasses import dataclass
@@ -28,14 +26,15 @@ class Reference:
 
 
 def replay_reference(path: Path, *, partitions: int, rules_dir: Path = ROOT / "rules") -> Reference:
-    options: dict[str, Any] = {}
-    mode = "replay (one global population)"
-    if "partitions" in inspect.signature(replay).parameters:
-        options["partitions"] = partitions
-        mode = f"replay (partitions={partitions})"
     engine, summary = replay(
-        [path], load_rules(rules_dir), out=None, progress=False, errors=io.StringIO(), **options
+        [path],
+        load_rules(rules_dir),
+        out=None,
+        progress=False,
+        errors=io.StringIO(),
+        partitions=partitions,
     )
+    mode = f"replay (partitions={partitions})"
     segments: dict[str, dict[str, Any]] = {}
     for customer in engine.store:
         mine = engine.segments_of(customer)

@@ -115,7 +115,10 @@ def test_a_recovered_state_is_the_state_and_stays_it(
     original.quantiles = data.draw(
         st.dictionaries(
             st.sampled_from(["m", "f"]),
-            st.tuples(st.one_of(st.none(), st.floats(allow_nan=False)), st.integers(0, 5)),
+            st.tuples(
+                st.one_of(st.none(), st.floats(allow_nan=False, allow_infinity=False)),
+                st.integers(0, 5),
+            ),
         )
     )
     original.segments = data.draw(

@@ -18,7 +18,7 @@ import heapq
 from bisect import bisect_right
 from collections import Counter
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from hashlib import blake2b
 from typing import Any
 
@@ -32,8 +32,15 @@ from segstream.core.contracts import (
 from segstream.core.partitioning import partition_for
 from segstream.core.population import Population
 from segstream.core.rulelang import RuleSet
-from segstream.core.state import DAY_COUNTERS, WINDOW_GROUPS, CustomerState, Exits
-from segstream.core.timeutil import MS_PER_DAY, day_of, to_rfc3339
+from segstream.core.state import (
+    DAY_COUNTERS,
+    DEFAULT_LIMITS,
+    WINDOW_GROUPS,
+    CustomerState,
+    Exits,
+    Limits,
+)
+from segstream.core.timeutil import DEFAULT_MAX_FUTURE_SKEW_MS, MS_PER_DAY, day_of, to_rfc3339
 
 Change = dict[str, Any]
 CLOCK_EVENT = "event"
@@ -126,6 +133,8 @@ class Engine:
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
         refresh_fraction: float = 0.05,
         partitions: int = 1,
+        limits: Limits = DEFAULT_LIMITS,
+        max_future_skew_ms: int = DEFAULT_MAX_FUTURE_SKEW_MS,
     ) -> None:
         if clock not in (CLOCK_EVENT, CLOCK_WALL):
             raise ValueError(f"clock must be 'event' or 'wall', not {clock!r}")
@@ -138,6 +147,10 @@ class Engine:
         self.max_message_bytes = max_message_bytes
         self.refresh_fraction = refresh_fraction
         self.partitions = partitions
+        self.base_limits = limits
+        self.limits = limits
+        self.max_future_skew_ms = max_future_skew_ms
+        self.limit_hits: Counter[str] = Counter()
         self.lanes: dict[int, Lane] = {}
         self.partition_of: dict[str, int] = {}
         self.rejections: Counter[RejectReason] = Counter()
@@ -255,8 +268,15 @@ class Engine:
 
     # -- events ------------------------------------------------------------------------------
 
-    def parse(self, raw: bytes | str) -> Event | Rejection:
-        result = parse_event(raw, currency=self.currency, max_bytes=self.max_message_bytes)
+    def parse(self, raw: bytes | str, now_ms: int | None = None) -> Event | Rejection:
+        """``now_ms`` is the wall clock the event must not lie too far ahead of."""
+        result = parse_event(
+            raw,
+            currency=self.currency,
+            max_bytes=self.max_message_bytes,
+            now_ms=now_ms,
+            max_future_skew_ms=self.max_future_skew_ms,
+        )
         if isinstance(result, Rejection):
             self.rejections[result.reason] += 1
         return result
@@ -274,14 +294,18 @@ class Engine:
         *,
         now_ms: int | None = None,
         partition: int | None = None,
+        wall_ms: int | None = None,
     ) -> BatchResult:
         """Parse and apply a batch of raw messages; no await, no I/O. Without ``partition``
-        each event goes to its customer's partition, as a keyed Kafka producer would send it."""
+        each event goes to its customer's partition, as a keyed Kafka producer would send it.
+        ``now_ms`` moves the clock (wall clock); ``wall_ms`` bounds how far ahead an event's
+        time may be (default ``now_ms``; neither: only the absolute range is checked)."""
         result = BatchResult()
         if now_ms is not None:
             result.changes += self.advance(now_ms)
+        checked_against = now_ms if wall_ms is None else wall_ms
         for index, raw in enumerate(raws):
-            event = self.parse(raw)
+            event = self.parse(raw, checked_against)
             if isinstance(event, Rejection):
                 result.rejections.append((index, event))
                 continue
@@ -311,10 +335,17 @@ class Engine:
             self.store[customer_id] = st
             self.partition_of[customer_id] = partition
             lane.customers.add(customer_id)
-        if not st.apply(event, lane.clock_day, self.rules.windows):
+        applied = st.apply(event, lane.clock_day, self.rules.windows, self.limits)
+        self._take_limit_hits(st)
+        if not applied:
             return changes or None
         changes += self._evaluate(st, lane, "event", event.event_id, lane.clock_ms or 0)
         return changes + self._refresh_if_stale(lane)
+
+    def _take_limit_hits(self, st: CustomerState) -> None:
+        hits = st.take_limit_hits()
+        if hits:
+            self.limit_hits.update(hits)
 
     # -- evaluation --------------------------------------------------------------------------
 
@@ -329,7 +360,8 @@ class Engine:
         rules = self.rules
         day = lane.clock_day
         if compact:
-            st.compact(day, rules.windows)
+            st.compact(day, rules.windows, self.limits)
+            self._take_limit_hits(st)
         values, exits = st.values(day, rules.windows, self._watch)
         values.update(self._attribute_defaults)
         declared = rules.attributes
@@ -523,6 +555,8 @@ class Engine:
             (c, c in opaque, bounds.get(c, ())) for c in DAY_COUNTERS if c in opaque or c in bounds
         ]
         self._quantile_scores = list(rules.quantile_scores)
+        # declared attributes are never the ones a flood of new names pushes out
+        self.limits = replace(self.base_limits, keep_attributes=frozenset(rules.attributes))
         self._wanted = {s.field: s.quantiles for s in self._quantile_scores}
         for lane in self.lanes.values():
             self._configure_lane(lane)

@@ -272,8 +272,6 @@ class CustomerState:
         self, event: OrderEvent, day: int, clock_day: int, windows: Windows, limits: Limits
     ) -> bool:
         if event.status != "completed":
-            if _digest(event.order_id) in self.folded_ids:
-                return False  # folded or compacted: a refund can no longer change it
             order = self.orders.get(event.order_id)
             if order is not None and clock_day - order[2] >= windows.horizon:
                 return False  # past the horizon: it has been (or is about to be) folded

@@ -190,10 +190,11 @@ class SegmentWorker:
         stamps: list[int] = []
         consumed: Counter[tuple[str, str]] = Counter()  # one metric update per label per batch
         budget = s.commit_max_items
+        wall_ms = int(time.time() * 1000)
         if s.clock == "wall":
-            engine.advance(int(time.time() * 1000), self.assigned_partitions())
+            engine.advance(wall_ms, self.assigned_partitions())
         for record in records:
-            parsed = engine.parse(record.value or b"")
+            parsed = engine.parse(record.value or b"", wall_ms)
             if isinstance(parsed, Rejection):
                 reason = parsed.reason.value
                 metrics.invalid.labels(reason=reason).inc()
