@@ -1,0 +1,66 @@
+"""Operations under faults, through real worker processes on the embedded broker: the topic
+layout a worker accepts, what it reports while it cannot work, and what its HTTP port serves."""
+
+from __future__ import annotations
+
+import asyncio
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+
+from tests.integration.conftest import Deployment
+
+
+async def _admin(bootstrap: str) -> AIOKafkaAdminClient:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    return admin
+
+
+async def create_topic(bootstrap: str, name: str, partitions: int) -> None:
+    admin = await _admin(bootstrap)
+    try:
+        await admin.create_topics([NewTopic(name, partitions, 1)])
+    finally:
+        await admin.close()
+
+
+async def cleanup_policies(bootstrap: str, topics: list[str]) -> dict[str, str | None]:
+    admin = await _admin(bootstrap)
+    try:
+        responses = await admin.describe_configs(
+            [ConfigResource(ConfigResourceType.TOPIC, t) for t in topics]
+        )
+    finally:
+        await admin.close()
+    policies: dict[str, str | None] = dict.fromkeys(topics)
+    for response in responses:
+        for _code, _msg, _type, name, entries in response.resources:
+            for entry in entries:
+                if entry[0] == "cleanup.policy":
+                    policies[name] = entry[1]
+    return policies
+
+
+def test_worker_refuses_inputs_partitioned_unlike_the_changelog(deployment: Deployment) -> None:
+    asyncio.run(create_topic(deployment.bootstrap, deployment.topic("orders"), 3))
+    worker = deployment.start_worker()
+    try:
+        code = worker.proc.wait(25)
+    except Exception:
+        worker.kill()
+        raise AssertionError(f"worker started anyway: {worker.log.read_text()[-2000:]}") from None
+    lines = worker.log.read_text().splitlines()
+    assert code != 0
+    assert len(lines) == 1, lines
+    assert "refusing to start" in lines[0] and f"{deployment.topic('orders')}=3" in lines[0]
+    assert "SEGSTREAM_PARTITIONS=4" in lines[0]
+
+
+def test_control_topics_and_changelog_are_compacted(deployment: Deployment) -> None:
+    worker = deployment.start_worker()
+    worker.wait_ready()
+    compacted = [deployment.topic(t) for t in ("segment-rules", "segstream-population")]
+    compacted.append(f"{deployment.prefix}app-customers-changelog")
+    policies = asyncio.run(cleanup_policies(deployment.bootstrap, compacted))
+    assert policies == dict.fromkeys(compacted, "compact")
