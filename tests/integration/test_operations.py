@@ -8,7 +8,11 @@ import asyncio
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
-from tests.integration.conftest import Deployment
+from tests.integration.conftest import ROOT, Deployment, WorkerProcess, load_events, produce
+from tests.integration.test_worker import metric, wait_for
+
+SAMPLE = ROOT / "samples" / "events.jsonl"
+INPUTS = ("orders", "support", "surveys", "profiles")
 
 
 async def _admin(bootstrap: str) -> AIOKafkaAdminClient:
@@ -42,6 +46,16 @@ async def cleanup_policies(bootstrap: str, topics: list[str]) -> dict[str, str |
     return policies
 
 
+def lag_series(worker: WorkerProcess) -> dict[tuple[str, str], float]:
+    series = {}
+    for line in worker.get("/metrics").text.splitlines():
+        if line.startswith("segstream_consumer_lag_messages{"):
+            labels, value = line.rsplit(" ", 1)
+            parts = dict(kv.split("=", 1) for kv in labels[labels.index("{") + 1 : -1].split(","))
+            series[(parts["topic"].strip('"'), parts["partition"].strip('"'))] = float(value)
+    return series
+
+
 def test_worker_refuses_inputs_partitioned_unlike_the_changelog(deployment: Deployment) -> None:
     asyncio.run(create_topic(deployment.bootstrap, deployment.topic("orders"), 3))
     worker = deployment.start_worker()
@@ -64,3 +78,19 @@ def test_control_topics_and_changelog_are_compacted(deployment: Deployment) -> N
     compacted.append(f"{deployment.prefix}app-customers-changelog")
     policies = asyncio.run(cleanup_policies(deployment.bootstrap, compacted))
     assert policies == dict.fromkeys(compacted, "compact")
+
+
+def test_lag_of_a_replacement_is_right_from_its_first_scrape(deployment: Deployment) -> None:
+    first = deployment.start_worker()
+    first.wait_ready()
+    lines = load_events(SAMPLE)[:400]
+    asyncio.run(produce(deployment, lines))
+    assert wait_for(lambda: metric(first, "segstream_events_consumed_total") >= len(lines))
+    assert wait_for(lambda: set(lag_series(first).values()) == {0.0}, 10)
+    first.stop()  # a graceful stop commits every offset
+
+    replacement = deployment.start_worker()
+    replacement.wait_ready()
+    lag = lag_series(replacement)
+    expected = {(deployment.topic(t), str(p)) for t in INPUTS for p in range(4)}
+    assert lag == dict.fromkeys(expected, 0.0)

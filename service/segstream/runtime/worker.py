@@ -31,6 +31,7 @@ from segstream.runtime.batching import (
     install_batch_handler,
     items_by_partition,
 )
+from segstream.runtime.health import lag_of
 from segstream.runtime.metrics import Metrics
 from segstream.runtime.produce import BatchProducer, OutRecord, murmur_partition
 from segstream.runtime.settings import Settings
@@ -468,13 +469,9 @@ class SegmentWorker:
         for tp in consumer.assignment():
             if tp.topic not in self.inputs:
                 continue
-            high = consumer.highwater(tp)
-            if high is None:
-                continue
-            position = self.next_offset.get((tp.topic, tp.partition), 0)
-            metrics.lag.labels(topic=tp.topic, partition=str(tp.partition)).set(
-                max(high - position, 0)
-            )
+            lag = lag_of(consumer, tp, self.next_offset.get((tp.topic, tp.partition)))
+            if lag is not None:
+                metrics.lag.labels(topic=tp.topic, partition=str(tp.partition)).set(lag)
 
 
 def describe_change(change: Change) -> str:
