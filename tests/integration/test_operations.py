@@ -4,10 +4,15 @@ layout a worker accepts, what it reports while it cannot work, and what its HTTP
 from __future__ import annotations
 
 import asyncio
+import time
+from pathlib import Path
+from typing import Any
 
+import httpx
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
+from segstream.runtime.broker import EmbeddedBroker
 from tests.integration.conftest import ROOT, Deployment, WorkerProcess, load_events, produce
 from tests.integration.test_worker import metric, wait_for
 
@@ -56,6 +61,17 @@ def lag_series(worker: WorkerProcess) -> dict[tuple[str, str], float]:
     return series
 
 
+def readyz(worker: WorkerProcess) -> tuple[int, Any]:
+    try:
+        response = worker.get("/readyz")
+    except httpx.HTTPError:
+        return 0, None
+    try:
+        return response.status_code, response.json()
+    except ValueError:
+        return response.status_code, response.text
+
+
 def test_worker_refuses_inputs_partitioned_unlike_the_changelog(deployment: Deployment) -> None:
     asyncio.run(create_topic(deployment.bootstrap, deployment.topic("orders"), 3))
     worker = deployment.start_worker()
@@ -94,3 +110,23 @@ def test_lag_of_a_replacement_is_right_from_its_first_scrape(deployment: Deploym
     lag = lag_series(replacement)
     expected = {(deployment.topic(t), str(p)) for t in INPUTS for p in range(4)}
     assert lag == dict.fromkeys(expected, 0.0)
+
+
+def test_readiness_follows_the_broker(tmp_path: Path) -> None:
+    """A broker of its own: stopping the session's broker would break every other test."""
+    with EmbeddedBroker() as broker:
+        deployment = Deployment(broker.bootstrap, "own-", tmp_path)
+        worker = deployment.start_worker()
+        try:
+            statuses: list[int] = []
+            while not statuses or statuses[-1] != 200:
+                statuses.append(readyz(worker)[0])
+                assert len(statuses) < 300, worker.log.read_text()[-3000:]
+                time.sleep(0.1)
+            assert 500 not in statuses  # starting is 503 with a reason, never an error
+            broker.stop()
+            assert wait_for(lambda: readyz(worker)[0] == 503, 15), readyz(worker)
+            _, body = readyz(worker)
+            assert body["ready"] is False and "broker" in body["reason"], body
+        finally:
+            worker.kill()

@@ -8,6 +8,7 @@ batch path.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from faust.types import TP
@@ -58,3 +59,49 @@ def lag_of(consumer: Any, tp: TP, processed: int | None = None) -> int | None:
     if high is None or position is None:
         return None
     return max(int(high) - position, 0)
+
+
+async def broker_problem(app: Any) -> str | None:
+    """Why this worker cannot reach the cluster with its consumer or its producer, or None.
+
+    A connection that is up costs nothing to check; a dropped one is re-opened (an idle client
+    closes its connections after ``connections.max.idle.ms``, which is not an outage), and a
+    broker that refuses or does not answer within PROBE_TIMEOUT_SECONDS makes the worker
+    unready: it can neither consume nor send its changes.
+    """
+    thread = getattr(app.consumer, "_thread", None)
+    consumer = getattr(getattr(thread, "_consumer", None), "_client", None)
+    producer = getattr(getattr(app.producer, "_producer", None), "client", None)
+    if thread is None or consumer is None or producer is None:
+        return "starting: Kafka clients not started yet"
+    try:
+        # the consumer's client lives on the consumer thread's event loop: probe it there
+        reached = await asyncio.wait_for(
+            thread.call_thread(_reaches_a_broker, consumer), 2 * PROBE_TIMEOUT_SECONDS
+        )
+    except TimeoutError:
+        reached = False
+    if not reached:
+        return "consumer cannot reach any Kafka broker"
+    if not await _reaches_a_broker(producer):
+        return "producer cannot reach any Kafka broker"
+    return None
+
+
+async def _reaches_a_broker(client: Any) -> bool:
+    for broker in client.cluster.brokers():
+        try:
+            if await asyncio.wait_for(client.ready(broker.nodeId), PROBE_TIMEOUT_SECONDS):
+                return True
+        except (TimeoutError, OSError):
+            continue
+    return False
+
+
+def not_ready_reason(worker_ready: bool, problem: str | None) -> str | None:
+    """The reason /readyz gives, or None when ready."""
+    if problem is not None:
+        return problem
+    if not worker_ready:
+        return "partitions being assigned or their state recovered"
+    return None

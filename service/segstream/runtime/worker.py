@@ -18,6 +18,7 @@ from typing import Any, cast
 import faust
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from faust.exceptions import ConsumerNotStarted
 
 from segstream.core.contracts import Rejection
 from segstream.core.engine import Change, Engine
@@ -31,7 +32,7 @@ from segstream.runtime.batching import (
     install_batch_handler,
     items_by_partition,
 )
-from segstream.runtime.health import lag_of
+from segstream.runtime.health import broker_problem, lag_of, not_ready_reason
 from segstream.runtime.metrics import Metrics
 from segstream.runtime.produce import BatchProducer, OutRecord, murmur_partition
 from segstream.runtime.settings import Settings
@@ -439,8 +440,15 @@ class SegmentWorker:
 
         @app.page("/readyz")
         async def readyz(web: Any, request: Any) -> Any:
-            body = {"ready": worker.ready, "partitions": sorted(worker.assigned_partitions())}
-            return web.json(body, status=200 if worker.ready else 503)
+            try:
+                partitions = sorted(worker.assigned_partitions())
+            except ConsumerNotStarted:
+                partitions = []  # starting: not ready, which is no error
+            reason = not_ready_reason(worker.ready, await broker_problem(worker.app))
+            body: dict[str, Any] = {"ready": reason is None, "partitions": partitions}
+            if reason is not None:
+                body["reason"] = reason
+            return web.json(body, status=200 if reason is None else 503)
 
         @app.page("/segments")
         async def segments(web: Any, request: Any) -> Any:
