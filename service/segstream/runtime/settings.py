@@ -7,10 +7,12 @@ machine-readable version.
 from __future__ import annotations
 
 import os
+import re
+from datetime import timedelta
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import AliasChoices, Field, SecretStr
+from pydantic import AliasChoices, BeforeValidator, Field, SecretStr
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -19,6 +21,25 @@ from pydantic_settings import (
 )
 
 CONFIG_FILE_ENV = "SEGSTREAM_CONFIG_FILE"
+
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+_SHORT_DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*([smhd])")
+
+
+def _duration(value: object) -> object:
+    """Seconds as a number, ``1d``/``12h``/``30m``/``45s``, or ISO 8601 (``P1D``, ``PT12H``,
+    left to pydantic): operators write durations all three ways."""
+    if isinstance(value, str):
+        text = value.strip()
+        if re.fullmatch(r"\d+(?:\.\d+)?", text):
+            return timedelta(seconds=float(text))
+        short = _SHORT_DURATION.fullmatch(text)
+        if short:
+            return timedelta(seconds=float(short[1]) * _UNIT_SECONDS[short[2]])
+    return value
+
+
+Duration = Annotated[timedelta, BeforeValidator(_duration)]
 
 
 class Settings(BaseSettings):
@@ -78,6 +99,23 @@ class Settings(BaseSettings):
     population_refresh_seconds: float = Field(2.0, gt=0)
     rules_chunk_size: int = Field(2000, ge=1, description="customers re-evaluated per step")
     source: str = Field("urn:segstream", description="CloudEvents ce_source of change events")
+
+    customer_api: bool = Field(True, description="serve /customers/{id} (customer data)")
+    api_token: SecretStr = Field(
+        SecretStr(""),
+        description="bearer token required by /customers/{id} and /segments; empty: open",
+    )
+
+    max_future_skew: Duration = Field(
+        timedelta(days=1),
+        gt=timedelta(0),
+        description="events dated further than this ahead of the clock are rejected",
+    )
+    max_attributes: int = Field(256, ge=1, description="profile attributes kept per customer")
+    max_open_tickets: int = Field(200, ge=1, description="open support tickets kept per customer")
+    event_id_memory_days: int = Field(
+        60, ge=1, description="days a customer's event ids are remembered to drop duplicates"
+    )
     demo_events_per_second: float = Field(200.0, gt=0)
 
     @classmethod
