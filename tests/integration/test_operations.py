@@ -9,11 +9,21 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from segstream.runtime.broker import EmbeddedBroker
-from tests.integration.conftest import ROOT, Deployment, WorkerProcess, load_events, produce
+from segstream.runtime.main import spawn_worker
+from segstream.runtime.worker import partition_for
+from tests.integration.conftest import (
+    ROOT,
+    Deployment,
+    WorkerProcess,
+    free_port,
+    load_events,
+    produce,
+)
 from tests.integration.test_worker import metric, wait_for
 
 SAMPLE = ROOT / "samples" / "events.jsonl"
@@ -59,6 +69,24 @@ def lag_series(worker: WorkerProcess) -> dict[tuple[str, str], float]:
             parts = dict(kv.split("=", 1) for kv in labels[labels.index("{") + 1 : -1].split(","))
             series[(parts["topic"].strip('"'), parts["partition"].strip('"'))] = float(value)
     return series
+
+
+def start_worker(dep: Deployment, **settings: str) -> WorkerProcess:
+    """``Deployment.start_worker`` with extra settings, by field name."""
+    port, n = free_port(), len(dep.workers)
+    env = dep.env(web_port=str(port), data_dir=str(dep.tmp / f"worker-{n}"), **settings)
+    log_path = dep.tmp / f"worker-{n}.log"
+    worker = WorkerProcess(spawn_worker(env, log_path), f"http://127.0.0.1:{port}", log_path)
+    dep.workers.append(worker)
+    return worker
+
+
+def _has_customer(line: bytes) -> bool:
+    try:
+        body = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        return False
+    return isinstance(body, dict) and isinstance(body.get("customer_id"), str)
 
 
 def readyz(worker: WorkerProcess) -> tuple[int, Any]:
@@ -130,3 +158,55 @@ def test_readiness_follows_the_broker(tmp_path: Path) -> None:
             assert body["ready"] is False and "broker" in body["reason"], body
         finally:
             worker.kill()
+
+
+TOKEN = "op-test-token-5f2c"
+
+
+def test_customer_data_needs_the_token_and_faust_views_are_gone(deployment: Deployment) -> None:
+    """Two workers, so some requests are routed: the owner checks the token too."""
+    deployment.partitions = 2
+    workers = [start_worker(deployment, api_token=TOKEN) for _ in range(2)]
+    for worker in workers:
+        worker.wait_ready()
+    assert wait_for(lambda: all(readyz(w)[1].get("partitions") for w in workers), 20)
+    lines = load_events(SAMPLE)[:300]
+    asyncio.run(produce(deployment, lines))
+    customers = sorted({orjson.loads(ln)["customer_id"] for ln in lines if _has_customer(ln)})
+    mine = set(readyz(workers[0])[1]["partitions"])
+    routed = [c for c in customers if partition_for(c, 2) not in mine][:5]
+    local = [c for c in customers if partition_for(c, 2) in mine][:5]
+    assert routed and local
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    url = workers[0].url
+
+    def status(path: str, headers: dict[str, str] | None = None) -> int:
+        return httpx.get(url + path, headers=headers, timeout=10).status_code
+
+    assert wait_for(lambda: status(f"/customers/{routed[-1]}", auth) == 200, 20)
+    for cid in routed + local:
+        assert status(f"/customers/{cid}", auth) == 200, cid
+        assert status(f"/customers/{cid}") == 401, cid
+        assert status(f"/customers/{cid}", {"Authorization": "Bearer wrong"}) == 401, cid
+    assert status("/segments") == 401 and status("/segments", auth) == 200
+    for path in ("/metrics", "/healthz", "/readyz"):
+        assert status(path) == 200, path
+    for path in ("/router", "/table", "/table/customers", "/table/customers/x"):
+        assert status(path, auth) == 404, path
+    assert status("/customers/" + "x" * 129, auth) == 400
+    assert status("/customers/" + "x" * 20_000, auth) in (400, 414, 431)
+    big = httpx.post(url + "/segments", content=b"x" * 100_000, headers=auth, timeout=10)
+    assert big.status_code in (405, 413)
+    for worker in workers:
+        assert TOKEN not in worker.log.read_text()
+
+
+def test_the_customer_api_can_be_switched_off(deployment: Deployment) -> None:
+    worker = start_worker(deployment, customer_api="false")
+    worker.wait_ready()
+    lines = load_events(SAMPLE)[:50]
+    asyncio.run(produce(deployment, lines))
+    assert wait_for(lambda: metric(worker, "segstream_events_consumed_total") >= len(lines))
+    known = next(orjson.loads(ln)["customer_id"] for ln in lines if _has_customer(ln))
+    assert worker.get(f"/customers/{known}").status_code == 404
+    assert worker.get("/segments").status_code == 200  # counts only, no customer data

@@ -33,6 +33,7 @@ from segstream.runtime.batching import (
     items_by_partition,
 )
 from segstream.runtime.health import broker_problem, lag_of, not_ready_reason
+from segstream.runtime.http import MAX_REQUEST_BYTES, bearer_token_guard
 from segstream.runtime.metrics import Metrics
 from segstream.runtime.produce import BatchProducer, OutRecord, murmur_partition
 from segstream.runtime.settings import Settings
@@ -128,6 +129,10 @@ class SegmentWorker:
             web_bind=s.web_host,
             web_port=s.web_port,
             web_host=s.advertised_host or s.web_host,
+            # faust's /router and /table views would serve any table's contents to anyone
+            web_router_enabled=False,
+            web_tables_enabled=False,
+            web_application_options={"client_max_size": MAX_REQUEST_BYTES},
             autodiscover=False,
             key_serializer="raw",
             value_serializer="raw",
@@ -427,7 +432,10 @@ class SegmentWorker:
     # -- HTTP --------------------------------------------------------------------------------
 
     def _add_views(self, app: Any) -> None:
+        """/metrics, /healthz and /readyz stay open for Prometheus and the kubelet; customer
+        data (/customers/{id}, /segments) needs the bearer token when one is set."""
         worker = self
+        guarded = bearer_token_guard(self.settings.api_token.get_secret_value())
 
         @app.page("/metrics")
         async def metrics(web: Any, request: Any) -> Any:
@@ -451,6 +459,7 @@ class SegmentWorker:
             return web.json(body, status=200 if reason is None else 503)
 
         @app.page("/segments")
+        @guarded
         async def segments(web: Any, request: Any) -> Any:
             return web.json(
                 {
@@ -460,7 +469,11 @@ class SegmentWorker:
                 }
             )
 
+        if not self.settings.customer_api:
+            return
+
         @app.page("/customers/{customer_id}")
+        @guarded  # before routing: a request is checked where it arrives and where it is routed
         @app.table_route(table=self.table, match_info="customer_id")
         async def customer(web: Any, request: Any, customer_id: str) -> Any:
             explained = worker.engine.explain(customer_id)
