@@ -10,6 +10,7 @@ from typing import Any
 
 import httpx
 import orjson
+from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
@@ -23,6 +24,7 @@ from tests.integration.conftest import (
     free_port,
     load_events,
     produce,
+    read_all,
 )
 from tests.integration.test_worker import metric, wait_for
 
@@ -210,3 +212,27 @@ def test_the_customer_api_can_be_switched_off(deployment: Deployment) -> None:
     known = next(orjson.loads(ln)["customer_id"] for ln in lines if _has_customer(ln))
     assert worker.get(f"/customers/{known}").status_code == 404
     assert worker.get("/segments").status_code == 200  # counts only, no customer data
+
+
+async def send_tombstone(dep: Deployment, topic: str, key: bytes) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=dep.bootstrap, enable_idempotence=False)
+    await producer.start()
+    try:
+        await producer.send_and_wait(dep.topic(topic), None, key=key)
+    finally:
+        await producer.stop()
+
+
+def test_a_tombstone_is_counted_and_skipped_not_dead_lettered(deployment: Deployment) -> None:
+    worker = deployment.start_worker()
+    worker.wait_ready()
+    lines = load_events(SAMPLE)[:20]
+    asyncio.run(send_tombstone(deployment, "orders", b"C0000001"))
+    asyncio.run(produce(deployment, lines))
+    assert wait_for(lambda: metric(worker, "segstream_events_consumed_total") >= len(lines))
+    assert wait_for(lambda: metric(worker, "segstream_tombstones_total") == 1, 10)
+    invalid = sum(1 for ln in lines if not _has_customer(ln))
+    assert metric(worker, "segstream_events_invalid_total") == invalid
+    dlq = asyncio.run(read_all(deployment, "segstream-dlq", idle=2.0))
+    assert all(r.value is not None and r.value != b"" for r in dlq)
+    assert len(dlq) == invalid

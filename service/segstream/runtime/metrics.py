@@ -25,6 +25,12 @@ class Metrics:
             ["reason"],
             registry=r,
         )
+        self.tombstones = Counter(
+            "segstream_tombstones_total",
+            "Input records with a null value, skipped",
+            ["topic"],
+            registry=r,
+        )
         self.rerouted = Counter(
             "segstream_events_rerouted_total",
             "Input messages re-keyed to their customer's partition",

@@ -200,6 +200,9 @@ class SegmentWorker:
         if s.clock == "wall":
             changes += engine.advance(int(time.time() * 1000))
         for record in records:
+            if record.value is None:  # a tombstone deletes nothing here: docs/contracts.md
+                metrics.tombstones.labels(topic=record.topic).inc()
+                continue
             parsed = engine.parse(record.value or b"")
             if isinstance(parsed, Rejection):
                 reason = parsed.reason.value
