@@ -80,7 +80,7 @@ async def broker_problem(app: Any) -> str | None:
             thread.call_thread(_reaches_a_broker, consumer), 2 * PROBE_TIMEOUT_SECONDS
         )
     except TimeoutError:
-        reached = False
+        return f"consumer thread did not answer within {2 * PROBE_TIMEOUT_SECONDS:.0f} s"
     if not reached:
         return "consumer cannot reach any Kafka broker"
     if not await _reaches_a_broker(producer):

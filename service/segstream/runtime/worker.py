@@ -490,7 +490,11 @@ class SegmentWorker:
         metrics.set_members(engine.member_counts())
         metrics.lag.clear()
         consumer = self.app.consumer
-        for tp in consumer.assignment():
+        try:
+            assignment = consumer.assignment()
+        except ConsumerNotStarted:
+            return  # starting: no partitions, no lag yet
+        for tp in assignment:
             if tp.topic not in self.inputs:
                 continue
             lag = lag_of(consumer, tp, self.next_offset.get((tp.topic, tp.partition)))
