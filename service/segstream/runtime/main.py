@@ -18,7 +18,7 @@ import orjson
 from aiokafka import AIOKafkaProducer
 
 from segstream.runtime.settings import Settings
-from segstream.runtime.topics import ensure_topics_sync
+from segstream.runtime.topics import TopicLayoutError, ensure_topics_sync
 from segstream.runtime.worker import SegmentWorker, describe_change
 from segstream.synth import SynthConfig, generate
 
@@ -45,7 +45,12 @@ def run_worker(*, demo: bool = False) -> int:
             update={"bootstrap_servers": broker.bootstrap, "clock": "event"}
         )
     try:
-        ensure_topics_sync(settings)
+        try:
+            ensure_topics_sync(settings, check_partitions=True)
+        except TopicLayoutError as exc:
+            # before faust configures logging: one plain line on stderr, which is the log
+            print(f"ERROR segstream.topics: {exc}", file=sys.stderr, flush=True)
+            return 1
         worker = SegmentWorker(settings, on_change=_print_change if demo else None)
         if demo:
             worker.app.task(_feeder(settings))

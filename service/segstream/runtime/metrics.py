@@ -25,6 +25,12 @@ class Metrics:
             ["reason"],
             registry=r,
         )
+        self.tombstones = Counter(
+            "segstream_tombstones_total",
+            "Input records with a null value, skipped",
+            ["topic"],
+            registry=r,
+        )
         self.rerouted = Counter(
             "segstream_events_rerouted_total",
             "Input messages re-keyed to their customer's partition",
@@ -64,6 +70,12 @@ class Metrics:
         self.rules_rejected = Counter(
             "segstream_rules_rejected_total",
             "Rule sets received on the control topic and refused",
+            registry=r,
+        )
+        self.limit_hits = Counter(
+            "segstream_state_limit_hits_total",
+            "Items a per-customer memory limit dropped (docs/contracts.md, memory bounds)",
+            ["limit"],
             registry=r,
         )
         self.commits_split = Counter(

@@ -7,10 +7,12 @@ machine-readable version.
 from __future__ import annotations
 
 import os
+import re
+from datetime import timedelta
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import AliasChoices, Field, SecretStr
+from pydantic import AliasChoices, BeforeValidator, Field, SecretStr
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -18,7 +20,28 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from segstream.core.state import Limits
+
 CONFIG_FILE_ENV = "SEGSTREAM_CONFIG_FILE"
+
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+_SHORT_DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*([smhd])")
+
+
+def _duration(value: object) -> object:
+    """Seconds as a number, ``1d``/``12h``/``30m``/``45s``, or ISO 8601 (``P1D``, ``PT12H``,
+    left to pydantic): operators write durations all three ways."""
+    if isinstance(value, str):
+        text = value.strip()
+        if re.fullmatch(r"\d+(?:\.\d+)?", text):
+            return timedelta(seconds=float(text))
+        short = _SHORT_DURATION.fullmatch(text)
+        if short:
+            return timedelta(seconds=float(short[1]) * _UNIT_SECONDS[short[2]])
+    return value
+
+
+Duration = Annotated[timedelta, BeforeValidator(_duration)]
 
 
 class Settings(BaseSettings):
@@ -92,6 +115,26 @@ class Settings(BaseSettings):
         " topic's max.message.bytes",
     )
     source: str = Field("urn:segstream", description="CloudEvents ce_source of change events")
+
+    customer_api: bool = Field(True, description="serve /customers/{id} (customer data)")
+    api_token: SecretStr = Field(
+        SecretStr(""),
+        description="bearer token required by /customers/{id} and /segments; empty: open",
+    )
+
+    max_future_skew: Duration = Field(
+        timedelta(days=1),
+        gt=timedelta(0),
+        description="events dated further than this ahead of the clock are rejected",
+    )
+    max_attributes: int = Field(256, ge=1, description="profile attributes kept per customer")
+    max_open_tickets: int = Field(200, ge=1, description="open support tickets kept per customer")
+    event_id_memory_days: int = Field(
+        60,
+        ge=60,
+        description="days a customer's event ids are remembered to drop duplicates (at least"
+        " the 60 days activity windows look back)",
+    )
     demo_events_per_second: float = Field(200.0, gt=0)
 
     @classmethod
@@ -118,6 +161,13 @@ class Settings(BaseSettings):
             self.topic_surveys: "survey",
             self.topic_profiles: "profile",
         }
+
+    def limits(self) -> Limits:
+        return Limits(
+            max_attributes=self.max_attributes,
+            max_open_tickets=self.max_open_tickets,
+            event_id_memory_days=self.event_id_memory_days,
+        )
 
     def kafka_client_options(self) -> dict[str, object]:
         """Security options in aiokafka's vocabulary (shared by faust and our own clients)."""

@@ -18,6 +18,7 @@ from typing import Any, cast
 import faust
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from faust.exceptions import ConsumerNotStarted
 
 from segstream.core.contracts import Rejection
 from segstream.core.engine import Change, Commit, Engine
@@ -33,6 +34,8 @@ from segstream.runtime.batching import (
     items_by_partition,
     lane_partition,
 )
+from segstream.runtime.health import broker_problem, lag_of, not_ready_reason
+from segstream.runtime.http import MAX_REQUEST_BYTES, bearer_token_guard
 from segstream.runtime.metrics import Metrics
 from segstream.runtime.produce import BatchProducer, OutRecord
 from segstream.runtime.settings import Settings
@@ -89,6 +92,8 @@ class SegmentWorker:
             clock=settings.clock,
             currency=settings.currency,
             max_message_bytes=settings.max_message_bytes,
+            limits=settings.limits(),
+            max_future_skew_ms=int(settings.max_future_skew.total_seconds() * 1000),
         )
         self.metrics.set_rules(rules.version)
         self.on_change = on_change
@@ -124,6 +129,10 @@ class SegmentWorker:
             web_bind=s.web_host,
             web_port=s.web_port,
             web_host=s.advertised_host or s.web_host,
+            # faust's /router and /table views would serve any table's contents to anyone
+            web_router_enabled=False,
+            web_tables_enabled=False,
+            web_application_options={"client_max_size": MAX_REQUEST_BYTES},
             autodiscover=False,
             key_serializer="raw",
             value_serializer="raw",
@@ -194,7 +203,10 @@ class SegmentWorker:
         if s.clock == "wall":
             engine.advance(wall_ms, self.assigned_partitions())
         for record in records:
-            parsed = engine.parse(record.value or b"", wall_ms)
+            if record.value is None:  # a tombstone deletes nothing here: docs/contracts.md
+                metrics.tombstones.labels(topic=record.topic).inc()
+                continue
+            parsed = engine.parse(record.value, wall_ms)
             if isinstance(parsed, Rejection):
                 reason = parsed.reason.value
                 metrics.invalid.labels(reason=reason).inc()
@@ -235,6 +247,9 @@ class SegmentWorker:
                 if commit is not None:
                     commits.append(commit)
         commits += engine.commits()
+        for limit, n in engine.limit_hits.items():
+            metrics.limit_hits.labels(limit=limit).inc(n)
+        engine.limit_hits.clear()
         for (topic, kind), n in consumed.items():
             metrics.consumed.labels(topic=topic, type=kind).inc(n)
         return commits, stamps
@@ -338,7 +353,7 @@ class SegmentWorker:
                 await self._settle()
 
     async def follow_control_topics(self) -> None:
-        """Every worker reads the rules and population topics whole (no consumer group)."""
+        """Every worker reads the rules topic whole (no consumer group)."""
         s = self.settings
         consumer = AIOKafkaConsumer(
             bootstrap_servers=s.bootstrap_servers,
@@ -435,7 +450,10 @@ class SegmentWorker:
     # -- HTTP --------------------------------------------------------------------------------
 
     def _add_views(self, app: Any) -> None:
+        """/metrics, /healthz and /readyz stay open for Prometheus and the kubelet; customer
+        data (/customers/{id}, /segments) needs the bearer token when one is set."""
         worker = self
+        guarded = bearer_token_guard(self.settings.api_token.get_secret_value())
 
         @app.page("/metrics")
         async def metrics(web: Any, request: Any) -> Any:
@@ -448,10 +466,18 @@ class SegmentWorker:
 
         @app.page("/readyz")
         async def readyz(web: Any, request: Any) -> Any:
-            body = {"ready": worker.ready, "partitions": sorted(worker.assigned_partitions())}
-            return web.json(body, status=200 if worker.ready else 503)
+            try:
+                partitions = sorted(worker.assigned_partitions())
+            except ConsumerNotStarted:
+                partitions = []  # starting: not ready, which is no error
+            reason = not_ready_reason(worker.ready, await broker_problem(worker.app))
+            body: dict[str, Any] = {"ready": reason is None, "partitions": partitions}
+            if reason is not None:
+                body["reason"] = reason
+            return web.json(body, status=200 if reason is None else 503)
 
         @app.page("/segments")
+        @guarded
         async def segments(web: Any, request: Any) -> Any:
             return web.json(
                 {
@@ -461,7 +487,11 @@ class SegmentWorker:
                 }
             )
 
+        if not self.settings.customer_api:
+            return
+
         @app.page("/customers/{customer_id}")
+        @guarded  # before routing: a request is checked where it arrives and where it is routed
         @app.table_route(table=self.table, match_info="customer_id")
         async def customer(web: Any, request: Any, customer_id: str) -> Any:
             explained = worker.engine.explain(customer_id)
@@ -475,16 +505,16 @@ class SegmentWorker:
         metrics.set_members(engine.member_counts())
         metrics.lag.clear()
         consumer = self.app.consumer
-        for tp in consumer.assignment():
+        try:
+            assignment = consumer.assignment()
+        except ConsumerNotStarted:
+            return  # starting: no partitions, no lag yet
+        for tp in assignment:
             if tp.topic not in self.inputs:
                 continue
-            high = consumer.highwater(tp)
-            if high is None:
-                continue
-            position = self.next_offset.get((tp.topic, tp.partition), 0)
-            metrics.lag.labels(topic=tp.topic, partition=str(tp.partition)).set(
-                max(high - position, 0)
-            )
+            lag = lag_of(consumer, tp, self.next_offset.get((tp.topic, tp.partition)))
+            if lag is not None:
+                metrics.lag.labels(topic=tp.topic, partition=str(tp.partition)).set(lag)
 
 
 def describe_change(change: Change) -> str:
