@@ -205,3 +205,47 @@ def test_whole_rule_set_evaluates_in_microseconds() -> None:
     per_call = (time.perf_counter() - started) / n * 1e6
     print(f"default rule set: {per_call:.2f} us per customer")
     assert per_call > 0
+
+
+ALIAS_BOMB = "version: 1\na: &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
+    f"{n}: &{n} [{', '.join([f'*{p}'] * 10)}]\n" for p, n in zip("abcdef", "bcdefg", strict=True)
+)
+
+
+def test_yaml_aliases_and_anchors_are_refused_before_anything_expands() -> None:
+    """A 10-line alias bomb expanded to 10**7 values (30 s, 0.5 GB); a self-referencing anchor
+    recursed until RecursionError. Both must stop at the first anchor, pointing at it."""
+    assert len(ALIAS_BOMB) < 400
+    [error] = errors_of(ALIAS_BOMB)
+    assert error == "rules.yaml:2:4: YAML anchors/aliases are not allowed in rule files"
+    [error] = errors_of("version: 1\nderived: &x {a: *x}\n")
+    assert error == "rules.yaml:2:10: YAML anchors/aliases are not allowed in rule files"
+    assert errors_of(flag("true") + "description: &d plain anchor\n")[0].startswith("rules.yaml:4:")
+
+
+def test_yaml_nesting_and_value_count_are_bounded() -> None:
+    deep = HEADER + "description: " + "[" * 200 + "]" * 200 + "\n"
+    [error] = errors_of(deep)
+    assert error.startswith("rules.yaml:2:") and "nested deeper than 20 levels" in error
+    many = HEADER + "description: [" + "1," * 20_000 + "1]\n"
+    [error] = errors_of(many)
+    assert "more than 10000 YAML values in one file" in error
+    [error] = errors_of(HEADER + "description: " + "9" * 5000 + "\n")
+    assert error.startswith("rules.yaml:2:14: YAML value not allowed")
+
+
+def test_file_and_rule_set_sizes_are_bounded() -> None:
+    padding = "#" * 1000 + "\n"
+    with pytest.raises(RuleErrors) as info:
+        compile_rules({"big.yaml": flag("true") + padding * 300})
+    assert str(info.value).startswith("big.yaml:1:1: rule file is ")
+    assert "the limit is 262144 bytes per file" in str(info.value)
+    files = {f"{i}.yaml": flag("true").replace("probe", f"p{i}") + padding * 200 for i in range(6)}
+    with pytest.raises(RuleErrors) as info:
+        compile_rules(files)
+    assert "the limit is 1048576 bytes in all" in str(info.value)
+
+
+def test_a_duplicate_key_names_the_first_one() -> None:
+    [error] = errors_of(HEADER + "flags:\n  a: 'true'\n  a: 'false'\n")
+    assert error.startswith("rules.yaml:4:3:") and "first at line 3, column 3" in error

@@ -17,7 +17,7 @@ import yaml
 
 from segstream.core.rulelang import expr
 from segstream.core.rulelang.errors import RuleError, RuleErrors
-from segstream.core.rulelang.yamlpos import Marks, load_with_marks
+from segstream.core.rulelang.yamlpos import Marks, YamlLimitError, load_with_marks
 from segstream.core.state import STATE_FIELDS, TRACKED_FIELDS, Windows
 
 _NAME = re.compile(r"^[a-z_][a-z0-9_]{0,63}$")
@@ -39,6 +39,9 @@ _ATTR_TYPES = {
 }
 _ERRORS = (TypeError, ZeroDivisionError, ArithmeticError, ValueError)
 _LITERAL_ALIASES = {"true": True, "false": False, "null": None}
+# Rule sets also arrive from the rules topic: bound what one may cost before parsing it.
+MAX_FILE_BYTES = 256 * 1024
+MAX_SET_BYTES = 1024 * 1024
 
 Evaluator = Callable[[dict[str, Any]], None]
 
@@ -150,7 +153,37 @@ def load_rules(path: str | Path) -> RuleSet:
         files = [root]
     else:
         raise RuleErrors([RuleError(str(root), 1, 1, "no such file or directory")])
-    return compile_rules({str(p): p.read_text(encoding="utf-8") for p in files})
+    texts: dict[str, str] = {}
+    errors: list[RuleError] = []
+    for p in files:
+        size = p.stat().st_size
+        if size > MAX_FILE_BYTES:  # checked before reading: a rule file is never this big
+            errors.append(RuleError(str(p), 1, 1, _too_big(size)))
+            continue
+        try:
+            texts[str(p)] = _decode(str(p), p.read_bytes())
+        except RuleErrors as exc:
+            errors += exc.errors
+    if errors:
+        raise RuleErrors(errors)
+    return compile_rules(texts)
+
+
+def _too_big(size: int) -> str:
+    return f"rule file is {size} bytes; the limit is {MAX_FILE_BYTES} bytes per file"
+
+
+def _decode(name: str, data: bytes) -> str:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        before = data[: exc.start]
+        line = before.count(b"\n") + 1
+        column = len(before) - (before.rfind(b"\n") + 1) + 1
+        byte = data[exc.start]
+        raise RuleErrors(
+            [RuleError(name, line, column, f"not UTF-8 text (byte 0x{byte:02x}); save as UTF-8")]
+        ) from None
 
 
 def rules_version(files: Mapping[str, str]) -> str:
@@ -163,6 +196,23 @@ def rules_version(files: Mapping[str, str]) -> str:
 
 def compile_rules(files: Mapping[str, str]) -> RuleSet:
     """Check a whole rule set (all errors at once) and compile it."""
+    sizes = {name: len(text.encode("utf-8", "surrogatepass")) for name, text in files.items()}
+    big = [RuleError(name, 1, 1, _too_big(n)) for name, n in sizes.items() if n > MAX_FILE_BYTES]
+    if big:
+        raise RuleErrors(big)
+    if sum(sizes.values()) > MAX_SET_BYTES:
+        first = next(iter(files))
+        total = sum(sizes.values())
+        raise RuleErrors(
+            [
+                RuleError(
+                    first,
+                    1,
+                    1,
+                    f"rule set is {total} bytes; the limit is {MAX_SET_BYTES} bytes in all",
+                )
+            ]
+        )
     return _Compiler(dict(files)).build()
 
 
@@ -274,6 +324,9 @@ class _Compiler:
     def parse_file(self, name: str, text: str) -> None:
         try:
             data, marks = load_with_marks(text, name)
+        except YamlLimitError as exc:
+            self.errors.append(RuleError(name, exc.line, exc.column, exc.message))
+            return
         except yaml.MarkedYAMLError as exc:
             mark = exc.problem_mark
             line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
