@@ -109,3 +109,20 @@ def test_rules_check_reports_a_file_that_is_not_utf8_in_one_line(tmp_path: Path)
     assert done.stderr.splitlines() == [
         f"{tmp_path / 'latin1.yaml'}:3:6: not UTF-8 text (byte 0xe9); save as UTF-8"
     ]
+
+
+def test_rules_check_refuses_an_empty_set_and_a_name_defined_twice(tmp_path: Path) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "rules.yaml").write_text("")
+    done = segstream("rules", "check", str(empty))
+    assert done.returncode == 2 and "defines no family and no flag" in done.stderr
+    twice = tmp_path / "twice"
+    twice.mkdir()
+    (twice / "a.yaml").write_text("version: 1\nfamilies:\n  vip: [{name: gold, when: 'true'}]\n")
+    (twice / "b.yaml").write_text("version: 1\nflags:\n  vip: 'true'\n")
+    done = segstream("rules", "check", str(twice))
+    assert done.returncode == 2
+    assert done.stderr.splitlines() == [
+        f"{twice / 'b.yaml'}:3:3: flag 'vip' is already defined: family at {twice / 'a.yaml'}:3:3"
+    ]

@@ -120,7 +120,7 @@ def test_yaml_syntax_error_and_duplicates_across_files() -> None:
     assert errors_of("version: 1\nflags: [\n")[0].startswith("rules.yaml:")
     with pytest.raises(RuleErrors) as info:
         compile_rules({"a.yaml": flag("true"), "b.yaml": flag("false")})
-    assert "already defined in a.yaml" in str(info.value)
+    assert str(info.value) == "b.yaml:3:3: flag 'probe' is already defined: flag at a.yaml:3:3"
 
 
 def test_python_tags_are_not_constructed() -> None:
@@ -249,3 +249,74 @@ def test_file_and_rule_set_sizes_are_bounded() -> None:
 def test_a_duplicate_key_names_the_first_one() -> None:
     [error] = errors_of(HEADER + "flags:\n  a: 'true'\n  a: 'false'\n")
     assert error.startswith("rules.yaml:4:3:") and "first at line 3, column 3" in error
+
+
+def test_an_empty_rule_set_is_refused() -> None:
+    message = "the rule set defines no family and no flag: it would segment nobody"
+    assert errors_of("") == [f"rules.yaml:1:1: {message}"]
+    assert errors_of(HEADER + "derived:\n  x: '1'\n") == [f"rules.yaml:1:1: {message}"]
+    with pytest.raises(RuleErrors) as info:
+        compile_rules({})
+    assert str(info.value) == f"<rule set>:1:1: {message}"
+
+
+@pytest.mark.parametrize(
+    ("files", "error"),
+    [
+        (  # a family and a flag: replay crashed with IndexError in Engine._diff
+            {
+                "a.yaml": HEADER + "families:\n  vip:\n    - {name: gold, when: 'true'}\n",
+                "b.yaml": HEADER + "flags:\n  vip: 'true'\n",
+            },
+            "b.yaml:3:3: flag 'vip' is already defined: family at a.yaml:3:3",
+        ),
+        (  # a derived metric and a flag: the flag silently won
+            {"a.yaml": HEADER + "derived:\n  x: '1'\nflags:\n  x: 'true'\n"},
+            "a.yaml:5:3: flag 'x' is already defined: derived metric at a.yaml:3:3",
+        ),
+        (
+            {"a.yaml": flag("true") + "scores:\n  probe: {field: frequency, bins: [1]}\n"},
+            "a.yaml:5:3: score 'probe' is already defined: flag at a.yaml:3:3",
+        ),
+        (
+            {"a.yaml": flag("true") + "attributes:\n  probe: {type: int}\n"},
+            "a.yaml:5:3: attribute 'probe' is already defined: flag at a.yaml:3:3",
+        ),
+        (  # an attribute shadowed a state field
+            {"a.yaml": flag("true") + "attributes:\n  frequency: {type: int}\n"},
+            "a.yaml:5:3: attribute 'frequency' has the name of a state field; choose another name",
+        ),
+        (
+            {"a.yaml": flag("true") + "derived:\n  csi: '1'\n"},
+            "a.yaml:5:3: derived metric 'csi' has the name of a state field; choose another name",
+        ),
+        (
+            {"a.yaml": HEADER + "flags:\n  rfm: 'true'\n"},
+            "a.yaml:3:3: flag 'rfm': 'rfm' is a reserved name; choose another name",
+        ),
+        (
+            {"a.yaml": HEADER + "flags:\n  ok: 'true'\n  coalesce: 'true'\n"},
+            "a.yaml:4:3: flag 'coalesce': 'coalesce' is a reserved name; choose another name",
+        ),
+        (
+            {"a.yaml": HEADER + "flags:\n  ok: 'true'\n  'null': 'true'\n"},
+            "a.yaml:4:3: flag 'null': 'null' is a reserved name; choose another name",
+        ),
+    ],
+)
+def test_a_name_defined_twice_anywhere_names_both_places(files: dict[str, str], error: str) -> None:
+    with pytest.raises(RuleErrors) as info:
+        compile_rules(files)
+    assert [str(e) for e in info.value.errors] == [error]
+
+
+def test_tier_names_belong_to_their_family() -> None:
+    rules = rules_from(
+        HEADER + "families:\n"
+        "  a: [{name: other, when: 'true'}]\n"
+        "  b: [{name: other, when: 'true'}, {name: a, when: 'true'}]\n"
+        "flags:\n  other: \"a == 'other'\"\n"
+    )
+    values: dict[str, object] = {}
+    rules.evaluate(values)
+    assert values == {"a": "other", "b": "other", "other": True}
