@@ -320,3 +320,72 @@ def test_tier_names_belong_to_their_family() -> None:
     values: dict[str, object] = {}
     rules.evaluate(values)
     assert values == {"a": "other", "b": "other", "other": True}
+
+
+NULL_CASES = [
+    "last_score == 10",
+    "last_score != 10",  # held for customers who never answered
+    "last_score < 10",
+    "last_score <= 10",
+    "last_score > 1",
+    "last_score >= 1",
+    "last_score in [1, 2]",
+    "last_score not in [1, 2]",  # held too
+    "10 != last_score",
+    "1 <= last_score <= 10",
+    "frequency < 5 != last_score",
+    "csi == nps",  # two nulls are not equal
+    "csi != nps",
+    "coalesce(csi, nps) != 1",
+    "(csi if frequency > 0 else nps) != 1",
+    "tier != 'gold'",  # a family with no tier
+    "tier not in ['gold']",
+    "industry != 'retail'",  # an attribute without a default
+    "ratio != 1",  # a derived metric that failed (division by zero)
+]
+
+
+@pytest.mark.parametrize("expression", NULL_CASES)
+def test_every_comparison_with_a_null_operand_is_false(expression: str) -> None:
+    text = HEADER + (
+        "attributes:\n  industry: {type: str}\n"
+        "derived:\n  ratio: 'frequency / 0'\n"
+        "families:\n  tier: [{name: gold, when: 'frequency > 99'}]\n"
+        f"flags:\n  probe: {expression!r}\n  negated: {'not (' + expression + ')'!r}\n"
+    )
+    rules = rules_from(text)
+    values = {"last_score": None, "csi": None, "nps": None, "frequency": 3, "industry": None}
+    rules.evaluate(values)
+    assert values["probe"] is False
+    assert values["negated"] is True  # 'not' of a false comparison, as the docs say
+    assert rules.flags["probe"].holds(values) is False  # explain agrees with evaluation
+
+
+def test_comparisons_without_nulls_and_null_checks_keep_their_meaning() -> None:
+    text = HEADER + (
+        "flags:\n"
+        "  ne: 'last_score != 10'\n"
+        "  chain: '1 <= last_score <= 3 < frequency'\n"
+        "  member: 'last_score not in [1, 2]'\n"
+        "  unknown: 'last_score is None'\n"
+        "  known: 'last_score is not None'\n"
+    )
+    rules = rules_from(text)
+    answered = {"last_score": 3, "frequency": 4}
+    rules.evaluate(answered)
+    assert [answered[k] for k in ("ne", "chain", "member", "unknown", "known")] == [
+        True,
+        True,
+        True,
+        False,
+        True,
+    ]
+    never = {"last_score": None, "frequency": 4}
+    rules.evaluate(never)
+    assert [never[k] for k in ("ne", "chain", "member", "unknown", "known")] == [
+        False,
+        False,
+        False,
+        True,
+        False,
+    ]
