@@ -21,7 +21,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from segstream.core.contracts import Rejection
 from segstream.core.engine import Change, Engine
-from segstream.core.rulelang import RuleErrors, RuleSet, compile_rules, load_rules
+from segstream.core.rulelang import RuleSet, load_rules
 from segstream.core.state import dump_state, load_state
 from segstream.core.timeutil import to_rfc3339
 from segstream.runtime.batching import (
@@ -33,6 +33,13 @@ from segstream.runtime.batching import (
 )
 from segstream.runtime.metrics import Metrics
 from segstream.runtime.produce import BatchProducer, OutRecord, murmur_partition
+from segstream.runtime.rulestopic import (
+    Latest,
+    newest_valid,
+    read_latest_rules,
+    rules_from_message,
+    rules_message,
+)
 from segstream.runtime.settings import Settings
 
 log = logging.getLogger("segstream.worker")
@@ -68,17 +75,6 @@ def dlq_headers(record: Record, reason: str, message: str) -> list[tuple[str, by
     ]
 
 
-def rules_message(rules: RuleSet) -> bytes:
-    return orjson.dumps({"version": rules.version, "files": rules.source_files})
-
-
-def rules_from_message(value: bytes) -> RuleSet:
-    body = orjson.loads(value)
-    if not isinstance(body, dict) or not isinstance(body.get("files"), dict):
-        raise ValueError('a rules message is {"version": ..., "files": {name: yaml text}}')
-    return compile_rules({str(k): str(v) for k, v in body["files"].items()})
-
-
 class SegmentWorker:
     """Wires one Engine to Kafka through faust."""
 
@@ -96,6 +92,8 @@ class SegmentWorker:
         self.on_change = on_change
         self.lock = asyncio.Lock()
         self.ready = False
+        self.rules_offset: int | None = None  # where the rules topic was read to, once
+        self.rules_sync = asyncio.Lock()
         self.next_offset: dict[tuple[str, int], int] = {}
         self.last_batch_at = 0.0
         self.published_sketches: dict[str, bytes] = {}
@@ -330,9 +328,28 @@ class SegmentWorker:
                 await self._emit(self.engine.reevaluate(customers[start : start + size]), [])
             await asyncio.sleep(0)
 
+    async def sync_rules(self) -> int:
+        """Read the rules topic to its end once, before the worker takes any partition (faust
+        awaits on_recovered before it resumes them, and starts app tasks only after): after a
+        restart the worker runs the newest valid set on the topic, not the set on disk,
+        whatever invalid records follow. Returns the offset to follow the topic from."""
+        async with self.rules_sync:
+            if self.rules_offset is None:
+                latest = await read_latest_rules(self.settings)
+                if latest.rules is None:
+                    log.info(
+                        "no valid rule set on %s; running %s",
+                        self.settings.topic_rules,
+                        self.settings.rules_dir,
+                    )
+                await self._accept_rules(latest)
+                self.rules_offset = latest.next_offset
+            return self.rules_offset
+
     async def follow_control_topics(self) -> None:
         """Every worker reads the rules and population topics whole (no consumer group)."""
         s = self.settings
+        rules_offset = await self.sync_rules()
         consumer = AIOKafkaConsumer(
             bootstrap_servers=s.bootstrap_servers,
             enable_auto_commit=False,
@@ -340,36 +357,36 @@ class SegmentWorker:
         )
         await consumer.start()
         try:
-            tps = [TopicPartition(s.topic_rules, 0), TopicPartition(s.topic_population, 0)]
-            consumer.assign(tps)
-            await consumer.seek_to_beginning(*tps)
+            rules_tp = TopicPartition(s.topic_rules, 0)
+            population_tp = TopicPartition(s.topic_population, 0)
+            consumer.assign([rules_tp, population_tp])
+            consumer.seek(rules_tp, rules_offset)
+            await consumer.seek_to_beginning(population_tp)
             while True:
                 batches = await consumer.getmany(timeout_ms=500)
-                latest_rules: bytes | None = None
+                rules_records: list[tuple[int, bytes | None]] = []
                 for tp, records in batches.items():
                     for record in records:
-                        if tp.topic == s.topic_rules and record.value is not None:
-                            latest_rules = record.value
+                        if tp.topic == s.topic_rules:
+                            rules_records.append((record.offset, record.value))
                         elif tp.topic == s.topic_population:
                             self._remote_sketch(record.key, record.value)
-                if latest_rules is not None:
-                    await self._accept_rules(latest_rules)
+                if rules_records:
+                    await self._accept_rules(newest_valid(rules_records))
         finally:
             await consumer.stop()
 
-    async def _accept_rules(self, value: bytes) -> None:
-        try:
-            rules = rules_from_message(value)
-        except (RuleErrors, ValueError, orjson.JSONDecodeError) as exc:
+    async def _accept_rules(self, latest: Latest) -> None:
+        for refused in latest.refused:
             self.metrics.rules_rejected.inc()
             log.error(
-                "ignoring invalid rule set from %s; keeping %s: %s",
+                "ignoring invalid rule set at %s offset %d: %s",
                 self.settings.topic_rules,
-                self.engine.rules.version,
-                exc,
+                refused.offset,
+                refused.reason,
             )
-            return
-        if rules.version != self.engine.rules.version:
+        rules = latest.rules
+        if rules is not None and rules.version != self.engine.rules.version:
             await self.switch_rules(rules)
 
     # -- rebalancing -------------------------------------------------------------------------
@@ -383,6 +400,7 @@ class SegmentWorker:
 
     async def on_recovered(self) -> None:
         """Tables are recovered: take over the customers of the partitions we now own."""
+        await self.sync_rules()  # never take customers under rules about to be replaced
         async with self.lock:
             owned = self.assigned_partitions()
             engine = self.engine
@@ -438,7 +456,11 @@ class SegmentWorker:
 
         @app.page("/readyz")
         async def readyz(web: Any, request: Any) -> Any:
-            body = {"ready": worker.ready, "partitions": sorted(worker.assigned_partitions())}
+            body = {
+                "ready": worker.ready,
+                "partitions": sorted(worker.assigned_partitions()),
+                "rules_version": worker.engine.rules.version,
+            }
             return web.json(body, status=200 if worker.ready else 503)
 
         @app.page("/segments")
@@ -486,4 +508,11 @@ def describe_change(change: Change) -> str:
     )
 
 
-__all__ = ["SegmentWorker", "describe_change", "partition_for", "rules_message", "to_rfc3339"]
+__all__ = [
+    "SegmentWorker",
+    "describe_change",
+    "partition_for",
+    "rules_from_message",
+    "rules_message",
+    "to_rfc3339",
+]
