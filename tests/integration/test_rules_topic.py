@@ -77,3 +77,29 @@ def test_a_restarted_worker_runs_the_newest_valid_set_whatever_follows(
     assert "ignoring invalid rule set at" in second.log.read_text()
     assert second.proc.poll() is None
 
+
+def test_publish_refuses_to_drop_a_running_family_or_flag_without_allow_removal(
+    deployment: Deployment, tmp_path: Path
+) -> None:
+    small = rule_dir(tmp_path, "small", drop="lifecycle.yaml")
+    refused = deployment.cli("rules", "publish", str(small))  # running: the rules on disk
+    assert refused.returncode == 2
+    assert refused.stderr.splitlines() == [
+        f"refused: {small} drops family 'lifecycle', flag 'renewal_candidate' of the running "
+        f"rule set {load_rules(ROOT / 'rules').version}; pass --allow-removal to publish it anyway"
+    ]
+    assert deployment.cli("rules", "publish", str(small), "--allow-removal").returncode == 0
+
+    bigger = rule_dir(tmp_path, "bigger", drop="lifecycle.yaml", add=BIG)
+    assert deployment.cli("rules", "publish", str(bigger)).returncode == 0  # adds only
+    send_raw(deployment, *INVALID_RECORDS)
+
+    # running: the newest valid set on the topic, not the invalid records after it
+    refused = deployment.cli("rules", "publish", str(small))
+    assert refused.returncode == 2
+    assert refused.stderr.startswith(f"refused: {small} drops flag 'big_spender' of the running")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "rules.yaml").write_text("")
+    refused = deployment.cli("rules", "publish", str(empty), "--allow-removal")
+    assert refused.returncode == 2 and "no family and no flag" in refused.stderr
