@@ -48,10 +48,10 @@ async def _publish(settings: Settings, rules: RuleSet, directory: str, allow_rem
     await ensure_topics(settings)
     running = None if allow_removal else await running_rules(settings)
     dropped = dropped_segments(running, rules) if running is not None else []
-    if dropped:
+    if running is not None and dropped:
         print(
             f"refused: {directory} drops {', '.join(dropped)} of the running rule set "
-            f"{running.version if running else ''}; pass {ALLOW_REMOVAL} to publish it anyway",
+            f"{running.version}; pass {ALLOW_REMOVAL} to publish it anyway",
             file=sys.stderr,
         )
         return 2
