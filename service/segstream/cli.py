@@ -124,7 +124,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
 def cmd_rules_publish(args: argparse.Namespace) -> int:
     from segstream.runtime.publish import publish_rules
 
-    return publish_rules(args.dir)
+    return publish_rules(args.dir, allow_removal=args.allow_removal)
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
@@ -168,6 +168,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_rules_check)
     p = rules.add_parser("publish", help="validate and send a rule set to the workers")
     p.add_argument("dir")
+    p.add_argument(
+        "--allow-removal",
+        action="store_true",
+        help="publish even if the set drops a family or flag the workers run",
+    )
     p.set_defaults(func=cmd_rules_publish)
 
     p = sub.add_parser("explain", help="why a customer is in its segments")

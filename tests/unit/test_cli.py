@@ -78,3 +78,51 @@ def test_explain() -> None:
     held = [t["tier"] for t in body["families"]["value"] if t["holds"]]
     assert body["segments"]["value"] == (held[0] if held else None)
     assert segstream("explain", "nobody", "--events", str(SAMPLE)).returncode == 1
+
+
+def test_rules_check_refuses_yaml_aliases_quickly(tmp_path: Path) -> None:
+    """Before, this bomb ran `rules check` for over 30 s and ~0.5 GB, and a self-referencing
+    anchor ended in a RecursionError traceback."""
+    from tests.unit.test_rulelang import ALIAS_BOMB
+
+    (tmp_path / "bomb.yaml").write_text(ALIAS_BOMB)
+    (tmp_path / "loop.yaml").write_text("version: 1\nderived: &x {a: *x}\n")
+    done = subprocess.run(
+        [sys.executable, "-m", "segstream.cli", "rules", "check", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=15,
+        check=False,
+    )
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert done.stderr.splitlines() == [
+        f"{tmp_path / 'bomb.yaml'}:2:4: YAML anchors/aliases are not allowed in rule files",
+        f"{tmp_path / 'loop.yaml'}:2:10: YAML anchors/aliases are not allowed in rule files",
+    ]
+
+
+def test_rules_check_reports_a_file_that_is_not_utf8_in_one_line(tmp_path: Path) -> None:
+    (tmp_path / "latin1.yaml").write_bytes(b'version: 1\nflags:\n  caf\xe9: "true"\n')
+    done = segstream("rules", "check", str(tmp_path))
+    assert done.returncode == 2
+    assert done.stderr.splitlines() == [
+        f"{tmp_path / 'latin1.yaml'}:3:6: not UTF-8 text (byte 0xe9); save as UTF-8"
+    ]
+
+
+def test_rules_check_refuses_an_empty_set_and_a_name_defined_twice(tmp_path: Path) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "rules.yaml").write_text("")
+    done = segstream("rules", "check", str(empty))
+    assert done.returncode == 2 and "defines no family and no flag" in done.stderr
+    twice = tmp_path / "twice"
+    twice.mkdir()
+    (twice / "a.yaml").write_text("version: 1\nfamilies:\n  vip: [{name: gold, when: 'true'}]\n")
+    (twice / "b.yaml").write_text("version: 1\nflags:\n  vip: 'true'\n")
+    done = segstream("rules", "check", str(twice))
+    assert done.returncode == 2
+    assert done.stderr.splitlines() == [
+        f"{twice / 'b.yaml'}:3:3: flag 'vip' is already defined: family at {twice / 'a.yaml'}:3:3"
+    ]

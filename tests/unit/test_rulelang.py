@@ -120,7 +120,7 @@ def test_yaml_syntax_error_and_duplicates_across_files() -> None:
     assert errors_of("version: 1\nflags: [\n")[0].startswith("rules.yaml:")
     with pytest.raises(RuleErrors) as info:
         compile_rules({"a.yaml": flag("true"), "b.yaml": flag("false")})
-    assert "already defined in a.yaml" in str(info.value)
+    assert str(info.value) == "b.yaml:3:3: flag 'probe' is already defined: flag at a.yaml:3:3"
 
 
 def test_python_tags_are_not_constructed() -> None:
@@ -205,3 +205,187 @@ def test_whole_rule_set_evaluates_in_microseconds() -> None:
     per_call = (time.perf_counter() - started) / n * 1e6
     print(f"default rule set: {per_call:.2f} us per customer")
     assert per_call > 0
+
+
+ALIAS_BOMB = "version: 1\na: &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
+    f"{n}: &{n} [{', '.join([f'*{p}'] * 10)}]\n" for p, n in zip("abcdef", "bcdefg", strict=True)
+)
+
+
+def test_yaml_aliases_and_anchors_are_refused_before_anything_expands() -> None:
+    """A 10-line alias bomb expanded to 10**7 values (30 s, 0.5 GB); a self-referencing anchor
+    recursed until RecursionError. Both must stop at the first anchor, pointing at it."""
+    assert len(ALIAS_BOMB) < 400
+    [error] = errors_of(ALIAS_BOMB)
+    assert error == "rules.yaml:2:4: YAML anchors/aliases are not allowed in rule files"
+    [error] = errors_of("version: 1\nderived: &x {a: *x}\n")
+    assert error == "rules.yaml:2:10: YAML anchors/aliases are not allowed in rule files"
+    assert errors_of(flag("true") + "description: &d plain anchor\n")[0].startswith("rules.yaml:4:")
+
+
+def test_yaml_nesting_and_value_count_are_bounded() -> None:
+    deep = HEADER + "description: " + "[" * 200 + "]" * 200 + "\n"
+    [error] = errors_of(deep)
+    assert error.startswith("rules.yaml:2:") and "nested deeper than 20 levels" in error
+    many = HEADER + "description: [" + "1," * 20_000 + "1]\n"
+    [error] = errors_of(many)
+    assert "more than 10000 YAML values in one file" in error
+    [error] = errors_of(HEADER + "description: " + "9" * 5000 + "\n")
+    assert error.startswith("rules.yaml:2:14: YAML value not allowed")
+
+
+def test_file_and_rule_set_sizes_are_bounded() -> None:
+    padding = "#" * 1000 + "\n"
+    with pytest.raises(RuleErrors) as info:
+        compile_rules({"big.yaml": flag("true") + padding * 300})
+    assert str(info.value).startswith("big.yaml:1:1: rule file is ")
+    assert "the limit is 262144 bytes per file" in str(info.value)
+    files = {f"{i}.yaml": flag("true").replace("probe", f"p{i}") + padding * 200 for i in range(6)}
+    with pytest.raises(RuleErrors) as info:
+        compile_rules(files)
+    assert "the limit is 1048576 bytes in all" in str(info.value)
+
+
+def test_a_duplicate_key_names_the_first_one() -> None:
+    [error] = errors_of(HEADER + "flags:\n  a: 'true'\n  a: 'false'\n")
+    assert error.startswith("rules.yaml:4:3:") and "first at line 3, column 3" in error
+
+
+def test_an_empty_rule_set_is_refused() -> None:
+    message = "the rule set defines no family and no flag: it would segment nobody"
+    assert errors_of("") == [f"rules.yaml:1:1: {message}"]
+    assert errors_of(HEADER + "derived:\n  x: '1'\n") == [f"rules.yaml:1:1: {message}"]
+    with pytest.raises(RuleErrors) as info:
+        compile_rules({})
+    assert str(info.value) == f"<rule set>:1:1: {message}"
+
+
+@pytest.mark.parametrize(
+    ("files", "error"),
+    [
+        (  # a family and a flag: replay crashed with IndexError in Engine._diff
+            {
+                "a.yaml": HEADER + "families:\n  vip:\n    - {name: gold, when: 'true'}\n",
+                "b.yaml": HEADER + "flags:\n  vip: 'true'\n",
+            },
+            "b.yaml:3:3: flag 'vip' is already defined: family at a.yaml:3:3",
+        ),
+        (  # a derived metric and a flag: the flag silently won
+            {"a.yaml": HEADER + "derived:\n  x: '1'\nflags:\n  x: 'true'\n"},
+            "a.yaml:5:3: flag 'x' is already defined: derived metric at a.yaml:3:3",
+        ),
+        (
+            {"a.yaml": flag("true") + "scores:\n  probe: {field: frequency, bins: [1]}\n"},
+            "a.yaml:5:3: score 'probe' is already defined: flag at a.yaml:3:3",
+        ),
+        (
+            {"a.yaml": flag("true") + "attributes:\n  probe: {type: int}\n"},
+            "a.yaml:5:3: attribute 'probe' is already defined: flag at a.yaml:3:3",
+        ),
+        (  # an attribute shadowed a state field
+            {"a.yaml": flag("true") + "attributes:\n  frequency: {type: int}\n"},
+            "a.yaml:5:3: attribute 'frequency' has the name of a state field; choose another name",
+        ),
+        (
+            {"a.yaml": flag("true") + "derived:\n  csi: '1'\n"},
+            "a.yaml:5:3: derived metric 'csi' has the name of a state field; choose another name",
+        ),
+        (
+            {"a.yaml": HEADER + "flags:\n  rfm: 'true'\n"},
+            "a.yaml:3:3: flag 'rfm': 'rfm' is a reserved name; choose another name",
+        ),
+        (
+            {"a.yaml": HEADER + "flags:\n  ok: 'true'\n  coalesce: 'true'\n"},
+            "a.yaml:4:3: flag 'coalesce': 'coalesce' is a reserved name; choose another name",
+        ),
+        (
+            {"a.yaml": HEADER + "flags:\n  ok: 'true'\n  'null': 'true'\n"},
+            "a.yaml:4:3: flag 'null': 'null' is a reserved name; choose another name",
+        ),
+    ],
+)
+def test_a_name_defined_twice_anywhere_names_both_places(files: dict[str, str], error: str) -> None:
+    with pytest.raises(RuleErrors) as info:
+        compile_rules(files)
+    assert [str(e) for e in info.value.errors] == [error]
+
+
+def test_tier_names_belong_to_their_family() -> None:
+    rules = rules_from(
+        HEADER + "families:\n"
+        "  a: [{name: other, when: 'true'}]\n"
+        "  b: [{name: other, when: 'true'}, {name: a, when: 'true'}]\n"
+        "flags:\n  other: \"a == 'other'\"\n"
+    )
+    values: dict[str, object] = {}
+    rules.evaluate(values)
+    assert values == {"a": "other", "b": "other", "other": True}
+
+
+NULL_CASES = [
+    "last_score == 10",
+    "last_score != 10",  # held for customers who never answered
+    "last_score < 10",
+    "last_score <= 10",
+    "last_score > 1",
+    "last_score >= 1",
+    "last_score in [1, 2]",
+    "last_score not in [1, 2]",  # held too
+    "10 != last_score",
+    "1 <= last_score <= 10",
+    "frequency < 5 != last_score",
+    "csi == nps",  # two nulls are not equal
+    "csi != nps",
+    "coalesce(csi, nps) != 1",
+    "(csi if frequency > 0 else nps) != 1",
+    "tier != 'gold'",  # a family with no tier
+    "tier not in ['gold']",
+    "industry != 'retail'",  # an attribute without a default
+    "ratio != 1",  # a derived metric that failed (division by zero)
+]
+
+
+@pytest.mark.parametrize("expression", NULL_CASES)
+def test_every_comparison_with_a_null_operand_is_false(expression: str) -> None:
+    text = HEADER + (
+        "attributes:\n  industry: {type: str}\n"
+        "derived:\n  ratio: 'frequency / 0'\n"
+        "families:\n  tier: [{name: gold, when: 'frequency > 99'}]\n"
+        f"flags:\n  probe: {expression!r}\n  negated: {'not (' + expression + ')'!r}\n"
+    )
+    rules = rules_from(text)
+    values = {"last_score": None, "csi": None, "nps": None, "frequency": 3, "industry": None}
+    rules.evaluate(values)
+    assert values["probe"] is False
+    assert values["negated"] is True  # 'not' of a false comparison, as the docs say
+    assert rules.flags["probe"].holds(values) is False  # explain agrees with evaluation
+
+
+def test_comparisons_without_nulls_and_null_checks_keep_their_meaning() -> None:
+    text = HEADER + (
+        "flags:\n"
+        "  ne: 'last_score != 10'\n"
+        "  chain: '1 <= last_score <= 3 < frequency'\n"
+        "  member: 'last_score not in [1, 2]'\n"
+        "  unknown: 'last_score is None'\n"
+        "  known: 'last_score is not None'\n"
+    )
+    rules = rules_from(text)
+    answered = {"last_score": 3, "frequency": 4}
+    rules.evaluate(answered)
+    assert [answered[k] for k in ("ne", "chain", "member", "unknown", "known")] == [
+        True,
+        True,
+        True,
+        False,
+        True,
+    ]
+    never = {"last_score": None, "frequency": 4}
+    rules.evaluate(never)
+    assert [never[k] for k in ("ne", "chain", "member", "unknown", "known")] == [
+        False,
+        False,
+        False,
+        True,
+        False,
+    ]

@@ -23,7 +23,7 @@ from faust.exceptions import ConsumerNotStarted
 from segstream.core.contracts import Rejection
 from segstream.core.engine import Change, Commit, Engine
 from segstream.core.partitioning import murmur_partition, partition_for
-from segstream.core.rulelang import RuleErrors, RuleSet, compile_rules, load_rules
+from segstream.core.rulelang import RuleSet, load_rules
 from segstream.core.state import load_state
 from segstream.core.timeutil import to_rfc3339
 from segstream.runtime.batching import (
@@ -38,6 +38,13 @@ from segstream.runtime.health import broker_problem, lag_of, not_ready_reason
 from segstream.runtime.http import MAX_REQUEST_BYTES, bearer_token_guard
 from segstream.runtime.metrics import Metrics
 from segstream.runtime.produce import BatchProducer, OutRecord
+from segstream.runtime.rulestopic import (
+    Latest,
+    newest_valid,
+    read_latest_rules,
+    rules_from_message,
+    rules_message,
+)
 from segstream.runtime.settings import Settings
 
 log = logging.getLogger("segstream.worker")
@@ -68,17 +75,6 @@ def dlq_headers(record: Record, reason: str, message: str) -> list[tuple[str, by
     ]
 
 
-def rules_message(rules: RuleSet) -> bytes:
-    return orjson.dumps({"version": rules.version, "files": rules.source_files})
-
-
-def rules_from_message(value: bytes) -> RuleSet:
-    body = orjson.loads(value)
-    if not isinstance(body, dict) or not isinstance(body.get("files"), dict):
-        raise ValueError('a rules message is {"version": ..., "files": {name: yaml text}}')
-    return compile_rules({str(k): str(v) for k, v in body["files"].items()})
-
-
 class SegmentWorker:
     """Wires one Engine to Kafka through faust."""
 
@@ -99,6 +95,8 @@ class SegmentWorker:
         self.on_change = on_change
         self.lock = asyncio.Lock()
         self.ready = False
+        self.rules_offset: int | None = None  # where the rules topic was read to, once
+        self.rules_sync = asyncio.Lock()
         self.next_offset: dict[tuple[str, int], int] = {}
         self.last_batch_at = 0.0
         self.last_input_at: dict[int, float] = {}
@@ -352,9 +350,28 @@ class SegmentWorker:
                 self.engine.rules_done()
                 await self._settle()
 
+    async def sync_rules(self) -> int:
+        """Read the rules topic to its end once, before the worker takes any partition (faust
+        awaits on_recovered before it resumes them, and starts app tasks only after): after a
+        restart the worker runs the newest valid set on the topic, not the set on disk,
+        whatever invalid records follow. Returns the offset to follow the topic from."""
+        async with self.rules_sync:
+            if self.rules_offset is None:
+                latest = await read_latest_rules(self.settings)
+                if latest.rules is None:
+                    log.info(
+                        "no valid rule set on %s; running %s",
+                        self.settings.topic_rules,
+                        self.settings.rules_dir,
+                    )
+                await self._accept_rules(latest)
+                self.rules_offset = latest.next_offset
+            return self.rules_offset
+
     async def follow_control_topics(self) -> None:
         """Every worker reads the rules topic whole (no consumer group)."""
         s = self.settings
+        rules_offset = await self.sync_rules()
         consumer = AIOKafkaConsumer(
             bootstrap_servers=s.bootstrap_servers,
             enable_auto_commit=False,
@@ -362,34 +379,32 @@ class SegmentWorker:
         )
         await consumer.start()
         try:
-            tps = [TopicPartition(s.topic_rules, 0)]
-            consumer.assign(tps)
-            await consumer.seek_to_beginning(*tps)
+            rules_tp = TopicPartition(s.topic_rules, 0)
+            consumer.assign([rules_tp])
+            consumer.seek(rules_tp, rules_offset)
             while True:
                 batches = await consumer.getmany(timeout_ms=500)
-                latest_rules: bytes | None = None
-                for tp, records in batches.items():
-                    for record in records:
-                        if tp.topic == s.topic_rules and record.value is not None:
-                            latest_rules = record.value
-                if latest_rules is not None:
-                    await self._accept_rules(latest_rules)
+                rules_records = [
+                    (record.offset, record.value)
+                    for records in batches.values()
+                    for record in records
+                ]
+                if rules_records:
+                    await self._accept_rules(newest_valid(rules_records))
         finally:
             await consumer.stop()
 
-    async def _accept_rules(self, value: bytes) -> None:
-        try:
-            rules = rules_from_message(value)
-        except (RuleErrors, ValueError, orjson.JSONDecodeError) as exc:
+    async def _accept_rules(self, latest: Latest) -> None:
+        for refused in latest.refused:
             self.metrics.rules_rejected.inc()
             log.error(
-                "ignoring invalid rule set from %s; keeping %s: %s",
+                "ignoring invalid rule set at %s offset %d: %s",
                 self.settings.topic_rules,
-                self.engine.rules.version,
-                exc,
+                refused.offset,
+                refused.reason,
             )
-            return
-        if rules.version != self.engine.rules.version:
+        rules = latest.rules
+        if rules is not None and rules.version != self.engine.rules.version:
             await self.switch_rules(rules)
 
     # -- rebalancing -------------------------------------------------------------------------
@@ -404,6 +419,7 @@ class SegmentWorker:
     async def on_recovered(self) -> None:
         """Tables are recovered: take over the lanes and customers of partitions we now own,
         finish what their last commits left half done, and re-send their unconfirmed changes."""
+        await self.sync_rules()  # never take customers under rules about to be replaced
         async with self.lock:
             owned = self.assigned_partitions()
             engine = self.engine
@@ -471,7 +487,11 @@ class SegmentWorker:
             except ConsumerNotStarted:
                 partitions = []  # starting: not ready, which is no error
             reason = not_ready_reason(worker.ready, await broker_problem(worker.app))
-            body: dict[str, Any] = {"ready": reason is None, "partitions": partitions}
+            body: dict[str, Any] = {
+                "ready": reason is None,
+                "partitions": partitions,
+                "rules_version": worker.engine.rules.version,
+            }
             if reason is not None:
                 body["reason"] = reason
             return web.json(body, status=200 if reason is None else 503)
@@ -526,4 +546,11 @@ def describe_change(change: Change) -> str:
     )
 
 
-__all__ = ["SegmentWorker", "describe_change", "partition_for", "rules_message", "to_rfc3339"]
+__all__ = [
+    "SegmentWorker",
+    "describe_change",
+    "partition_for",
+    "rules_from_message",
+    "rules_message",
+    "to_rfc3339",
+]

@@ -65,6 +65,7 @@ class Checked:
     source: str
     tree: ast.Expression
     names: set[str] = field(default_factory=set)
+    nullable: set[str] = field(default_factory=set)
     thresholds: dict[str, set[int]] = field(default_factory=dict)
 
 
@@ -148,6 +149,8 @@ class _Checker:
             hint = f"; did you mean {close[0]!r}?" if close else ""
             raise self.fail(node, f"unknown name {node.id!r}{hint}")
         self.out.names.add(node.id)
+        if symbol.nullable:
+            self.out.nullable.add(node.id)
         return symbol
 
     def constant(self, node: ast.Constant) -> str:
@@ -287,12 +290,68 @@ def opaque_names(checked: Checked, tracked: frozenset[str]) -> set[str]:
     }
 
 
+def _may_be_null(node: ast.expr, nullable: set[str]) -> bool:
+    """Whether evaluating ``node`` can give None (arithmetic and min/max raise instead)."""
+    if isinstance(node, ast.Constant):
+        return node.value is None
+    if isinstance(node, ast.Name):
+        return node.id in nullable
+    if isinstance(node, ast.Call):
+        return isinstance(node.func, ast.Name) and node.func.id == "coalesce"
+    if isinstance(node, ast.IfExp):
+        return _may_be_null(node.body, nullable) or _may_be_null(node.orelse, nullable)
+    if isinstance(node, ast.BoolOp):  # ``a or b`` gives one of its operands
+        return any(_may_be_null(v, nullable) for v in node.values)
+    return False
+
+
 class _ToSubscripts(ast.NodeTransformer):
-    """Rewrite ``name`` to ``s["name"]``; function names stay bare (they live in globals)."""
+    """Rewrite ``name`` to ``s["name"]`` (function names stay bare: they live in globals), and
+    make every comparison with a null operand false.
+
+    Python's ``None != 10`` is True and ``None not in [...]`` is True, so a rule such as
+    ``last_score != 10`` held for customers who never answered. Each comparison ``a OP b`` whose
+    operand may be null becomes ``(t := a) is not None and t OP b``; a chain ``a < b < c``
+    becomes a conjunction with each operand evaluated once, as Python does.
+    """
+
+    def __init__(self, nullable: set[str]) -> None:
+        self.nullable = nullable
+        self.temps = 0
 
     def visit_Call(self, node: ast.Call) -> ast.AST:
         node.args = [self.visit(a) for a in node.args]
         return node
+
+    def visit_Compare(self, node: ast.Compare) -> ast.AST:
+        if any(isinstance(op, ast.Is | ast.IsNot) for op in node.ops):
+            return self.generic_visit(node)  # 'x is None' asks about null itself
+        operands = [node.left, *node.comparators]
+        simple = (ast.Constant, ast.Name, ast.List, ast.Tuple, ast.Set)
+        guarded = [  # a chain's middle operand is read twice: bind it once like Python does
+            self.is_null(o) or (0 < i < len(operands) - 1 and not isinstance(o, simple))
+            for i, o in enumerate(operands)
+        ]
+        if not any(guarded):
+            return self.generic_visit(node)
+        terms: list[ast.expr] = []
+        values: list[ast.expr] = []
+        for operand, guard in zip(operands, guarded, strict=True):
+            value = self.visit(operand)
+            if guard:
+                temp = f"_n{self.temps}"
+                self.temps += 1
+                bound = ast.NamedExpr(target=ast.Name(temp, ast.Store()), value=value)
+                terms.append(ast.Compare(bound, [ast.IsNot()], [ast.Constant(None)]))
+                value = ast.Name(temp, ast.Load())
+            values.append(value)
+            if len(values) > 1:
+                op = node.ops[len(values) - 2]
+                terms.append(ast.Compare(values[-2], [op], [values[-1]]))
+        return ast.copy_location(ast.BoolOp(ast.And(), terms), node)
+
+    def is_null(self, node: ast.expr) -> bool:
+        return _may_be_null(node, self.nullable)
 
     def visit_Name(self, node: ast.Name) -> ast.AST:
         return ast.copy_location(
@@ -305,5 +364,5 @@ class _ToSubscripts(ast.NodeTransformer):
 
 def to_python(checked: Checked) -> str:
     """Python source of a checked expression, reading names from the dict ``s``."""
-    tree = _ToSubscripts().visit(copy.deepcopy(checked.tree))
-    return ast.unparse(tree)
+    tree = _ToSubscripts(checked.nullable).visit(copy.deepcopy(checked.tree))
+    return ast.unparse(ast.fix_missing_locations(tree))

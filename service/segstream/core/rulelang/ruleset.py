@@ -6,6 +6,7 @@ import ast
 import difflib
 import hashlib
 import itertools
+import keyword
 import re
 from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Mapping
@@ -17,7 +18,7 @@ import yaml
 
 from segstream.core.rulelang import expr
 from segstream.core.rulelang.errors import RuleError, RuleErrors
-from segstream.core.rulelang.yamlpos import Marks, load_with_marks
+from segstream.core.rulelang.yamlpos import Marks, YamlLimitError, load_with_marks
 from segstream.core.state import STATE_FIELDS, TRACKED_FIELDS, Windows
 
 _NAME = re.compile(r"^[a-z_][a-z0-9_]{0,63}$")
@@ -39,6 +40,21 @@ _ATTR_TYPES = {
 }
 _ERRORS = (TypeError, ZeroDivisionError, ArithmeticError, ValueError)
 _LITERAL_ALIASES = {"true": True, "false": False, "null": None}
+_KIND = {
+    "attributes": "attribute",
+    "scores": "score",
+    "derived": "derived metric",
+    "families": "family",
+    "flags": "flag",
+}
+# Names an expression could not refer to, or that mean something already; tier names are not
+# here: they are values of their family, so two families may both have a tier "other".
+RESERVED = frozenset(
+    {"rfm", *_LITERAL_ALIASES, *expr.FUNCTIONS, *(k for k in keyword.kwlist if k.islower())}
+)
+# Rule sets also arrive from the rules topic: bound what one may cost before parsing it.
+MAX_FILE_BYTES = 256 * 1024
+MAX_SET_BYTES = 1024 * 1024
 
 Evaluator = Callable[[dict[str, Any]], None]
 
@@ -150,7 +166,37 @@ def load_rules(path: str | Path) -> RuleSet:
         files = [root]
     else:
         raise RuleErrors([RuleError(str(root), 1, 1, "no such file or directory")])
-    return compile_rules({str(p): p.read_text(encoding="utf-8") for p in files})
+    texts: dict[str, str] = {}
+    errors: list[RuleError] = []
+    for p in files:
+        size = p.stat().st_size
+        if size > MAX_FILE_BYTES:  # checked before reading: a rule file is never this big
+            errors.append(RuleError(str(p), 1, 1, _too_big(size)))
+            continue
+        try:
+            texts[str(p)] = _decode(str(p), p.read_bytes())
+        except RuleErrors as exc:
+            errors += exc.errors
+    if errors:
+        raise RuleErrors(errors)
+    return compile_rules(texts)
+
+
+def _too_big(size: int) -> str:
+    return f"rule file is {size} bytes; the limit is {MAX_FILE_BYTES} bytes per file"
+
+
+def _decode(name: str, data: bytes) -> str:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        before = data[: exc.start]
+        line = before.count(b"\n") + 1
+        column = len(before) - (before.rfind(b"\n") + 1) + 1
+        byte = data[exc.start]
+        raise RuleErrors(
+            [RuleError(name, line, column, f"not UTF-8 text (byte 0x{byte:02x}); save as UTF-8")]
+        ) from None
 
 
 def rules_version(files: Mapping[str, str]) -> str:
@@ -163,6 +209,23 @@ def rules_version(files: Mapping[str, str]) -> str:
 
 def compile_rules(files: Mapping[str, str]) -> RuleSet:
     """Check a whole rule set (all errors at once) and compile it."""
+    sizes = {name: len(text.encode("utf-8", "surrogatepass")) for name, text in files.items()}
+    big = [RuleError(name, 1, 1, _too_big(n)) for name, n in sizes.items() if n > MAX_FILE_BYTES]
+    if big:
+        raise RuleErrors(big)
+    if sum(sizes.values()) > MAX_SET_BYTES:
+        first = next(iter(files))
+        total = sum(sizes.values())
+        raise RuleErrors(
+            [
+                RuleError(
+                    first,
+                    1,
+                    1,
+                    f"rule set is {total} bytes; the limit is {MAX_SET_BYTES} bytes in all",
+                )
+            ]
+        )
     return _Compiler(dict(files)).build()
 
 
@@ -173,6 +236,8 @@ class _Compiler:
         self.docs: list[tuple[str, Any, Marks]] = []
         # section -> name -> (file, path, value)
         self.entries: dict[str, dict[str, tuple[str, tuple[Any, ...], Any]]] = {}
+        # one namespace for every name an expression can read: name -> (kind, file, path)
+        self.defined: dict[str, tuple[str, str, tuple[Any, ...]]] = {}
 
     def error(self, file: str, marks: Marks, path: tuple[Any, ...], message: str) -> None:
         line, col = marks.get(path, (1, 1))
@@ -181,6 +246,16 @@ class _Compiler:
     def build(self) -> RuleSet:
         for name, text in self.files.items():
             self.parse_file(name, text)
+        nothing = not self.entries.get("families") and not self.entries.get("flags")
+        if nothing and not self.errors:  # a file that did not parse may hold them
+            self.errors.append(
+                RuleError(
+                    next(iter(self.files), "<rule set>"),
+                    1,
+                    1,
+                    "the rule set defines no family and no flag: it would segment nobody",
+                )
+            )
         windows = self.windows()
         attributes = self.attributes()
         symbols: dict[str, expr.Symbol] = {
@@ -197,15 +272,6 @@ class _Compiler:
         families_raw = self.entries.get("families", {})
         flags_raw = self.entries.get("flags", {})
         derived_raw = self.entries.get("derived", {})
-        for section in (derived_raw, families_raw, flags_raw):
-            for name, (file, path, _) in section.items():
-                if name in symbols:
-                    self.error(
-                        file,
-                        self.marks(file),
-                        (*path, "<key>"),
-                        f"name {name!r} is already defined",
-                    )
         tier_names: dict[str, tuple[str, ...]] = {}
         for fam, (file, path, tiers) in families_raw.items():
             tier_names[fam] = self.tier_names(file, path, tiers)
@@ -274,6 +340,9 @@ class _Compiler:
     def parse_file(self, name: str, text: str) -> None:
         try:
             data, marks = load_with_marks(text, name)
+        except YamlLimitError as exc:
+            self.errors.append(RuleError(name, exc.line, exc.column, exc.message))
+            return
         except yaml.MarkedYAMLError as exc:
             mark = exc.problem_mark
             line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
@@ -314,7 +383,7 @@ class _Compiler:
                             f"{entry!r} is not a valid name (lowercase letters, digits, _)",
                         )
                         continue
-                    if entry in section:
+                    if key == "windows" and entry in section:
                         other = section[entry][0]
                         self.error(
                             name,
@@ -323,7 +392,29 @@ class _Compiler:
                             f"{key}.{entry} is already defined in {other}",
                         )
                         continue
+                    if key != "windows" and not self.define(_KIND[key], name, (key, entry)):
+                        continue
                     section[entry] = (name, (key, entry), body)
+
+    def define(self, kind: str, file: str, path: tuple[Any, ...]) -> bool:
+        """Claim a name in the one namespace expressions read; False (and an error) if taken."""
+        name = path[-1]
+        here = (*path, "<key>")
+        if name in STATE_FIELDS:
+            message = f"{kind} {name!r} has the name of a state field; choose another name"
+        elif name in RESERVED:
+            message = f"{kind} {name!r}: {name!r} is a reserved name; choose another name"
+        elif name in self.defined:
+            other_kind, other_file, other_path = self.defined[name]
+            line, col = self.marks(other_file).get((*other_path, "<key>"), (1, 1))
+            message = (
+                f"{kind} {name!r} is already defined: {other_kind} at {other_file}:{line}:{col}"
+            )
+        else:
+            self.defined[name] = (kind, file, path)
+            return True
+        self.error(file, self.marks(file), here, message)
+        return False
 
     def windows(self) -> Windows:
         values = {"rfm_days": 365, "csi_days": 365}
