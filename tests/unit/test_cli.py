@@ -126,3 +126,35 @@ def test_rules_check_refuses_an_empty_set_and_a_name_defined_twice(tmp_path: Pat
     assert done.stderr.splitlines() == [
         f"{twice / 'b.yaml'}:3:3: flag 'vip' is already defined: family at {twice / 'a.yaml'}:3:3"
     ]
+
+
+def test_replay_counts_events_dated_out_of_range_and_goes_on(tmp_path: Path) -> None:
+    """An order dated 9999-12-31T23:59:59-01:00 passed validation, then building its change
+    raised OverflowError: replay printed a traceback. Years 0001 and 2300 were accepted, and a
+    year-2300 order moved the event clock centuries ahead."""
+    good = {
+        "event_id": "ok",
+        "type": "order",
+        "customer_id": "C1",
+        "order_id": "o1",
+        "occurred_at": "2026-01-05T10:00:00Z",
+        "amount": "20.00",
+        "status": "completed",
+    }
+    dated = ["9999-12-31T23:59:59-01:00", "0001-01-01T00:00:00+01:00", "2300-01-01T00:00:00Z"]
+    bad = [
+        good | {"event_id": f"bad{i}", "order_id": f"b{i}", "occurred_at": when}
+        for i, when in enumerate(dated)
+    ]
+    events = tmp_path / "events.jsonl"
+    events.write_bytes(b"\n".join(orjson.dumps(e) for e in [*bad, good]) + b"\n")
+    out = tmp_path / "changes.jsonl"
+
+    done = segstream("replay", str(events), "--out", str(out), "--as-of", "2026-02-01T00:00:00Z")
+
+    assert done.returncode == 0, done.stderr
+    assert "Traceback" not in done.stderr
+    assert "occurred_at_out_of_range" in done.stdout and "invalid 3" in done.stdout
+    changes = [orjson.loads(line) for line in out.read_bytes().splitlines()]
+    assert changes and {c["customer_id"] for c in changes} == {"C1"}
+    assert max(c["at"] for c in changes) < "2026-02-02"  # the clock stayed in 2026

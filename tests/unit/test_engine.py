@@ -270,3 +270,22 @@ def test_a_lane_recovered_without_its_record_catches_up_on_its_own_clock() -> No
     assert {c: recovered.segments_of(c) for c in engine.store} == {
         c: engine.segments_of(c) for c in engine.store
     }
+
+
+def test_a_restarted_wall_clock_runs_everything_due_on_its_first_tick() -> None:
+    """The first tick after a restart used to only set the clock: customers that fell due while
+    the worker was down changed only after the next UTC midnight."""
+    engine = engine_for(RECENCY_RULES, clock="wall")
+    engine.process(raw(order(day=0)), now_ms=at(0))
+    engine.commits()
+    stored = {cid: dump_state(st) for cid, st in engine.store.items()}
+
+    restarted = engine_for(RECENCY_RULES, clock="wall")  # down for 40 days, no lane record
+    for raw_state in stored.values():
+        restarted.adopt(load_state(raw_state), 0)
+    restarted.settle_adopted(0, had_record=False)
+    changes = restarted.advance(at(40))
+
+    assert [(c["from"], c["to"], c["cause"]["kind"]) for c in changes] == [
+        ("active", "cooling", "clock")
+    ]
