@@ -289,3 +289,36 @@ def test_a_restarted_wall_clock_runs_everything_due_on_its_first_tick() -> None:
     assert [(c["from"], c["to"], c["cause"]["kind"]) for c in changes] == [
         ("active", "cooling", "clock")
     ]
+
+
+def test_erasure_exits_every_segment_and_leaves_nothing_that_names_the_customer() -> None:
+    engine = Engine(default_rules())
+    engine.process(
+        raw(order(day=0, amount="500.00"), order(day=3), event("survey", day=4, score=2))
+    )
+    before = {k: v for k, v in engine.store["C1"].segments.items() if v not in (None, False)}
+    engine.commits()
+    engine.confirm()
+    erase = event("profile", day=5, erase=True)
+    erase.pop("attributes", None)
+
+    changes = engine.process(raw(erase)).changes
+    commit = engine.commit(0)
+
+    assert {(c["family"], c["change"], c["cause"]["kind"]) for c in changes} == {
+        (name, "exited", "erasure") for name in before
+    }
+    assert "C1" not in engine.store and engine.segments_of("C1") is None
+    assert commit is not None and commit.erased == ["C1"] and commit.states == []
+    assert commit.lane["unconfirmed"] == changes  # the exits, until they are sent
+    assert sum(sum(v.values()) for v in engine.member_counts().values()) == 0
+    engine.confirm()
+    engine.process(raw(order(customer="C2", day=5)))
+    next_commit = engine.commit(0)
+    assert next_commit is not None
+    assert "C1" not in orjson.dumps(next_commit.lane).decode()  # a digest, not the id
+    # re-delivered older events do not bring it back; a new one starts after its last seq
+    assert engine.process(raw(order(day=1))).changes == []
+    assert "C1" not in engine.store
+    later = engine.process(raw(order(day=6))).changes
+    assert later and min(c["seq"] for c in later) > max(c["seq"] for c in changes)

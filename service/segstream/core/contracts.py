@@ -23,6 +23,7 @@ from pydantic import (
     ValidationError,
     ValidationInfo,
     field_validator,
+    model_validator,
 )
 from pydantic_core import PydanticCustomError
 
@@ -162,8 +163,21 @@ class ProfileEvent(_Event):
     type: Literal["profile"] = "profile"
     attributes: Annotated[
         dict[Annotated[str, Field(min_length=1, max_length=64)], AttributeValue],
-        Field(max_length=256),
+        Field(max_length=256, default_factory=dict),
     ]
+    erase: bool = Field(
+        False,
+        description="GDPR erasure: forget everything about the customer (attributes may be"
+        " omitted); the customer exits every segment with cause 'erasure'",
+    )
+
+    @model_validator(mode="after")
+    def _attributes_or_erase(self) -> ProfileEvent:
+        if not self.erase and "attributes" not in self.model_fields_set:
+            raise PydanticCustomError(
+                "missing", "attributes: required unless the event erases the customer"
+            )
+        return self
 
     @field_validator("attributes")
     @classmethod
@@ -360,7 +374,7 @@ def _reason(error: ValidationError) -> RejectReason:
 
 
 Change = Literal["entered", "exited", "upgraded", "downgraded"]
-CauseKind = Literal["event", "clock", "rules", "population"]
+CauseKind = Literal["event", "clock", "rules", "population", "erasure"]
 
 
 class Cause(BaseModel):

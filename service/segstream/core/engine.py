@@ -25,6 +25,7 @@ from typing import Any
 from segstream.core.contracts import (
     DEFAULT_MAX_MESSAGE_BYTES,
     Event,
+    ProfileEvent,
     Rejection,
     RejectReason,
     parse_event,
@@ -66,6 +67,7 @@ class Commit:
     states: list[CustomerState]
     lane: dict[str, Any]
     changes: list[Change]
+    erased: list[str] = field(default_factory=list)  # customers to delete (tombstones)
 
 
 class Lane:
@@ -78,6 +80,8 @@ class Lane:
         "dirty",
         "due",
         "due_days",
+        "erased",
+        "erasures",
         "fresh",
         "partition",
         "populations",
@@ -97,6 +101,9 @@ class Lane:
         self.fresh: list[Change] = []  # changes since the last commit
         self.unconfirmed: list[Change] = []  # committed changes not yet confirmed as emitted
         self.rules_version: str | None = None
+        self.erased: set[str] = set()  # customers erased since the last commit: tombstones
+        # digest of an erased customer's id -> (erasure time, last seq)
+        self.erasures: dict[str, tuple[int, int]] = {}
 
     def set_clock(self, now_ms: int) -> None:
         self.clock_ms = now_ms
@@ -105,7 +112,7 @@ class Lane:
     def pending(self) -> int:
         """Work since the last commit (customers to write + changes): the runtime commits in
         slices so one commit stays one producer batch."""
-        return len(self.dirty) + len(self.fresh)
+        return len(self.dirty) + len(self.fresh) + len(self.erased)
 
     def record(self) -> dict[str, Any]:
         return {
@@ -118,6 +125,7 @@ class Lane:
                 for name, p in sorted(self.populations.items())
             },
             "unconfirmed": self.unconfirmed,
+            "erasures": {k: list(v) for k, v in sorted(self.erasures.items())},
         }
 
 
@@ -191,6 +199,9 @@ class Engine:
         lane.set_clock(now_ms)
         if old_day is not None and lane.clock_day == old_day:
             return []
+        if lane.erasures:
+            horizon = (lane.clock_day - self.limits.event_id_memory_days) * MS_PER_DAY
+            lane.erasures = {k: v for k, v in lane.erasures.items() if v[0] >= horizon}
         changes = self._run_due(lane, lane.clock_day)
         return changes + self._refresh_if_stale(lane)
 
@@ -329,9 +340,16 @@ class Engine:
         ):
             changes += self._advance(lane, event.occurred_at)
         customer_id = event.customer_id
+        erased = lane.erasures.get(_digest(customer_id))
+        if erased is not None and event.occurred_at <= erased[0]:
+            return changes or None  # the customer was erased after this event: it stays gone
         st = self.store.get(customer_id)
+        if isinstance(event, ProfileEvent) and event.erase:
+            return changes + self._erase(customer_id, st, lane, event)
         if st is None:
             st = CustomerState(customer_id)
+            if erased is not None:
+                st.seq = erased[1]  # its change ids must never repeat an erased one's
             self.store[customer_id] = st
             self.partition_of[customer_id] = partition
             lane.customers.add(customer_id)
@@ -341,6 +359,59 @@ class Engine:
             return changes or None
         changes += self._evaluate(st, lane, "event", event.event_id, lane.clock_ms or 0)
         return changes + self._refresh_if_stale(lane)
+
+    def _erase(
+        self, customer_id: str, st: CustomerState | None, lane: Lane, event: ProfileEvent
+    ) -> list[Change]:
+        """GDPR erasure: the customer exits every segment (cause ``erasure``), then nothing of
+        it is kept but a digest of its id, its erasure time and last ``seq`` in the lane record
+        (so re-delivered older events cannot bring it back and new ids never repeat), for the
+        event-id memory's days."""
+        lane.erased.add(customer_id)  # a tombstone, and the lane record with the marker
+        known = lane.erasures.get(_digest(customer_id))
+        if st is None:  # unknown, or its events are still to come on other topics
+            seq = 0 if known is None else known[1]
+            lane.erasures[_digest(customer_id)] = (event.occurred_at, seq)
+            return []
+        at = lane.clock_ms or 0
+        changes: list[Change] = []
+        for name, old in sorted(st.segments.items(), key=lambda item: item[0]):
+            if old is None or old is False:
+                continue
+            self._count(name, old, -1)
+            is_flag = isinstance(old, bool)
+            segment = name if is_flag else str(old)
+            new: str | bool | None = False if is_flag else None
+            changes.append(
+                self._change(
+                    st,
+                    name,
+                    segment,
+                    old,
+                    new,
+                    "exited",
+                    "erasure",
+                    event.event_id,
+                    at,
+                    None,
+                    None,
+                    {},
+                )
+            )
+        st.segments.clear()
+        lane.erasures[_digest(customer_id)] = (event.occurred_at, st.seq)
+        del self.store[customer_id]
+        del self.partition_of[customer_id]
+        lane.customers.discard(customer_id)
+        lane.dirty.discard(customer_id)
+        if st.due_day is not None:
+            lane.due.get(st.due_day, set()).discard(customer_id)
+        for population in lane.populations.values():
+            if customer_id in population.values:
+                population.discard(customer_id)
+                population.updates_since_refresh += 1
+        lane.fresh += changes
+        return changes
 
     def _take_limit_hits(self, st: CustomerState) -> None:
         hits = st.take_limit_hits()
@@ -660,13 +731,14 @@ class Engine:
     def commit(self, partition: int) -> Commit | None:
         """Take what a lane decided since its last commit; None when it decided nothing."""
         lane = self.lanes.get(partition)
-        if lane is None or not (lane.dirty or lane.fresh):
+        if lane is None or not (lane.dirty or lane.fresh or lane.erased):
             return None
         store = self.store
         states = [store[c] for c in sorted(lane.dirty) if c in store]
-        fresh, lane.fresh, lane.dirty = lane.fresh, [], set()
+        erased = sorted(c for c in lane.erased if c not in store)
+        fresh, lane.fresh, lane.dirty, lane.erased = lane.fresh, [], set(), set()
         lane.unconfirmed += fresh
-        return Commit(partition, states, lane.record(), fresh)
+        return Commit(partition, states, lane.record(), fresh, erased)
 
     def commits(self) -> list[Commit]:
         return [c for p in sorted(self.lanes) if (c := self.commit(p)) is not None]
@@ -698,6 +770,7 @@ class Engine:
                 population.updates_since_refresh = int(stored["updates"])
         lane.unconfirmed = []
         lane.fresh = list(record.get("unconfirmed", ()))  # sent again with the next commit
+        lane.erasures = {k: (int(v[0]), int(v[1])) for k, v in record.get("erasures", {}).items()}
 
     def adopt(self, st: CustomerState, partition: int) -> None:
         """Take over a recovered customer: index its schedule and population values, no changes."""
@@ -812,3 +885,8 @@ class Engine:
             if n and name in counts:
                 counts[name][tier] = n
         return counts
+
+
+def _digest(customer_id: str) -> str:
+    """What an erased customer leaves behind: 16 hex digits, not its id."""
+    return blake2b(customer_id.encode(), digest_size=8).hexdigest()

@@ -331,6 +331,7 @@ class TableWriter:
             (changelog, st.customer_id.encode(), dump_state(st), partition, [])
             for st in commit.states
         ]
+        records += [(changelog, c.encode(), None, partition, []) for c in commit.erased]
         records.append((changelog, lane_key(partition), orjson.dumps(commit.lane), partition, []))
         return records
 
@@ -345,7 +346,10 @@ class TableWriter:
             with source_partition(self.source_topic, partition):
                 store = table.data
                 for _, key, value, _, _ in group:
-                    store[key] = value
+                    if value is not None:
+                        store[key] = value
+                    elif key in store:  # a tombstone: the customer was erased
+                        del store[key]
         for batch in written:
             if batch.topic == self.changelog:
                 tp = TP(batch.topic, batch.partition)

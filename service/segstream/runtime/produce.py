@@ -22,7 +22,7 @@ Header = tuple[str, bytes]
 
 
 # (topic, key, value, partition or None for "by key", headers): a plain tuple, built per record
-OutRecord = tuple[str, bytes | None, bytes, int | None, list[Header]]
+OutRecord = tuple[str, bytes | None, bytes | None, int | None, list[Header]]
 
 
 class Written(NamedTuple):
