@@ -4,6 +4,7 @@ from typing import Any
 
 import orjson
 
+from segstream.core.contracts import Rejection
 from segstream.core.engine import Engine
 from segstream.core.state import dump_state, load_state
 from segstream.core.timeutil import to_rfc3339
@@ -322,3 +323,12 @@ def test_erasure_exits_every_segment_and_leaves_nothing_that_names_the_customer(
     assert "C1" not in engine.store
     later = engine.process(raw(order(day=6))).changes
     assert later and min(c["seq"] for c in later) > max(c["seq"] for c in changes)
+
+
+def test_with_the_wall_clock_a_partitions_first_event_is_judged_on_todays_date() -> None:
+    engine = engine_for(RECENCY_RULES, clock="wall")
+    parsed = engine.parse(raw(order(day=0))[0])
+    assert not isinstance(parsed, Rejection)
+    changes = engine.apply(parsed, partition=3, now_ms=at(100))
+    assert changes and by_family(changes, "value")[0]["to"] == "cold"  # 100 days since
+    assert engine.lanes[3].clock_day == at(100) // 86_400_000

@@ -322,23 +322,26 @@ class Engine:
                 continue
             result.events += 1
             target = self.partition_for(event.customer_id) if partition is None else partition
-            if now_ms is not None:
-                result.changes += self._advance(self.lane(target), now_ms)
-            changes = self.apply(event, partition=target)
+            changes = self.apply(event, partition=target, now_ms=now_ms)
             if changes is None:
                 result.duplicates += 1
             else:
                 result.changes += changes
         return result
 
-    def apply(self, event: Event, *, partition: int = 0) -> list[Change] | None:
-        """Apply one event; returns its changes, or None when it changed nothing (a duplicate)."""
+    def apply(
+        self, event: Event, *, partition: int = 0, now_ms: int | None = None
+    ) -> list[Change] | None:
+        """Apply one event; returns its changes, or None when it changed nothing (a duplicate).
+        With the wall clock, ``now_ms`` is the time it is applied at (a lane's first event is
+        evaluated on today's date, not on a clock that has not ticked yet)."""
         lane = self.lane(partition)
         changes: list[Change] = []
-        if self.clock == CLOCK_EVENT and (
-            lane.clock_ms is None or event.occurred_at > lane.clock_ms
-        ):
-            changes += self._advance(lane, event.occurred_at)
+        if self.clock == CLOCK_EVENT:
+            if lane.clock_ms is None or event.occurred_at > lane.clock_ms:
+                changes += self._advance(lane, event.occurred_at)
+        elif now_ms is not None:
+            changes += self._advance(lane, now_ms)
         customer_id = event.customer_id
         erased = lane.erasures.get(_digest(customer_id))
         if erased is not None and event.occurred_at <= erased[0]:

@@ -198,8 +198,6 @@ class SegmentWorker:
         consumed: Counter[tuple[str, str]] = Counter()  # one metric update per label per batch
         budget = s.commit_max_items
         wall_ms = int(time.time() * 1000)
-        if s.clock == "wall":
-            engine.advance(wall_ms, self.assigned_partitions())
         for record in records:
             if record.value is None:  # a tombstone deletes nothing here: docs/contracts.md
                 metrics.tombstones.labels(topic=record.topic).inc()
@@ -237,7 +235,7 @@ class SegmentWorker:
                     )
                 )
                 continue
-            produced = engine.apply(parsed, partition=partition)
+            produced = engine.apply(parsed, partition=partition, now_ms=wall_ms)
             if produced:
                 stamps.extend(record.timestamp for _ in produced)
             if engine.pending(partition) >= budget:
@@ -307,7 +305,7 @@ class SegmentWorker:
         if self.settings.clock != "wall" or not self.ready:
             return
         async with self.lock:
-            self.engine.advance(int(time.time() * 1000), self.assigned_partitions())
+            self.engine.advance(int(time.time() * 1000))  # the lanes this worker holds
             await self._settle()
 
     async def refresh_population(self) -> None:
