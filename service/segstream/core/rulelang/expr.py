@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import ast
 import copy
-import difflib
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
+
+from segstream.core.rulelang.errors import did_you_mean
 
 MAX_LENGTH = 2000
 MAX_DEPTH = 32
@@ -145,8 +146,7 @@ class _Checker:
     def name(self, node: ast.Name) -> Symbol:
         symbol = self.symbols.get(node.id)
         if symbol is None:
-            close = difflib.get_close_matches(node.id, list(self.symbols), n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else ""
+            hint = did_you_mean(node.id, self.symbols)
             raise self.fail(node, f"unknown name {node.id!r}{hint}")
         self.out.names.add(node.id)
         if symbol.nullable:
@@ -229,8 +229,7 @@ class _Checker:
             if isinstance(a, ast.Name) and isinstance(b, ast.Constant) and isinstance(b.value, str):
                 allowed = self.symbols[a.id].values
                 if allowed and b.value not in allowed:
-                    close = difflib.get_close_matches(b.value, list(allowed), n=1)
-                    hint = f"; did you mean {close[0]!r}?" if close else ""
+                    hint = did_you_mean(b.value, allowed)
                     raise self.fail(b, f"{a.id!r} has no segment {b.value!r}{hint}")
 
     def note_threshold(self, op: ast.cmpop, name: ast.expr, other: ast.expr, flipped: bool) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import ast
-import difflib
 import hashlib
 import itertools
 import keyword
@@ -17,7 +16,7 @@ from typing import Any
 import yaml
 
 from segstream.core.rulelang import expr
-from segstream.core.rulelang.errors import RuleError, RuleErrors
+from segstream.core.rulelang.errors import RuleError, RuleErrors, did_you_mean
 from segstream.core.rulelang.yamlpos import Marks, YamlLimitError, load_with_marks
 from segstream.core.state import STATE_FIELDS, TRACKED_FIELDS, Windows
 
@@ -366,8 +365,7 @@ class _Compiler:
             )
         for key, value in data.items():
             if key not in _TOP_KEYS:
-                close = difflib.get_close_matches(str(key), _TOP_KEYS, n=1)
-                hint = f"; did you mean {close[0]!r}?" if close else ""
+                hint = did_you_mean(key, _TOP_KEYS)
                 self.error(name, marks, (key, "<key>"), f"unknown section {key!r}{hint}")
             elif key in ("attributes", "scores", "derived", "families", "flags", "windows"):
                 if not isinstance(value, dict):
@@ -465,10 +463,7 @@ class _Compiler:
                 continue
             source = body.get("field")
             if source not in symbols or symbols[source].type != "num":
-                close = difflib.get_close_matches(
-                    str(source), [s for s, v in symbols.items() if v.type == "num"], n=1
-                )
-                hint = f"; did you mean {close[0]!r}?" if close else ""
+                hint = did_you_mean(source, [s for s, v in symbols.items() if v.type == "num"])
                 self.error(
                     file,
                     marks,
