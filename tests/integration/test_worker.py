@@ -100,6 +100,9 @@ def test_worker_end_to_end(deployment: Deployment) -> None:
         assert headers["ce_type"] == f"segstream.segment.{body['change']}".encode()
         assert headers["ce_subject"] == record.key and headers["ce_specversion"] == b"1.0"
         assert headers["content-type"] == b"application/json"
+        # every default tier and flag carries its playbook
+        assert body["action"] and body["owner"] in {"marketing", "customer_success", "sales"}
+        assert body["touch"] in {"high", "low", "tech"}
 
     # invalid input lands in the DLQ unchanged, with context headers and original headers
     invalid = [ln for ln in lines if not _valid(ln)]

@@ -77,6 +77,9 @@ def test_explain() -> None:
     assert set(body["families"]) == {"value", "satisfaction", "activity_matrix", "lifecycle"}
     held = [t["tier"] for t in body["families"]["value"] if t["holds"]]
     assert body["segments"]["value"] == (held[0] if held else None)
+    at_risk = next(t for t in body["families"]["value"] if t["tier"] == "at_risk")
+    assert (at_risk["owner"], at_risk["touch"]) == ("customer_success", "high")
+    assert body["flags"]["unhappy"]["action"]
     assert segstream("explain", "nobody", "--events", str(SAMPLE)).returncode == 1
 
 

@@ -45,6 +45,9 @@ def test_entered_downgraded_and_flags_with_reasons() -> None:
         "cause": {"kind": "event", "event_id": "e-1", "rules_version": engine.rules.version},
         "reason": {"matched": "r == 3", "failed": None},
         "state": None,
+        "action": None,
+        "owner": None,
+        "touch": None,
     }
     assert entered["state"] == {"r": 3, "recency_days": 0}
     assert (big["family"], big["from"], big["to"], big["change"], big["seq"]) == (
@@ -332,3 +335,38 @@ def test_with_the_wall_clock_a_partitions_first_event_is_judged_on_todays_date()
     changes = engine.apply(parsed, partition=3, now_ms=at(100))
     assert changes and by_family(changes, "value")[0]["to"] == "cold"  # 100 days since
     assert engine.lanes[3].clock_day == at(100) // 86_400_000
+
+
+PLAYBOOK_RULES = """
+version: 1
+owners: [marketing, customer_success]
+scores:
+  r: {field: recency_days, bins: [30, 90], better: lower}
+families:
+  value:
+    - {name: active, when: "r == 3", action: "Thank them", owner: marketing, touch: tech}
+    - {name: cooling, when: "r <= 2", action: "Call them", owner: customer_success, touch: high}
+flags:
+  big: {when: "monetary_total >= 100", action: "Send the VIP pack", owner: marketing}
+"""
+
+
+def test_changes_and_explain_carry_the_playbook_of_the_segment_they_name() -> None:
+    engine = engine_for(PLAYBOOK_RULES)
+    entered = engine.process(raw(order(day=0, amount=150))).changes
+    playbooks = {c["family"]: (c["action"], c["owner"], c["touch"]) for c in entered}
+    assert playbooks == {
+        "value": ("Thank them", "marketing", "tech"),
+        "big": ("Send the VIP pack", "marketing", None),
+    }
+    [down] = engine.advance(at(31))
+    assert (down["to"], down["action"], down["owner"], down["touch"]) == (
+        "cooling",
+        "Call them",
+        "customer_success",
+        "high",
+    )
+    explained = engine.explain("C1")
+    assert explained is not None
+    assert explained["families"]["value"][1]["owner"] == "customer_success"
+    assert explained["flags"]["big"]["action"] == "Send the VIP pack"

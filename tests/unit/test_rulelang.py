@@ -389,3 +389,22 @@ def test_comparisons_without_nulls_and_null_checks_keep_their_meaning() -> None:
         True,
         False,
     ]
+
+
+@pytest.mark.parametrize(
+    ("tier", "message"),
+    [
+        (
+            "owner: finance",
+            "owner 'finance' is not one of the owners (marketing, customer_success, sales)",
+        ),
+        ("touch: medium", "touch 'medium' is not one of high, low, tech"),
+        ('acton: "x"', "unknown key 'acton'; did you mean 'action'?"),
+        ("action: 5", "'action' is text of 1-500 characters"),
+    ],
+)
+def test_a_playbook_names_a_declared_owner_and_a_touch_model(tier: str, message: str) -> None:
+    text = f'version: 1\nfamilies:\n  value:\n    - {{name: a, when: "true", {tier}}}\n'
+    with pytest.raises(RuleErrors) as caught:
+        compile_rules({"r.yaml": text})
+    assert [e.message for e in caught.value.errors] == [message]

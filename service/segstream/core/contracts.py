@@ -405,6 +405,11 @@ class SegmentChange(BaseModel):
     cause: Cause
     reason: Reason
     state: dict[str, Any]
+    action: str | None = Field(None, description="what to do: the tier's or flag's `action`")
+    owner: str | None = Field(None, description="who does it: one of the rule set's `owners`")
+    touch: Literal["high", "low", "tech"] | None = Field(
+        None, description="touch model: high-touch, low-touch or tech-touch"
+    )
 
 
 SEGMENT_CHANGE_ADAPTER = TypeAdapter(SegmentChange)

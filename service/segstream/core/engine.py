@@ -33,6 +33,7 @@ from segstream.core.contracts import (
 from segstream.core.partitioning import partition_for
 from segstream.core.population import Population
 from segstream.core.rulelang import RuleSet
+from segstream.core.rulelang.ruleset import NO_PLAYBOOK, Playbook
 from segstream.core.state import (
     DAY_COUNTERS,
     DEFAULT_LIMITS,
@@ -588,6 +589,7 @@ class Engine:
         parts = (st.customer_id, st.seq, family, old, new, cause, event_id, version)
         key = "\x1f".join(map(str, parts))
         reads = self.rules.reads.get(family, ())
+        playbook = self._playbooks.get((family, segment), NO_PLAYBOOK)
         return {
             "event_id": blake2b(key.encode(), digest_size=16).hexdigest(),
             "customer_id": st.customer_id,
@@ -601,6 +603,9 @@ class Engine:
             "cause": {"kind": cause, "event_id": event_id, "rules_version": version},
             "reason": {"matched": matched, "failed": failed},
             "state": {name: values.get(name) for name in reads},
+            "action": playbook.action,
+            "owner": playbook.owner,
+            "touch": playbook.touch,
         }
 
     # -- population --------------------------------------------------------------------------
@@ -628,6 +633,11 @@ class Engine:
         self._counters: list[tuple[str, bool, tuple[int, ...]]] = [
             (c, c in opaque, bounds.get(c, ())) for c in DAY_COUNTERS if c in opaque or c in bounds
         ]
+        self._playbooks: dict[tuple[str, Any], Playbook] = {
+            (name, tier.name): tier.playbook
+            for name, family in rules.families.items()
+            for tier in family.tiers
+        } | {(name, name): flag.playbook for name, flag in rules.flags.items()}
         self._quantile_scores = list(rules.quantile_scores)
         # declared attributes are never the ones a flood of new names pushes out
         self.limits = replace(self.base_limits, keep_attributes=frozenset(rules.attributes))
@@ -871,12 +881,14 @@ class Engine:
             "segments": self.segments_of(customer_id),
             "families": {
                 name: [
-                    {"tier": t.name, "when": t.source, "holds": t.holds(values)} for t in fam.tiers
+                    {"tier": t.name, "when": t.source, "holds": t.holds(values)}
+                    | _playbook_fields(t.playbook)
+                    for t in fam.tiers
                 ]
                 for name, fam in rules.families.items()
             },
             "flags": {
-                name: {"when": f.source, "holds": f.holds(values)}
+                name: {"when": f.source, "holds": f.holds(values)} | _playbook_fields(f.playbook)
                 for name, f in rules.flags.items()
             },
         }
@@ -893,3 +905,7 @@ class Engine:
 def _digest(customer_id: str) -> str:
     """What an erased customer leaves behind: 16 hex digits, not its id."""
     return blake2b(customer_id.encode(), digest_size=8).hexdigest()
+
+
+def _playbook_fields(playbook: Playbook) -> dict[str, str | None]:
+    return {"action": playbook.action, "owner": playbook.owner, "touch": playbook.touch}

@@ -30,6 +30,7 @@ _TOP_KEYS = (
     "derived",
     "families",
     "flags",
+    "owners",
 )
 _ATTR_TYPES = {
     "str": ("str", (str,)),
@@ -96,6 +97,25 @@ class Score:
         return 1 + bisect_right(cuts, value)
 
 
+DEFAULT_OWNERS = ("marketing", "customer_success", "sales")
+TOUCH_MODELS = ("high", "low", "tech")
+_PLAYBOOK_KEYS = ("action", "owner", "touch")
+_MAX_ACTION = 500
+
+
+@dataclass(frozen=True, slots=True)
+class Playbook:
+    """What to do about a customer in a tier or flag, and who does it: travels in every change
+    event, so no consumer keeps its own table from segment to playbook."""
+
+    action: str | None = None
+    owner: str | None = None
+    touch: str | None = None
+
+
+NO_PLAYBOOK = Playbook()
+
+
 @dataclass(frozen=True, slots=True)
 class Condition:
     """One named condition (a family tier or a flag), compiled for standalone use in reasons."""
@@ -104,6 +124,7 @@ class Condition:
     source: str
     reads: tuple[str, ...]
     test: Callable[[dict[str, Any]], bool]
+    playbook: Playbook = field(default_factory=lambda: NO_PLAYBOOK)
 
     def holds(self, values: dict[str, Any]) -> bool:
         try:
@@ -144,6 +165,7 @@ class RuleSet:
     boundaries: dict[str, tuple[int, ...]] = field(default_factory=dict)
     # int fields read any other way: every change of them matters
     opaque_fields: frozenset[str] = frozenset()
+    owners: tuple[str, ...] = DEFAULT_OWNERS
 
     @property
     def segment_names(self) -> list[str]:
@@ -314,10 +336,14 @@ class _Compiler:
             if isinstance(source, dict):
                 source, path = source.get("when"), (*path, "when")
             check(name, name, source, file, path)
+        owners = self.owners()
+        playbooks = self.playbooks(families_raw, flags_raw, owners)
         order = self.topo_order(checked, locations)
         if self.errors:
             raise RuleErrors(self.errors)
         return self.assemble(
+            owners,
+            playbooks,
             windows,
             attributes,
             scores,
@@ -413,6 +439,82 @@ class _Compiler:
             return True
         self.error(file, self.marks(file), here, message)
         return False
+
+    def owners(self) -> tuple[str, ...]:
+        """The teams a tier or flag may name as ``owner`` (one ``owners:`` list per set)."""
+        found: list[str] = []
+        for file, data, marks in self.docs:
+            if not isinstance(data, dict) or "owners" not in data:
+                continue
+            value = data["owners"]
+            if found:
+                self.error(file, marks, ("owners", "<key>"), "'owners' is declared twice")
+            elif (
+                not isinstance(value, list)
+                or not value
+                or not all(isinstance(v, str) and _NAME.match(v) for v in value)
+            ):
+                self.error(
+                    file, marks, ("owners",), "'owners' is a non-empty list of names (a-z, 0-9, _)"
+                )
+            else:
+                found = list(dict.fromkeys(value))
+        return tuple(found) if found else DEFAULT_OWNERS
+
+    def playbooks(
+        self,
+        families: dict[str, tuple[str, tuple[Any, ...], Any]],
+        flags: dict[str, tuple[str, tuple[Any, ...], Any]],
+        owners: tuple[str, ...],
+    ) -> dict[tuple[str, str], Playbook]:
+        """``action``, ``owner`` and ``touch`` of each tier and flag, checked."""
+        found: dict[tuple[str, str], Playbook] = {}
+        entries: list[tuple[str, str, str, tuple[Any, ...], dict[Any, Any], tuple[str, ...]]] = []
+        for fam, (file, path, tiers) in families.items():
+            for i, tier in enumerate(tiers if isinstance(tiers, list) else []):
+                if isinstance(tier, dict) and isinstance(tier.get("name"), str):
+                    entries.append((fam, tier["name"], file, (*path, i), tier, ("name", "when")))
+        for flag, (file, path, body) in flags.items():
+            if isinstance(body, dict):
+                entries.append((flag, flag, file, path, body, ("when",)))
+        for owner, label, file, path, body, own_keys in entries:
+            marks = self.marks(file)
+            allowed = (*own_keys, *_PLAYBOOK_KEYS)
+            for key in body:
+                if key not in allowed:
+                    hint = did_you_mean(key, allowed)
+                    self.error(file, marks, (*path, key, "<key>"), f"unknown key {key!r}{hint}")
+            action, who, touch = (body.get(k) for k in _PLAYBOOK_KEYS)
+            if action is not None and not (
+                isinstance(action, str) and 0 < len(action) <= _MAX_ACTION
+            ):
+                self.error(
+                    file,
+                    marks,
+                    (*path, "action"),
+                    f"'action' is text of 1-{_MAX_ACTION} characters",
+                )
+            if who is not None and who not in owners:
+                hint = did_you_mean(who, owners)
+                self.error(
+                    file,
+                    marks,
+                    (*path, "owner"),
+                    f"owner {who!r} is not one of the owners ({', '.join(owners)}){hint}",
+                )
+            if touch is not None and touch not in TOUCH_MODELS:
+                self.error(
+                    file,
+                    marks,
+                    (*path, "touch"),
+                    f"touch {touch!r} is not one of {', '.join(TOUCH_MODELS)}",
+                )
+            found[(owner, label)] = Playbook(
+                action if isinstance(action, str) else None,
+                who if isinstance(who, str) else None,
+                touch if isinstance(touch, str) else None,
+            )
+        return found
 
     def windows(self) -> Windows:
         values = {"rfm_days": 365, "csi_days": 365}
@@ -579,6 +681,8 @@ class _Compiler:
 
     def assemble(
         self,
+        owners: tuple[str, ...],
+        playbooks: dict[tuple[str, str], Playbook],
         windows: Windows,
         attributes: dict[str, Attribute],
         scores: dict[str, Score],
@@ -628,15 +732,25 @@ class _Compiler:
         source = "\n".join(lines) + "\n"
         exec(compile(source, "<rules>", "exec"), namespace)
 
-        def condition(name: str, c: expr.Checked) -> Condition:
+        def condition(name: str, c: expr.Checked, playbook: Playbook) -> Condition:
             test = eval(compile(f"lambda s: {expr.to_python(c)}", "<rule>", "eval"), namespace)
-            return Condition(name, c.source, tuple(sorted(c.names)), test)
+            return Condition(name, c.source, tuple(sorted(c.names)), test, playbook)
 
         families = {
-            f: Family(f, tuple(condition(t, c) for t, c in checked.get(f, [])))
+            f: Family(
+                f,
+                tuple(
+                    condition(t, c, playbooks.get((f, t), NO_PLAYBOOK))
+                    for t, c in checked.get(f, [])
+                ),
+            )
             for f in family_names
         }
-        flags = {f: condition(f, checked[f][0][1]) for f in flag_names if f in checked}
+        flags = {
+            f: condition(f, checked[f][0][1], playbooks.get((f, f), NO_PLAYBOOK))
+            for f in flag_names
+            if f in checked
+        }
         derived = {d: checked[d][0][1].source for d in derived_names if d in checked}
         # names each segment reads, through derived metrics and scores down to state fields
         direct = {owner: {n for _, c in items for n in c.names} for owner, items in checked.items()}
@@ -691,6 +805,7 @@ class _Compiler:
             used_fields=frozenset(n for n in everything if n in STATE_FIELDS),
             boundaries={k: tuple(sorted(v)) for k, v in points.items() if k in everything},
             opaque_fields=frozenset(d for d in opaque if d in everything),
+            owners=owners,
         )
 
 
