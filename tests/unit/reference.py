@@ -147,6 +147,7 @@ def reference_segments(v: dict[str, Any], m_cuts: tuple[float, ...]) -> dict[str
     else:
         lifecycle = "rejected_lead"
     renewal = v["brand_strength"] + v["order_attractiveness"] + v["failure_status"]
+    until = v.get("days_until_renewal")  # days to the contract_renewal date, if one was sent
     return {
         "value": value,
         "satisfaction": satisfaction,
@@ -155,4 +156,5 @@ def reference_segments(v: dict[str, Any], m_cuts: tuple[float, ...]) -> dict[str
         "unhappy": csi is not None and csi < 1 and v["responses"] >= 2,
         "support_heavy": v["tickets_open"] >= 3 or v["tickets_30d"] >= 5,
         "renewal_candidate": lifecycle == "rejected_lead" and renewal >= 11,
+        "renewal_window": until is not None and 0 <= until <= 120,
     }

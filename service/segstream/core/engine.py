@@ -42,7 +42,13 @@ from segstream.core.state import (
     Exits,
     Limits,
 )
-from segstream.core.timeutil import DEFAULT_MAX_FUTURE_SKEW_MS, MS_PER_DAY, day_of, to_rfc3339
+from segstream.core.timeutil import (
+    DEFAULT_MAX_FUTURE_SKEW_MS,
+    MS_PER_DAY,
+    day_of,
+    parse_date_day,
+    to_rfc3339,
+)
 
 Change = dict[str, Any]
 CLOCK_EVENT = "event"
@@ -263,17 +269,21 @@ class Engine:
                 day = heapq.nsmallest(k, days)[-1]
                 if best is None or day < best:
                     best = day
-        for counter, every_day, bounds in self._counters:
+        for counter, every_day, bounds, step in self._counters:
             value = values[counter]
             if value is None:
                 continue
+            i = bisect_right(bounds, value)
             if every_day:
                 candidate = today + 1
-            else:
-                i = bisect_right(bounds, value)
+            elif step > 0:  # rising: it reaches the next threshold above it
                 if i == len(bounds):
                     continue
                 candidate = today + bounds[i] - value
+            else:  # falling: it drops below the highest threshold at or under it
+                if i == 0:
+                    continue
+                candidate = today + value - bounds[i - 1] + 1
             if best is None or candidate < best:
                 best = candidate
         return best
@@ -289,9 +299,24 @@ class Engine:
             now_ms=now_ms,
             max_future_skew_ms=self.max_future_skew_ms,
         )
+        if self._date_attributes and isinstance(result, ProfileEvent):
+            result = self._check_dates(result)
         if isinstance(result, Rejection):
             self.rejections[result.reason] += 1
         return result
+
+    def _check_dates(self, event: ProfileEvent) -> ProfileEvent | Rejection:
+        """A declared date attribute must hold a date: a bad one is an invalid event, so it
+        cannot silently move a customer out of a renewal window."""
+        for name in self._date_attributes:
+            value = event.attributes.get(name)
+            if value is not None and (not isinstance(value, str) or parse_date_day(value) is None):
+                return Rejection(
+                    RejectReason.INVALID_FIELD,
+                    f"attributes.{name}: {value!r} is not an RFC 3339 date (2027-03-31) or"
+                    " timestamp between 1970 and 2199",
+                )
+        return event
 
     def partition_for(self, customer_id: str) -> int:
         """Where a customer lives: where it already is, else Kafka's default partitioner."""
@@ -444,6 +469,9 @@ class Engine:
             attr = declared.get(name)
             if attr is not None and item[2] is not None:
                 values[name] = attr.coerce(item[2])
+        for counter, attribute, step in self._date_counters:
+            date = values[attribute]
+            values[counter] = None if date is None else (day - date) * step
         for score in self._bin_scores:
             values[score.name] = score.from_bins(values[score.field])
         populations = lane.populations
@@ -630,9 +658,21 @@ class Engine:
             elif count in bounds:
                 self._boundary_exit.append((group, count, bounds[count]))
         self._watch = frozenset([*self._every_exit, *(g for g, _, _ in self._boundary_exit)])
-        self._counters: list[tuple[str, bool, tuple[int, ...]]] = [
-            (c, c in opaque, bounds.get(c, ())) for c in DAY_COUNTERS if c in opaque or c in bounds
+        # (counter, read other than against literals, thresholds, +1 or -1 a day)
+        self._counters: list[tuple[str, bool, tuple[int, ...], int]] = [
+            (c, c in opaque, bounds.get(c, ()), 1)
+            for c in DAY_COUNTERS
+            if c in opaque or c in bounds
         ]
+        self._date_counters = [
+            (counter, attribute, step) for counter, (attribute, step) in rules.date_counters.items()
+        ]
+        self._counters += [
+            (c, c in opaque, bounds.get(c, ()), step)
+            for c, _, step in self._date_counters
+            if c in opaque or c in bounds
+        ]
+        self._date_attributes = [a.name for a in rules.attributes.values() if a.type == "date"]
         self._playbooks: dict[tuple[str, Any], Playbook] = {
             (name, tier.name): tier.playbook
             for name, family in rules.families.items()

@@ -82,3 +82,22 @@ def to_rfc3339(ms: int) -> str:
     dt = _EPOCH + timedelta(milliseconds=ms)
     spec = "milliseconds" if ms % 1000 else "seconds"
     return dt.replace(tzinfo=None).isoformat(timespec=spec) + "Z"
+
+
+@lru_cache(maxsize=65536)
+def parse_date_day(value: str) -> int | None:
+    """An RFC 3339 date (``2027-03-31``) or timestamp with an offset, as days since the epoch
+    (UTC); None when it is neither, or outside years 1970-2199 (the accepted event range)."""
+    if len(value) > 64:
+        return None
+    try:
+        if len(value) == 10:
+            day = (datetime.fromisoformat(value).replace(tzinfo=UTC) - _EPOCH).days
+        else:
+            day = day_of(parse_timestamp(value))
+    except ValueError:
+        return None
+    return day if 0 <= day < _LAST_DAY else None
+
+
+_LAST_DAY = (datetime(2200, 1, 1, tzinfo=UTC) - _EPOCH).days

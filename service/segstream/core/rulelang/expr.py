@@ -52,7 +52,8 @@ class ExprError(Exception):
 
 @dataclass(frozen=True, slots=True)
 class Symbol:
-    """A name an expression may read: its type ('num', 'str', 'bool', 'any') and allowed values."""
+    """A name an expression may read: its type ('num', 'str', 'bool', 'date', 'any') and
+    allowed values."""
 
     type: str
     nullable: bool = False
@@ -84,9 +85,31 @@ def check(
         raise ExprError(f"syntax error: {exc.msg}", max((exc.offset or 1) - 1, 0)) from None
     except (MemoryError, RecursionError, ValueError):
         raise ExprError("expression is too deeply nested") from None
+    tree = ast.fix_missing_locations(_DateCalls(symbols).visit(tree))
     checked = Checked(source=source, tree=tree)
     _Checker(symbols, counters, checked).type_of(tree.body, 0)
     return checked
+
+
+DATE_FUNCTIONS = ("days_until", "days_since")
+
+
+class _DateCalls(ast.NodeTransformer):
+    """``days_until(d)`` / ``days_since(d)`` of a date attribute become the hidden counter
+    names the engine fills in (``days_until__d``), so thresholds on them are found and
+    scheduled like those on ``recency_days``."""
+
+    def __init__(self, symbols: dict[str, Symbol]) -> None:
+        self.symbols = symbols
+
+    def visit_Call(self, node: ast.Call) -> ast.AST:
+        if not (isinstance(node.func, ast.Name) and node.func.id in DATE_FUNCTIONS):
+            return self.generic_visit(node)
+        name = node.func.id
+        arg = node.args[0] if len(node.args) == 1 and not node.keywords else None
+        if not isinstance(arg, ast.Name) or getattr(self.symbols.get(arg.id), "type", "") != "date":
+            raise ExprError(f"{name}() takes one date attribute", node.col_offset)
+        return ast.copy_location(ast.Name(id=f"{name}__{arg.id}", ctx=ast.Load()), node)
 
 
 class _Checker:
@@ -171,7 +194,7 @@ class _Checker:
 
     def call(self, node: ast.Call, depth: int) -> str:
         if not isinstance(node.func, ast.Name) or node.func.id not in FUNCTIONS:
-            allowed = ", ".join(FUNCTIONS)
+            allowed = ", ".join([*FUNCTIONS, *DATE_FUNCTIONS])
             raise self.fail(node, f"only these functions can be called: {allowed}")
         if node.keywords or any(isinstance(a, ast.Starred) for a in node.args):
             raise self.fail(node, "functions take plain positional arguments only")

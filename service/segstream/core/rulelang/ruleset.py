@@ -19,6 +19,7 @@ from segstream.core.rulelang import expr
 from segstream.core.rulelang.errors import RuleError, RuleErrors, did_you_mean
 from segstream.core.rulelang.yamlpos import Marks, YamlLimitError, load_with_marks
 from segstream.core.state import STATE_FIELDS, TRACKED_FIELDS, Windows
+from segstream.core.timeutil import parse_date_day
 
 _NAME = re.compile(r"^[a-z_][a-z0-9_]{0,63}$")
 _TOP_KEYS = (
@@ -37,7 +38,17 @@ _ATTR_TYPES = {
     "int": ("num", (int,)),
     "float": ("num", (int, float)),
     "bool": ("bool", (bool,)),
+    "date": ("date", (str,)),
 }
+# days_until(d) / days_since(d) of a date attribute d are read as these hidden counters; the
+# scheduler knows how they move (one a day, down or up), as it knows recency_days
+DATE_FUNCTIONS = {"days_until": -1, "days_since": 1}
+
+
+def date_counter(function: str, attribute: str) -> str:
+    return f"{function}__{attribute}"
+
+
 _ERRORS = (TypeError, ZeroDivisionError, ArithmeticError, ValueError)
 _LITERAL_ALIASES = {"true": True, "false": False, "null": None}
 _KIND = {
@@ -50,7 +61,13 @@ _KIND = {
 # Names an expression could not refer to, or that mean something already; tier names are not
 # here: they are values of their family, so two families may both have a tier "other".
 RESERVED = frozenset(
-    {"rfm", *_LITERAL_ALIASES, *expr.FUNCTIONS, *(k for k in keyword.kwlist if k.islower())}
+    {
+        "rfm",
+        *_LITERAL_ALIASES,
+        *expr.FUNCTIONS,
+        *expr.DATE_FUNCTIONS,
+        *(k for k in keyword.kwlist if k.islower()),
+    }
 )
 # Rule sets also arrive from the rules topic: bound what one may cost before parsing it.
 MAX_FILE_BYTES = 256 * 1024
@@ -66,7 +83,10 @@ class Attribute:
     default: Any
 
     def coerce(self, value: Any) -> Any:
-        """A profile value of the wrong type reads as the declared default."""
+        """A profile value of the wrong type reads as the declared default; a date reads as
+        its day number (days since 1970-01-01, UTC)."""
+        if self.type == "date":
+            return parse_date_day(value) if isinstance(value, str) else None
         kinds = _ATTR_TYPES[self.type][1]
         if value is None or isinstance(value, bool) != (self.type == "bool"):
             return self.default
@@ -166,6 +186,8 @@ class RuleSet:
     # int fields read any other way: every change of them matters
     opaque_fields: frozenset[str] = frozenset()
     owners: tuple[str, ...] = DEFAULT_OWNERS
+    # hidden counter name -> (date attribute, +1 a day for days_since / -1 for days_until)
+    date_counters: dict[str, tuple[str, int]] = field(default_factory=dict)
 
     @property
     def segment_names(self) -> list[str]:
@@ -283,8 +305,15 @@ class _Compiler:
             name: expr.Symbol("str" if kind.startswith("str") else "num", kind.endswith("?"))
             for name, kind in STATE_FIELDS.items()
         }
+        date_counters: dict[str, tuple[str, int]] = {}
         for attr in attributes.values():
             symbols[attr.name] = expr.Symbol(_ATTR_TYPES[attr.type][0], attr.default is None)
+            if attr.type == "date":
+                for function, step in DATE_FUNCTIONS.items():
+                    counter = date_counter(function, attr.name)
+                    symbols[counter] = expr.Symbol("num", True)
+                    date_counters[counter] = (attr.name, step)
+        tracked = TRACKED_FIELDS | frozenset(date_counters)
         scores = self.scores(symbols)
         for score in scores.values():
             symbols[score.name] = expr.Symbol("num")
@@ -309,7 +338,7 @@ class _Compiler:
                 source = str(source)
             try:
                 result = expr.check(
-                    _aliases(source) if isinstance(source, str) else source, symbols, TRACKED_FIELDS
+                    _aliases(source) if isinstance(source, str) else source, symbols, tracked
                 )
             except expr.ExprError as exc:
                 line, col = self.marks(file).get(path, (1, 1))
@@ -342,6 +371,7 @@ class _Compiler:
         if self.errors:
             raise RuleErrors(self.errors)
         return self.assemble(
+            date_counters,
             owners,
             playbooks,
             windows,
@@ -540,11 +570,17 @@ class _Compiler:
             marks = self.marks(file)
             if not isinstance(body, dict) or body.get("type") not in _ATTR_TYPES:
                 self.error(
-                    file, marks, path, f"attribute {name!r} needs a type: str, int, float or bool"
+                    file,
+                    marks,
+                    path,
+                    f"attribute {name!r} needs a type: str, int, float, bool or date",
                 )
                 continue
             kind = body["type"]
             default = body.get("default")
+            if kind == "date" and default is not None:
+                self.error(file, marks, (*path, "default"), "a date attribute has no default")
+                continue
             if default is not None and Attribute(name, kind, None).coerce(default) is None:
                 self.error(file, marks, (*path, "default"), f"default of {name!r} is not a {kind}")
                 continue
@@ -681,6 +717,7 @@ class _Compiler:
 
     def assemble(
         self,
+        date_counters: dict[str, tuple[str, int]],
         owners: tuple[str, ...],
         playbooks: dict[tuple[str, str], Playbook],
         windows: Windows,
@@ -772,15 +809,16 @@ class _Compiler:
             return seen
 
         everything = closure(set(checked))
+        tracked = TRACKED_FIELDS | frozenset(date_counters)
         points: dict[str, set[int]] = {}
         opaque: set[str] = set()
         for items in checked.values():
             for _, c in items:
                 for name, values in c.thresholds.items():
                     points.setdefault(name, set()).update(values)
-                opaque |= expr.opaque_names(c, TRACKED_FIELDS)
+                opaque |= expr.opaque_names(c, tracked)
         for name in derived_names:
-            opaque |= {n for n in direct.get(name, ()) if n in TRACKED_FIELDS}
+            opaque |= {n for n in direct.get(name, ()) if n in tracked}
         for s in scores.values():
             if s.field not in TRACKED_FIELDS:
                 continue
@@ -806,6 +844,7 @@ class _Compiler:
             boundaries={k: tuple(sorted(v)) for k, v in points.items() if k in everything},
             opaque_fields=frozenset(d for d in opaque if d in everything),
             owners=owners,
+            date_counters={k: v for k, v in date_counters.items() if k in everything},
         )
 
 
