@@ -174,31 +174,50 @@ class SegmentWorker:
     # -- the batch path ----------------------------------------------------------------------
 
     async def on_batch(self, records: list[Record]) -> None:
-        """Apply one fetched batch: pure engine calls, then commits, then the outputs."""
+        """Apply one fetched batch: pure engine calls, then commits, then the outputs. A large
+        fetch goes in slices of about ``SEGSTREAM_COMMIT_MAX_ITEMS``: each slice's changes
+        are sent (and confirmed) before the next slice is decided, so a lane record carries
+        one slice's unconfirmed changes, not the whole fetch's."""
         async with self.lock:
-            started = time.perf_counter()
-            outputs: list[OutRecord] = []
-            commits, stamps = self._apply(records, outputs)
-            self.metrics.evaluation.observe(time.perf_counter() - started)
-            await self._commit_and_emit(commits, outputs)
+            consumed: Counter[tuple[str, str]] = Counter()  # one metric update per label
+            stamps: list[int] = []
+            wall_ms = int(time.time() * 1000)
+            start = 0
+            while start < len(records):
+                started = time.perf_counter()
+                outputs: list[OutRecord] = []
+                start = self._apply(records, start, outputs, stamps, consumed, wall_ms)
+                self.metrics.evaluation.observe(time.perf_counter() - started)
+                await self._commit_and_emit(self.engine.commits(), outputs)
+            metrics, engine = self.metrics, self.engine
+            for limit, n in engine.limit_hits.items():
+                metrics.limit_hits.labels(limit=limit).inc(n)
+            engine.limit_hits.clear()
+            for (topic, kind), n in consumed.items():
+                metrics.consumed.labels(topic=topic, type=kind).inc(n)
             now = time.time()
             for stamp in stamps:
-                self.metrics.latency.observe(max(now - stamp / 1000, 0.0))
+                metrics.latency.observe(max(now - stamp / 1000, 0.0))
             moment = time.monotonic()
             for record in records:
                 self.next_offset[(record.topic, record.partition)] = record.offset + 1
                 self.last_input_at[record.partition] = moment
 
     def _apply(
-        self, records: list[Record], outputs: list[OutRecord]
-    ) -> tuple[list[Commit], list[int]]:
+        self,
+        records: list[Record],
+        start: int,
+        outputs: list[OutRecord],
+        stamps: list[int],
+        consumed: Counter[tuple[str, str]],
+        wall_ms: int,
+    ) -> int:
+        """Apply records from ``start`` until one partition's pending work reaches the commit
+        budget; returns where it stopped."""
         s, engine, metrics = self.settings, self.engine, self.metrics
-        commits: list[Commit] = []
-        stamps: list[int] = []
-        consumed: Counter[tuple[str, str]] = Counter()  # one metric update per label per batch
         budget = s.commit_max_items
-        wall_ms = int(time.time() * 1000)
-        for record in records:
+        for index in range(start, len(records)):
+            record = records[index]
             if record.value is None:  # a tombstone deletes nothing here: docs/contracts.md
                 metrics.tombstones.labels(topic=record.topic).inc()
                 continue
@@ -211,7 +230,7 @@ class SegmentWorker:
                     (
                         s.topic_dlq,
                         record.key,
-                        record.value or b"",
+                        record.value,
                         None,
                         dlq_headers(record, reason, parsed.message),
                     )
@@ -229,7 +248,7 @@ class SegmentWorker:
                     (
                         record.topic,
                         customer.encode(),
-                        record.value or b"",
+                        record.value,
                         None,
                         list(record.headers or ()),
                     )
@@ -239,16 +258,8 @@ class SegmentWorker:
             if produced:
                 stamps.extend(record.timestamp for _ in produced)
             if engine.pending(partition) >= budget:
-                commit = engine.commit(partition)
-                if commit is not None:
-                    commits.append(commit)
-        commits += engine.commits()
-        for limit, n in engine.limit_hits.items():
-            metrics.limit_hits.labels(limit=limit).inc(n)
-        engine.limit_hits.clear()
-        for (topic, kind), n in consumed.items():
-            metrics.consumed.labels(topic=topic, type=kind).inc(n)
-        return commits, stamps
+                return index + 1
+        return len(records)
 
     async def _commit_and_emit(self, commits: list[Commit], outputs: list[OutRecord]) -> None:
         """Write every commit (one record batch each: the customers, then the lane record),
