@@ -55,6 +55,8 @@ class Deployment:
     tmp: Path
     partitions: int = 4
     workers: list[WorkerProcess] = field(default_factory=list)
+    settings: dict[str, str] = field(default_factory=dict)  # by field name, for every process
+    client_options: dict[str, Any] = field(default_factory=dict)  # the tests' own clients
 
     def topic(self, name: str) -> str:
         return f"{self.prefix}{name}"
@@ -68,7 +70,7 @@ class Deployment:
             clock="event",
             session_timeout_seconds="6",
             population_refresh_seconds="0.5",
-        ) | {f"SEGSTREAM_{k.upper()}": v for k, v in settings.items()}
+        ) | {f"SEGSTREAM_{k.upper()}": v for k, v in (self.settings | settings).items()}
 
     def start_worker(self, store: str = "memory://", data_of: int | None = None) -> WorkerProcess:
         """Start ``segstream worker``; ``data_of`` reuses an earlier worker's data directory."""
@@ -143,7 +145,10 @@ def load_events(path: Path) -> list[bytes]:
 async def produce(dep: Deployment, lines: list[bytes], *, key_by_customer: bool = True) -> None:
     """Send raw JSON lines to the input topic of their type (unparseable ones to orders)."""
     producer = AIOKafkaProducer(
-        bootstrap_servers=dep.bootstrap, enable_idempotence=False, linger_ms=5
+        bootstrap_servers=dep.bootstrap,
+        enable_idempotence=False,
+        linger_ms=5,
+        **dep.client_options,
     )
     await producer.start()
     try:
@@ -178,6 +183,7 @@ async def read_all(
         auto_offset_reset="earliest",
         enable_auto_commit=False,
         group_id=None,
+        **dep.client_options,
     )
     await consumer.start()
     records: list[Any] = []

@@ -43,6 +43,18 @@ def test_the_api_token_comes_from_the_secret() -> None:
     assert "value" not in env["SEGSTREAM_API_TOKEN"]  # never inline in the pod spec
 
 
+def test_the_sasl_password_is_a_mounted_secret_file() -> None:
+    env = {e["name"]: e for e in worker_container()["env"]}
+    assert env["SEGSTREAM_SECURITY_PROTOCOL"]["value"].startswith("SASL")
+    assert "SEGSTREAM_SASL_PASSWORD" not in env  # neither inline nor in the environment
+    path = Path(env["SEGSTREAM_SASL_PASSWORD_FILE"]["value"])
+    (mount,) = [m for m in worker_container()["volumeMounts"] if m["mountPath"] == str(path.parent)]
+    assert mount["readOnly"] is True
+    spec = manifests()[("StatefulSet", "segstream")]["spec"]["template"]["spec"]
+    (volume,) = [v for v in spec["volumes"] if v["name"] == mount["name"]]
+    assert path.name in manifests()[("Secret", volume["secret"]["secretName"])]["stringData"]
+
+
 def test_the_network_policy_guards_the_worker_web_port() -> None:
     policy = manifests()[("NetworkPolicy", "segstream-web")]["spec"]
     labels = worker_container_labels()

@@ -16,8 +16,10 @@ from typing import Any
 import faust
 import orjson
 from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
 
-from segstream.runtime.settings import Settings
+from segstream.runtime.connection import unreachable
+from segstream.runtime.settings import Settings, load_settings
 from segstream.runtime.topics import TopicLayoutError, ensure_topics_sync
 from segstream.runtime.worker import SegmentWorker, describe_change
 from segstream.synth import SynthConfig, generate
@@ -27,7 +29,7 @@ TOPIC_BY_TYPE = ("order", "support", "survey", "profile")
 
 
 def run_worker(*, demo: bool = False) -> int:
-    settings = Settings()
+    settings = load_settings()
     broker = None
     if not settings.bootstrap_servers:
         if not demo:
@@ -45,11 +47,18 @@ def run_worker(*, demo: bool = False) -> int:
             update={"bootstrap_servers": broker.bootstrap, "clock": "event"}
         )
     try:
+        # before faust configures logging: one plain line on stderr, which is the log
+        problem = asyncio.run(unreachable(settings))
+        if problem is not None:
+            print(f"ERROR segstream.kafka: {problem}", file=sys.stderr, flush=True)
+            return 1
         try:
             ensure_topics_sync(settings, check_partitions=True)
         except TopicLayoutError as exc:
-            # before faust configures logging: one plain line on stderr, which is the log
             print(f"ERROR segstream.topics: {exc}", file=sys.stderr, flush=True)
+            return 1
+        except KafkaError as exc:  # e.g. SASL refused: aiokafka logged the reason above
+            print(f"ERROR segstream.kafka: {exc}", file=sys.stderr, flush=True)
             return 1
         worker = SegmentWorker(settings, on_change=_print_change if demo else None)
         if demo:

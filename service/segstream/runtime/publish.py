@@ -6,10 +6,12 @@ import asyncio
 import sys
 
 from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
 
 from segstream.core.rulelang import RuleErrors, RuleSet, load_rules
+from segstream.runtime.connection import unreachable
 from segstream.runtime.rulestopic import read_latest_rules, rules_message
-from segstream.runtime.settings import Settings
+from segstream.runtime.settings import Settings, load_settings
 from segstream.runtime.topics import ensure_topics
 
 ALLOW_REMOVAL = "--allow-removal"
@@ -70,11 +72,19 @@ def publish_rules(directory: str, *, allow_removal: bool = False) -> int:
             print(error, file=sys.stderr)
         print("refused: the rule set is invalid; nothing was published", file=sys.stderr)
         return 2
-    settings = Settings()
+    settings = load_settings()
     if not settings.bootstrap_servers:
         print("set KAFKA_BOOTSTRAP_SERVERS to the cluster the workers use", file=sys.stderr)
         return 2
-    code = asyncio.run(_publish(settings, rules, directory, allow_removal))
+    problem = asyncio.run(unreachable(settings))
+    if problem is not None:
+        print(f"refused: {problem}; nothing was published", file=sys.stderr)
+        return 1
+    try:
+        code = asyncio.run(_publish(settings, rules, directory, allow_removal))
+    except KafkaError as exc:
+        print(f"refused: {exc}; nothing was published", file=sys.stderr)
+        return 1
     if code == 0:
         print(f"published {rules.version} to {settings.topic_rules}")
     return code

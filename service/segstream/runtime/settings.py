@@ -8,11 +8,19 @@ from __future__ import annotations
 
 import os
 import re
+import ssl
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import AliasChoices, BeforeValidator, Field, SecretStr
+from pydantic import (
+    AliasChoices,
+    BeforeValidator,
+    Field,
+    SecretStr,
+    ValidationError,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -47,7 +55,10 @@ Duration = Annotated[timedelta, BeforeValidator(_duration)]
 class Settings(BaseSettings):
     """What a ``segstream worker`` needs to know."""
 
-    model_config = SettingsConfigDict(env_prefix="SEGSTREAM_", extra="forbid", frozen=True)
+    # hide_input_in_errors: a model-level error would otherwise quote every input, secrets too
+    model_config = SettingsConfigDict(
+        env_prefix="SEGSTREAM_", extra="forbid", frozen=True, hide_input_in_errors=True
+    )
 
     bootstrap_servers: str = Field(
         "",
@@ -57,10 +68,22 @@ class Settings(BaseSettings):
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
     sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = "PLAIN"
     sasl_username: str = ""
-    sasl_password: SecretStr = SecretStr("")
-    ssl_cafile: Path | None = None
-    ssl_certfile: Path | None = None
-    ssl_keyfile: Path | None = None
+    sasl_password: SecretStr = Field(SecretStr(""), description="a secret: masked when printed")
+    sasl_password_file: Path | None = Field(
+        None,
+        description="file holding the SASL password (a mounted Kubernetes Secret); read at"
+        " start, trailing newline dropped; instead of SEGSTREAM_SASL_PASSWORD",
+    )
+    ssl_cafile: Path | None = Field(
+        None, description="CA bundle (PEM) that signed the brokers' certificates; none: system CAs"
+    )
+    ssl_certfile: Path | None = Field(None, description="client certificate (PEM), for mTLS")
+    ssl_keyfile: Path | None = Field(None, description="the client certificate's private key")
+    ssl_check_hostname: bool = Field(
+        True,
+        description="check that a broker's certificate names the host it is reached by"
+        " (the certificate chain is verified whatever this says)",
+    )
 
     app_id: str = Field("segstream", description="consumer group and changelog topic prefix")
     topic_orders: str = "orders"
@@ -152,6 +175,36 @@ class Settings(BaseSettings):
             sources.append(TomlConfigSettingsSource(settings_cls, toml_file=config_file))
         return tuple(sources)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _read_password_file(cls, data: object) -> object:
+        if not isinstance(data, dict) or not data.get("sasl_password_file"):
+            return data
+        path = Path(str(data["sasl_password_file"]))
+        if data.get("sasl_password"):
+            raise ValueError(
+                "set SEGSTREAM_SASL_PASSWORD or SEGSTREAM_SASL_PASSWORD_FILE, not both"
+            )
+        try:
+            password = path.read_text(encoding="utf-8").rstrip("\r\n")
+        except OSError as exc:
+            raise ValueError(
+                f"SEGSTREAM_SASL_PASSWORD_FILE={path}: cannot read it ({exc.strerror})"
+            ) from None
+        return data | {"sasl_password": password}
+
+    @model_validator(mode="after")
+    def _check_security(self) -> Settings:
+        problems = _security_problems(self)
+        if problems:
+            raise ValueError("; ".join(problems))
+        if self.security_protocol.endswith("SSL"):
+            try:
+                self.ssl_context()
+            except (ssl.SSLError, OSError) as exc:
+                raise ValueError(f"cannot load the TLS files: {exc}") from None
+        return self
+
     @property
     def input_topics(self) -> dict[str, str]:
         """Input topic name -> the event type it is expected to carry."""
@@ -169,8 +222,20 @@ class Settings(BaseSettings):
             event_id_memory_days=self.event_id_memory_days,
         )
 
+    def ssl_context(self) -> ssl.SSLContext:
+        """A client context that verifies the brokers' certificates (as aiokafka's
+        ``create_ssl_context``), with ``ssl_check_hostname``."""
+        context = ssl.create_default_context(
+            ssl.Purpose.SERVER_AUTH, cafile=str(self.ssl_cafile) if self.ssl_cafile else None
+        )
+        context.check_hostname = self.ssl_check_hostname
+        if self.ssl_certfile and self.ssl_keyfile:
+            context.load_cert_chain(str(self.ssl_certfile), str(self.ssl_keyfile))
+        return context
+
     def kafka_client_options(self) -> dict[str, object]:
-        """Security options in aiokafka's vocabulary (shared by faust and our own clients)."""
+        """Security options in aiokafka's vocabulary: every Kafka client of the service is
+        created with them (faust's through ``worker._credentials``)."""
         options: dict[str, object] = {"security_protocol": self.security_protocol}
         if self.security_protocol.startswith("SASL"):
             options |= {
@@ -179,14 +244,61 @@ class Settings(BaseSettings):
                 "sasl_plain_password": self.sasl_password.get_secret_value(),
             }
         if self.security_protocol.endswith("SSL"):
-            from aiokafka.helpers import create_ssl_context
-
-            options["ssl_context"] = create_ssl_context(
-                cafile=str(self.ssl_cafile) if self.ssl_cafile else None,
-                certfile=str(self.ssl_certfile) if self.ssl_certfile else None,
-                keyfile=str(self.ssl_keyfile) if self.ssl_keyfile else None,
-            )
+            options["ssl_context"] = self.ssl_context()
         return options
+
+
+def _security_problems(s: Settings) -> list[str]:
+    """Combinations that cannot work, or would silently not do what the operator wrote."""
+    protocol = f"SEGSTREAM_SECURITY_PROTOCOL={s.security_protocol}"
+    sasl, tls = s.security_protocol.startswith("SASL"), s.security_protocol.endswith("SSL")
+    problems = []
+    if sasl and not (s.sasl_username and s.sasl_password.get_secret_value()):
+        problems.append(
+            f"{protocol} needs SEGSTREAM_SASL_USERNAME and SEGSTREAM_SASL_PASSWORD"
+            " (or SEGSTREAM_SASL_PASSWORD_FILE)"
+        )
+    if not sasl and (s.sasl_username or s.sasl_password.get_secret_value()):
+        problems.append(
+            f"SASL credentials are set but {protocol} does not use them;"
+            " use SASL_SSL (or SASL_PLAINTEXT)"
+        )
+    files = {
+        "SEGSTREAM_SSL_CAFILE": s.ssl_cafile,
+        "SEGSTREAM_SSL_CERTFILE": s.ssl_certfile,
+        "SEGSTREAM_SSL_KEYFILE": s.ssl_keyfile,
+    }
+    given = [name for name, path in files.items() if path is not None]
+    if given and not tls:
+        problems.append(
+            f"{', '.join(given)} set but {protocol} does not use TLS; use SSL or SASL_SSL"
+        )
+    problems += [
+        f"{name}={path}: no such file"
+        for name, path in files.items()
+        if path is not None and not path.is_file()
+    ]
+    if (s.ssl_certfile is None) != (s.ssl_keyfile is None):
+        problems.append(
+            "SEGSTREAM_SSL_CERTFILE and SEGSTREAM_SSL_KEYFILE go together"
+            " (a client certificate and its private key)"
+        )
+    return problems
+
+
+def load_settings() -> Settings:
+    """Settings for a command: a misconfiguration ends it with one line naming every problem,
+    not a traceback (and never a secret: inputs are hidden from errors)."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        problems = [
+            (f"SEGSTREAM_{str(e['loc'][0]).upper()}: " if e["loc"] else "")
+            + e["msg"].removeprefix("Value error, ")
+            for e in exc.errors(include_url=False)
+        ]
+        shown = "; ".join(problems)
+        raise SystemExit(f"ERROR segstream.settings: invalid configuration: {shown}") from None
 
 
 def isolated_env(prefix: str, bootstrap: str, **settings: str) -> dict[str, str]:
