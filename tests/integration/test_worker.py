@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import io
 import shutil
 import time
 from pathlib import Path
@@ -13,7 +12,7 @@ import orjson
 from aiokafka import AIOKafkaProducer
 
 from segstream.core.rulelang import load_rules
-from segstream.replay import replay
+from tests.faults.reference import replay_reference
 from tests.integration.conftest import (
     ROOT,
     Deployment,
@@ -30,15 +29,7 @@ def offline_segments(
     path: Path, rules_dir: Path = ROOT / "rules", partitions: int = 4
 ) -> dict[str, Any]:
     """The replay's segments, with customers partitioned as the test deployments' topics."""
-    engine, _ = replay(
-        [path],
-        load_rules(rules_dir),
-        out=None,
-        progress=False,
-        errors=io.StringIO(),
-        partitions=partitions,
-    )
-    return {cid: engine.segments_of(cid) for cid in engine.store}
+    return replay_reference(path, partitions=partitions, rules_dir=rules_dir).segments
 
 
 def metric(worker: WorkerProcess, name: str) -> float:

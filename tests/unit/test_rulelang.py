@@ -197,7 +197,7 @@ def test_whole_rule_set_evaluates_in_microseconds() -> None:
             "m",
         )
     }
-    base |= {"csi": 0.5, "industry": "", "size": ""}
+    base |= {"csi": 0.5, "industry": "", "size": "", "days_until__contract_renewal": 90}
     n = 20_000
     started = time.perf_counter()
     for _ in range(n):

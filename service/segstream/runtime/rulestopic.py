@@ -68,13 +68,18 @@ def newest_valid(records: Sequence[tuple[int, bytes | None]]) -> Latest:
     return Latest(None, next_offset, refused[::-1])
 
 
-async def read_latest_rules(settings: Settings) -> Latest:
-    """Read the rules topic from its beginning to its end offset at the time of the call."""
-    consumer = AIOKafkaConsumer(
+def rules_consumer(settings: Settings) -> AIOKafkaConsumer:
+    """A consumer outside any group: every worker reads the rules topic whole."""
+    return AIOKafkaConsumer(
         bootstrap_servers=settings.bootstrap_servers,
         enable_auto_commit=False,
         **settings.kafka_client_options(),
     )
+
+
+async def read_latest_rules(settings: Settings) -> Latest:
+    """Read the rules topic from its beginning to its end offset at the time of the call."""
+    consumer = rules_consumer(settings)
     await consumer.start()
     try:
         tp = TopicPartition(settings.topic_rules, 0)

@@ -152,6 +152,12 @@ class Settings(BaseSettings):
     )
     max_attributes: int = Field(256, ge=1, description="profile attributes kept per customer")
     max_open_tickets: int = Field(200, ge=1, description="open support tickets kept per customer")
+    max_closed_ticket_ids: int = Field(
+        1024, ge=1, description="digests of compacted closed tickets kept per customer"
+    )
+    max_folded_ids: int = Field(
+        4096, ge=1, description="digests of folded (past-horizon) orders kept per customer"
+    )
     event_id_memory_days: int = Field(
         60,
         ge=60,
@@ -219,6 +225,8 @@ class Settings(BaseSettings):
         return Limits(
             max_attributes=self.max_attributes,
             max_open_tickets=self.max_open_tickets,
+            max_closed_ticket_ids=self.max_closed_ticket_ids,
+            max_folded_ids=self.max_folded_ids,
             event_id_memory_days=self.event_id_memory_days,
         )
 

@@ -17,7 +17,7 @@ from typing import Any, cast
 
 import faust
 import orjson
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import TopicPartition
 from faust.exceptions import ConsumerNotStarted
 
 from segstream.core.contracts import Rejection
@@ -42,6 +42,7 @@ from segstream.runtime.rulestopic import (
     Latest,
     newest_valid,
     read_latest_rules,
+    rules_consumer,
     rules_from_message,
     rules_message,
 )
@@ -381,11 +382,7 @@ class SegmentWorker:
         """Every worker reads the rules topic whole (no consumer group)."""
         s = self.settings
         rules_offset = await self.sync_rules()
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=s.bootstrap_servers,
-            enable_auto_commit=False,
-            **s.kafka_client_options(),
-        )
+        consumer = rules_consumer(s)
         await consumer.start()
         try:
             rules_tp = TopicPartition(s.topic_rules, 0)
