@@ -9,7 +9,7 @@ from aiokafka import AIOKafkaProducer
 
 from segstream.core.rulelang import RuleErrors, RuleSet, load_rules
 from segstream.runtime.rulestopic import read_latest_rules, rules_message
-from segstream.runtime.settings import Settings
+from segstream.runtime.settings import Settings, load_settings
 from segstream.runtime.topics import ensure_topics
 
 ALLOW_REMOVAL = "--allow-removal"
@@ -70,7 +70,7 @@ def publish_rules(directory: str, *, allow_removal: bool = False) -> int:
             print(error, file=sys.stderr)
         print("refused: the rule set is invalid; nothing was published", file=sys.stderr)
         return 2
-    settings = Settings()
+    settings = load_settings()
     if not settings.bootstrap_servers:
         print("set KAFKA_BOOTSTRAP_SERVERS to the cluster the workers use", file=sys.stderr)
         return 2
