@@ -54,7 +54,7 @@ def test_a_setting_of_the_wrong_type() -> None:
 def test_a_misspelled_setting_is_refused_with_a_suggestion() -> None:
     done = worker({"SEGSTREAM_WEBPORT": "7000", "KAFKA_BOOTSTRAP_SERVERS": UNREACHABLE})
     message = one_log_line(done, 2)["message"]
-    assert "unknown setting SEGSTREAM_WEBPORT; did you mean SEGSTREAM_WEB_PORT?" in message
+    assert "unknown setting SEGSTREAM_WEBPORT; did you mean 'SEGSTREAM_WEB_PORT'?" in message
 
 
 def test_an_unknown_key_in_the_config_file(tmp_path: Path) -> None:

@@ -156,7 +156,7 @@ def test_rules_publish_with_a_misspelled_setting() -> None:
         timeout=60,
         check=False,
     )
-    assert_one_line(done, "SEGSTREAM_TOPIC_RULE", "did you mean SEGSTREAM_TOPIC_RULES", code=2)
+    assert_one_line(done, "SEGSTREAM_TOPIC_RULE", "did you mean 'SEGSTREAM_TOPIC_RULES'", code=2)
 
 
 def test_replay_into_a_pipe_closed_early() -> None:

@@ -219,7 +219,7 @@ def unknown_env(environ: Mapping[str, str]) -> list[str]:
     """A misspelled variable would be ignored and its default used instead: refuse it."""
     known = known_env()
     return [
-        f"unknown setting {name}{did_you_mean(name.upper(), known, quote=False)}"
+        f"unknown setting {name}{did_you_mean(name.upper(), known)}"
         for name in sorted(environ)
         if name.upper().startswith("SEGSTREAM_") and name.upper() not in known
     ]
