@@ -1,19 +1,40 @@
 """The ``segstream`` command. Streaming commands import the runtime lazily, so the offline
-commands never load faust or aiokafka."""
+commands never load faust or aiokafka.
+
+A mistake (a missing file, a bad number, an unreachable cluster) is one line on stderr,
+``segstream COMMAND: what is wrong``, and a non-zero exit code: 2 for what the user gave, 1
+for what failed on the way; 130 on Ctrl-C; 141 when the reader of stdout went away (``| head``).
+"""
 
 from __future__ import annotations
 
 import argparse
+import logging
 import os
+import re
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import IO
 
 import orjson
 
 from segstream.core.rulelang import RuleErrors, RuleSet, load_rules
-from segstream.core.timeutil import parse_timestamp
+from segstream.core.timeutil import parse_timestamp, to_rfc3339
+from segstream.present import segment_label
 
 DEFAULT_RULES = "rules"
+PARTITIONS_ENV = "SEGSTREAM_PARTITIONS"
+MAX_PARTITIONS = 4096
+EXIT_USAGE, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_BROKEN_PIPE = 2, 1, 130, 141
+
+
+class Mistake(Exception):
+    """Something the user gave cannot be used: one line, exit code ``code``."""
+
+    def __init__(self, message: str, code: int = EXIT_USAGE) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 def _rules(path: str) -> RuleSet:
@@ -22,26 +43,96 @@ def _rules(path: str) -> RuleSet:
     except RuleErrors as exc:
         for error in exc.errors:
             print(error, file=sys.stderr)
-        raise SystemExit(2) from None
+        raise SystemExit(EXIT_USAGE) from None
 
 
 def _timestamp(value: str) -> int:
     try:
-        return parse_timestamp(int(value) if value.lstrip("-").isdigit() else value)
-    except ValueError as exc:
+        ms = parse_timestamp(int(value) if value.lstrip("-").isdigit() else value)
+        to_rfc3339(ms)
+    except (ValueError, OverflowError) as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+    return ms
+
+
+def _count(least: int, most: int | None = None) -> Callable[[str], int]:
+    def parse(value: str) -> int:
+        try:
+            number = int(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a whole number: {value!r}") from None
+        if number < least or (most is not None and number > most):
+            bound = f"from {least} to {most}" if most is not None else f"at least {least}"
+            raise argparse.ArgumentTypeError(f"must be {bound}, not {number}")
+        return number
+
+    return parse
+
+
+def _rate(value: str) -> float:
+    try:
+        rate = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {value!r}") from None
+    if not 0.0 <= rate <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be from 0 to 1, not {value}")
+    return rate
+
+
+def _currency(value: str) -> str:
+    if not re.fullmatch(r"[A-Z]{3}", value):
+        raise argparse.ArgumentTypeError(f"not an ISO 4217 code such as USD: {value!r}")
+    return value
+
+
+def _partitions(args: argparse.Namespace) -> int:
+    """``--partitions``, else ``$SEGSTREAM_PARTITIONS``, else 8 (as the worker)."""
+    if args.partitions is not None:
+        return int(args.partitions)
+    raw = os.environ.get(PARTITIONS_ENV)
+    if raw is None:
+        return 8
+    try:
+        return _count(1, MAX_PARTITIONS)(raw)
+    except argparse.ArgumentTypeError as exc:
+        raise Mistake(f"{PARTITIONS_ENV}={raw!r} (the default of --partitions): {exc}") from None
+
+
+def _inputs(names: list[str], flag: str) -> list[Path]:
+    """Readable files, checked before any work starts."""
+    paths = [Path(name) for name in names]
+    for path in paths:
+        if path.is_dir():
+            raise Mistake(f"{flag}{path} is a directory; give the event files")
+        try:
+            path.open("rb").close()
+        except OSError as exc:
+            raise Mistake(f"{flag}{path}: {exc.strerror or exc}") from None
+    return paths
+
+
+def _output(name: str, flag: str, inputs: list[Path]) -> IO[bytes]:
+    """Open an output before the work starts, so a wrong path costs nothing."""
+    path = Path(name)
+    if path.is_dir():
+        raise Mistake(f"{flag} {path} is a directory; give a file name")
+    if any(path.exists() and path.samefile(source) for source in inputs):
+        raise Mistake(f"{flag} {path} is also an input; it would be overwritten")
+    try:
+        return path.open("wb")
+    except OSError as exc:
+        raise Mistake(f"{flag} {path}: {exc.strerror or exc}") from None
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
     from segstream.replay import format_summary, open_out, replay, write_state
 
+    partitions = _partitions(args)
+    paths = _inputs(args.events, "")
     rules = _rules(args.rules)
-    paths = [Path(p) for p in args.events]
-    for path in paths:
-        if not path.is_file():
-            print(f"segstream replay: no such file: {path}", file=sys.stderr)
-            return 2
-    with open_out(args.out) as out:
+    out = open_out(None) if args.out in (None, "-") else _output(args.out, "--out", paths)
+    state_out = _output(args.state_out, "--state-out", paths) if args.state_out else None
+    with out:
         engine, summary = replay(
             paths,
             rules,
@@ -50,13 +141,19 @@ def cmd_replay(args: argparse.Namespace) -> int:
             as_of_ms=args.as_of,
             currency=args.currency,
             progress=not args.no_progress,
-            partitions=args.partitions,
+            partitions=partitions,
         )
-    if args.state_out:
-        with Path(args.state_out).open("wb") as handle:
-            write_state(engine, handle)
+    if state_out is not None:
+        with state_out:
+            write_state(engine, state_out)
+    if summary.unlisted:
+        print(
+            f"{summary.unlisted} more invalid lines not listed (counts by reason below)",
+            file=sys.stderr,
+        )
     report = sys.stderr if args.out in (None, "-") else sys.stdout
     report.write(format_summary(summary, engine))
+    report.flush()
     return 0
 
 
@@ -69,22 +166,42 @@ def cmd_rules_check(args: argparse.Namespace) -> int:
     return 0
 
 
+def _of_customer(customer_id: str) -> Callable[[bytes], bool]:
+    def test(line: bytes) -> bool:
+        try:
+            body = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            return False
+        return isinstance(body, dict) and body.get("customer_id") == customer_id
+
+    return test
+
+
 def cmd_explain(args: argparse.Namespace) -> int:
     from segstream.replay import replay
 
+    partitions = _partitions(args)
+    paths = _inputs(args.events, "--events ")
     rules = _rules(args.rules)
-    engine, _ = replay(
-        [Path(p) for p in args.events],
+    engine, summary = replay(
+        paths,
         rules,
         out=None,
         as_of_ms=args.as_of,
         progress=False,
-        partitions=args.partitions,
+        partitions=partitions,
+        show_invalid=_of_customer(args.customer_id),
     )
+    others = sum(summary.invalid.values()) - summary.shown
+    if others:
+        print(
+            f"{others} invalid lines of other or no customers not listed "
+            "(segstream replay lists them)",
+            file=sys.stderr,
+        )
     explained = engine.explain(args.customer_id)
     if explained is None:
-        print(f"no events for customer {args.customer_id!r}", file=sys.stderr)
-        return 1
+        raise Mistake(f"no events for customer {args.customer_id!r}", EXIT_FAILED)
     if args.json:
         sys.stdout.write(orjson.dumps(explained, option=orjson.OPT_INDENT_2).decode() + "\n")
         return 0
@@ -94,14 +211,14 @@ def cmd_explain(args: argparse.Namespace) -> int:
     )
     print("state:")
     for key, value in explained["state"].items():
-        print(f"  {key:<22} {value}")
+        print(f"  {key:<22} {'-' if value is None else value}")
     for family, tiers in explained["families"].items():
-        print(f"{family}: {explained['segments'][family]}")
+        print(f"{family}: {segment_label(explained['segments'][family], none='none')}")
         for tier in tiers:
             mark = "holds " if tier["holds"] else "fails "
             print(f"  {mark} {tier['tier']:<20} {tier['when']}")
     for flag, info in explained["flags"].items():
-        print(f"{flag}: {'yes' if info['holds'] else 'no'}   ({info['when']})")
+        print(f"{flag}: {segment_label(bool(info['holds']))}   ({info['when']})")
     return 0
 
 
@@ -115,16 +232,34 @@ def cmd_generate(args: argparse.Namespace) -> int:
         invalid_rate=args.invalid_rate,
         duplicate_rate=args.duplicate_rate,
     )
-    with Path(args.out).open("wb") as handle:
+    with _output(args.out, "--out", []) as handle:
         for event in generate(cfg):
             handle.write(orjson.dumps(event) + b"\n")
     return 0
 
 
 def cmd_rules_publish(args: argparse.Namespace) -> int:
-    from segstream.runtime.publish import publish_rules
+    from aiokafka.errors import KafkaConnectionError
 
-    return publish_rules(args.dir, allow_removal=args.allow_removal)
+    from segstream.runtime.main import connection_problem
+    from segstream.runtime.publish import publish_rules
+    from segstream.runtime.settings import SettingsError
+
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)  # the one line below says it
+    try:
+        return publish_rules(args.dir, allow_removal=args.allow_removal)
+    except SettingsError as exc:
+        raise Mistake(f"invalid configuration: {exc}") from None
+    except (KafkaConnectionError, OSError, TimeoutError) as exc:
+        servers = os.environ.get("KAFKA_BOOTSTRAP_SERVERS") or os.environ.get(
+            "SEGSTREAM_BOOTSTRAP_SERVERS", ""
+        )
+        reason = connection_problem(exc)
+        raise Mistake(
+            f"cannot reach the Kafka cluster at {servers} (KAFKA_BOOTSTRAP_SERVERS): {reason};"
+            " nothing was published",
+            EXIT_FAILED,
+        ) from None
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
@@ -134,11 +269,9 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 
 def _partitions_argument(parser: argparse.ArgumentParser) -> None:
-    default = int(os.environ.get("SEGSTREAM_PARTITIONS", "8"))
     parser.add_argument(
         "--partitions",
-        type=int,
-        default=default,
+        type=_count(1, MAX_PARTITIONS),
         help="partitions of the input topics (default: $SEGSTREAM_PARTITIONS or 8, as the worker):"
         " clocks and quantile cut points are kept per partition, as the workers keep them",
     )
@@ -155,7 +288,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--state-out", help="write one line per customer: state and segments")
     p.add_argument("--clock", choices=("event", "wall"), default="event")
     p.add_argument("--as-of", type=_timestamp, help="advance the clock to this time at the end")
-    p.add_argument("--currency", default="USD")
+    p.add_argument("--currency", type=_currency, default="USD")
     _partitions_argument(p)
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_replay)
@@ -185,11 +318,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_explain)
 
     p = sub.add_parser("generate", help="write seeded synthetic events as JSONL")
-    p.add_argument("--customers", type=int, default=1000)
-    p.add_argument("--events", type=int, default=10_000)
+    p.add_argument("--customers", type=_count(1), default=1000)
+    p.add_argument("--events", type=_count(1), default=10_000)
     p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--invalid-rate", type=float, default=0.0)
-    p.add_argument("--duplicate-rate", type=float, default=0.0)
+    p.add_argument("--invalid-rate", type=_rate, default=0.0, help="0 to 1")
+    p.add_argument("--duplicate-rate", type=_rate, default=0.0, help="0 to 1")
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_generate)
 
@@ -206,8 +339,27 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    code: int = args.func(args)
+    parts = (args.command, getattr(args, "rules_command", None))
+    name = " ".join(part for part in parts if part)
+    try:
+        code: int = args.func(args)
+    except Mistake as exc:
+        print(f"segstream {name}: {exc}", file=sys.stderr)
+        return exc.code
+    except KeyboardInterrupt:
+        print(f"segstream {name}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        _drop_stdout()
+        return EXIT_BROKEN_PIPE
     return code
+
+
+def _drop_stdout() -> None:
+    """The reader went away: whatever is still buffered for it goes nowhere, quietly."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ import os
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -16,6 +16,7 @@ import orjson
 from segstream.core.engine import CLOCK_EVENT, Change, Engine
 from segstream.core.rulelang import RuleSet
 from segstream.core.timeutil import to_rfc3339
+from segstream.present import segment_label
 
 BATCH_LINES = 2048
 PROGRESS_MIN_BYTES = 8 * 1024 * 1024
@@ -29,6 +30,7 @@ class ReplaySummary:
     duplicates: int = 0
     changes: int = 0
     seconds: float = 0.0
+    shown: int = 0  # invalid lines listed with file:line (at most MAX_REPORTED_INVALID)
     invalid: Counter[str] = field(default_factory=Counter)
     transitions: Counter[tuple[str, str, str]] = field(default_factory=Counter)
     sizes: dict[str, dict[str, int]] = field(default_factory=dict)
@@ -36,13 +38,19 @@ class ReplaySummary:
     def count(self, changes: Iterable[Change]) -> None:
         for change in changes:
             self.changes += 1
-            self.transitions[(change["family"], str(change["from"]), str(change["to"]))] += 1
+            old, new = segment_label(change["from"]), segment_label(change["to"])
+            self.transitions[(change["family"], old, new)] += 1
+
+    @property
+    def unlisted(self) -> int:
+        """Invalid lines counted but not listed."""
+        return sum(self.invalid.values()) - self.shown
 
 
 def _lines(paths: list[Path], progress: bool) -> Iterator[tuple[str, int, bytes]]:
     total = sum(p.stat().st_size for p in paths)
     bar = None
-    if progress and total >= PROGRESS_MIN_BYTES:
+    if progress and total >= PROGRESS_MIN_BYTES and sys.stderr.isatty():
         from tqdm import tqdm
 
         bar = tqdm(total=total, unit="B", unit_scale=True, file=sys.stderr, desc="replay")
@@ -70,12 +78,16 @@ def replay(
     progress: bool = True,
     errors: IO[str] = sys.stderr,
     partitions: int = 1,
+    show_invalid: Callable[[bytes], bool] | None = None,
 ) -> tuple[Engine, ReplaySummary]:
     """Process the files in order, then settle the clock and population; return the engine.
 
     Each customer goes to the partition a Kafka producer keyed by ``customer_id`` would pick
     among ``partitions``, and every partition keeps its own clock and cut points, as a worker
-    does: with the topics' partition count, replay and the workers decide the same things."""
+    does: with the topics' partition count, replay and the workers decide the same things.
+
+    The first invalid lines (those ``show_invalid`` accepts, if given) are listed on
+    ``errors``; ``summary.unlisted`` says how many more there were."""
     engine = Engine(rules, clock=clock, currency=currency, partitions=partitions)
     summary = ReplaySummary()
     started = time.perf_counter()
@@ -90,7 +102,9 @@ def replay(
         summary.duplicates += result.duplicates
         for index, rejection in result.rejections:
             summary.invalid[rejection.reason.value] += 1
-            if sum(summary.invalid.values()) <= MAX_REPORTED_INVALID:
+            wanted = show_invalid is None or show_invalid(batch[index])
+            if wanted and summary.shown < MAX_REPORTED_INVALID:
+                summary.shown += 1
                 file, line = where[index]
                 errors.write(f"{file}:{line}: {rejection.reason.value}: {rejection.message}\n")
         emit(result.changes)

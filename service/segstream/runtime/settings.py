@@ -9,6 +9,8 @@ from __future__ import annotations
 import os
 import re
 import ssl
+import tomllib
+from collections.abc import Mapping
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Literal
@@ -28,9 +30,13 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from segstream.core.rulelang.errors import did_you_mean
 from segstream.core.state import Limits
 
 CONFIG_FILE_ENV = "SEGSTREAM_CONFIG_FILE"
+#: ``SEGSTREAM_*`` variables that are not settings: read before the settings are (the log
+#: format, the config file) or by the embedded broker only.
+OTHER_ENV = frozenset({CONFIG_FILE_ENV, "SEGSTREAM_LOG_FORMAT", "SEGSTREAM_TANSU_BIN"})
 
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 _SHORT_DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*([smhd])")
@@ -165,6 +171,11 @@ class Settings(BaseSettings):
         " the 60 days activity windows look back)",
     )
     demo_events_per_second: float = Field(200.0, gt=0)
+    broker_wait_seconds: float = Field(
+        30.0,
+        ge=0,
+        description="how long a starting worker retries an unreachable cluster before it exits",
+    )
 
     @classmethod
     def settings_customise_sources(
@@ -294,19 +305,73 @@ def _security_problems(s: Settings) -> list[str]:
     return problems
 
 
-def load_settings() -> Settings:
-    """Settings for a command: a misconfiguration ends it with one line naming every problem,
-    not a traceback (and never a secret: inputs are hidden from errors)."""
+class SettingsError(ValueError):
+    """The configuration cannot be used; the message is one line naming the variable."""
+
+
+def _env_names(name: str) -> list[str]:
+    alias = Settings.model_fields[name].validation_alias
+    if isinstance(alias, AliasChoices):
+        return [str(choice) for choice in alias.choices]
+    return [f"SEGSTREAM_{name.upper()}"]
+
+
+def known_env() -> set[str]:
+    return {env for name in Settings.model_fields for env in _env_names(name)} | OTHER_ENV
+
+
+def unknown_env(environ: Mapping[str, str]) -> list[str]:
+    """A misspelled variable would be ignored and its default used instead: refuse it."""
+    known = known_env()
+    return [
+        f"unknown setting {name}{did_you_mean(name.upper(), known)}"
+        for name in sorted(environ)
+        if name.upper().startswith("SEGSTREAM_") and name.upper() not in known
+    ]
+
+
+def _check_config_file(path: str) -> None:
+    try:
+        with open(path, "rb") as handle:
+            tomllib.load(handle)
+    except OSError as exc:
+        raise SettingsError(f"{CONFIG_FILE_ENV}={path}: {exc.strerror or exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise SettingsError(f"{CONFIG_FILE_ENV}={path}: not valid TOML: {exc}") from None
+
+
+def _describe(error: Mapping[str, object], environ: Mapping[str, str], config: str | None) -> str:
+    loc = error.get("loc")
+    if not loc:  # a problem of several settings together: its message names them
+        return str(error.get("msg")).removeprefix("Value error, ")
+    name = str(loc[0]).lower() if isinstance(loc, tuple) else "?"
+    if error.get("type") == "extra_forbidden":
+        return f"unknown key {name!r} in {config}{did_you_mean(name, Settings.model_fields)}"
+    upper = {key.upper(): key for key in environ}
+    names = _env_names(name) if name in Settings.model_fields else [f"SEGSTREAM_{name.upper()}"]
+    where = next((n for n in names if n in upper), None)
+    field = Settings.model_fields.get(name)
+    secret = field is not None and field.annotation is SecretStr
+    shown = f"{name} in {config}" if where is None and config else where or names[0]
+    if not secret and "input" in error:
+        shown += f"={error['input']!r}"
+    return f"{shown}: {error.get('msg')}"
+
+
+def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
+    """The settings, or SettingsError with one line naming every wrong variable or key."""
+    environ = os.environ if environ is None else environ
+    problems = unknown_env(environ)
+    if problems:
+        raise SettingsError("; ".join(problems))
+    config = environ.get(CONFIG_FILE_ENV) or None
+    if config:
+        _check_config_file(config)
     try:
         return Settings()
     except ValidationError as exc:
-        problems = [
-            (f"SEGSTREAM_{str(e['loc'][0]).upper()}: " if e["loc"] else "")
-            + e["msg"].removeprefix("Value error, ")
-            for e in exc.errors(include_url=False)
-        ]
-        shown = "; ".join(problems)
-        raise SystemExit(f"ERROR segstream.settings: invalid configuration: {shown}") from None
+        lines = [_describe(error, environ, config) for error in exc.errors()]
+        raise SettingsError("; ".join(lines)) from None
 
 
 def isolated_env(prefix: str, bootstrap: str, **settings: str) -> dict[str, str]:

@@ -26,6 +26,7 @@ from segstream.core.partitioning import murmur_partition, partition_for
 from segstream.core.rulelang import RuleSet, load_rules
 from segstream.core.state import load_state
 from segstream.core.timeutil import to_rfc3339
+from segstream.present import describe_change
 from segstream.runtime.batching import (
     TRANSPORT_SCHEME,
     Record,
@@ -79,10 +80,12 @@ def dlq_headers(record: Record, reason: str, message: str) -> list[tuple[str, by
 class SegmentWorker:
     """Wires one Engine to Kafka through faust."""
 
-    def __init__(self, settings: Settings, *, on_change: Any = None) -> None:
+    def __init__(
+        self, settings: Settings, *, rules: RuleSet | None = None, on_change: Any = None
+    ) -> None:
         self.settings = settings
         self.metrics = Metrics()
-        rules = load_rules(settings.rules_dir)
+        rules = rules or load_rules(settings.rules_dir)
         self.engine = Engine(
             rules,
             partitions=settings.partitions,
@@ -541,15 +544,6 @@ class SegmentWorker:
             lag = lag_of(consumer, tp, self.next_offset.get((tp.topic, tp.partition)))
             if lag is not None:
                 metrics.lag.labels(topic=tp.topic, partition=str(tp.partition)).set(lag)
-
-
-def describe_change(change: Change) -> str:
-    """One line for humans (the demo prints these)."""
-    cause = change["cause"]["kind"]
-    return (
-        f"{change['at'][:19]} {change['customer_id']:<10} {change['family']:<18} "
-        f"{change['from']!s:>18} -> {change['to']!s:<18} {change['change']:<10} ({cause})"
-    )
 
 
 __all__ = [
