@@ -408,3 +408,13 @@ def test_a_playbook_names_a_declared_owner_and_a_touch_model(tier: str, message:
     with pytest.raises(RuleErrors) as caught:
         compile_rules({"r.yaml": text})
     assert [e.message for e in caught.value.errors] == [message]
+
+
+def test_a_deep_expression_under_the_length_limit_is_an_error_not_a_crash() -> None:
+    """490 nested `not` (1,964 characters) overflowed the stack in the alias rewrite, before
+    the nesting limit was checked: a traceback from `rules check` (found by the fuzzer)."""
+    for tail in ("true", "orders_total > 1"):
+        text = f'version: 1\nflags:\n  f: "{"not " * 490}{tail}"\n'
+        with pytest.raises(RuleErrors) as caught:
+            compile_rules({"r.yaml": text})
+        assert "nested deeper than 32 levels" in str(caught.value)

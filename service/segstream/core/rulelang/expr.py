@@ -85,7 +85,10 @@ def check(
         raise ExprError(f"syntax error: {exc.msg}", max((exc.offset or 1) - 1, 0)) from None
     except (MemoryError, RecursionError, ValueError):
         raise ExprError("expression is too deeply nested") from None
-    tree = ast.fix_missing_locations(_DateCalls(symbols).visit(tree))
+    try:
+        tree = ast.fix_missing_locations(_DateCalls(symbols).visit(tree))
+    except RecursionError:
+        raise ExprError(f"expression nested deeper than {MAX_DEPTH} levels") from None
     checked = Checked(source=source, tree=tree)
     _Checker(symbols, counters, checked).type_of(tree.body, 0)
     return checked

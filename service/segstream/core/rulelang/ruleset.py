@@ -855,6 +855,7 @@ def _aliases(source: str) -> str:
     except (SyntaxError, MemoryError, RecursionError, ValueError):
         return source
     if not any(isinstance(n, ast.Name) and n.id in _LITERAL_ALIASES for n in ast.walk(tree)):
+        # ast.walk is iterative: safe on any depth
         return source
 
     class Replace(ast.NodeTransformer):
@@ -863,7 +864,10 @@ def _aliases(source: str) -> str:
                 return ast.copy_location(ast.Constant(_LITERAL_ALIASES[node.id]), node)
             return node
 
-    return ast.unparse(Replace().visit(tree))
+    try:
+        return ast.unparse(Replace().visit(tree))
+    except RecursionError:  # the checker reports it with the nesting limit
+        return source
 
 
 def _quote_shift(file: str, line: int, col: int, files: Mapping[str, str]) -> int:
