@@ -20,12 +20,13 @@ import uuid
 from pathlib import Path
 
 import httpx
+from aiokafka import AIOKafkaConsumer
 
 from segstream.runtime.broker import EmbeddedBroker
 from tests.faults.fuzz import metrics
 from tests.faults.harness import _feed, _Progress
 from tests.faults.workload import Workload, generate_lines
-from tests.integration.conftest import Deployment, WorkerProcess, free_port
+from tests.integration.conftest import Deployment, WorkerProcess, free_port, read_all
 
 NOISE = re.compile(r"\[(WARNING|ERROR|CRITICAL)\]|Traceback|Error|exception", re.IGNORECASE)
 
@@ -42,6 +43,7 @@ def observe(down: float, after: float, tmp: Path) -> str:
         asyncio.run(_feed(dep, lines, 2_000.0, _Progress([])))
         time.sleep(5)
         out.append(f"fed {len(lines)} lines; before: {_state(worker)}")
+        out.append(f"topics before (partitions, records): {asyncio.run(_topics(dep))}")
         mark = _log_size(worker)
         broker.stop()
         begin = time.monotonic()
@@ -52,6 +54,7 @@ def observe(down: float, after: float, tmp: Path) -> str:
         asyncio.run(_feed(dep, lines[:500], 500.0, _Progress([])))
         out.append(f"{time.monotonic() - begin:6.1f}s fed 500 lines again (topics recreated?)")
         out += _watch(worker, "fed again", begin, 20)
+        out.append(f"topics now (partitions, records): {asyncio.run(_topics(dep))}")
         out.append("distinct warning/error lines logged since the broker stopped (first 25):")
         out += [f"  {line}" for line in _distinct(worker, mark)[:25]]
         out.append(f"worker exit code: {worker.proc.poll()}; log {worker.log}")
@@ -59,6 +62,21 @@ def observe(down: float, after: float, tmp: Path) -> str:
         worker.stop()
         broker.stop()
     return "\n".join(out)
+
+
+async def _topics(dep: Deployment) -> dict[str, tuple[int, int]]:
+    """Each topic of the deployment: partition count and total records (by reading it)."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=dep.bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        out: dict[str, tuple[int, int]] = {}
+        for topic in sorted(t for t in await consumer.topics() if t.startswith(dep.prefix)):
+            parts = consumer.partitions_for_topic(topic) or set()
+            records = len(await read_all(dep, topic.removeprefix(dep.prefix), idle=1.0))
+            out[topic.removeprefix(dep.prefix)] = (len(parts), records)
+        return out
+    finally:
+        await consumer.stop()
 
 
 def _watch(worker: WorkerProcess, phase: str, begin: float, seconds: float) -> list[str]:

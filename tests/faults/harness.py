@@ -218,8 +218,14 @@ def run(plan: FaultPlan, bootstrap: str, tmp: Path, *, broker: int | None = None
 
 
 def compare_with_baseline(outcome: Outcome, baseline: Outcome) -> None:
-    """Final segments of a killed run against a never-killed run of the same input."""
-    outcome.vs_baseline = compare_segments(outcome.worker_segments, baseline.worker_segments)
+    """Final segments of a killed run against a never-killed run of the same input, over the
+    families both know (a ``rules`` fault adds one the baseline never ran)."""
+    known = {f for segments in baseline.worker_segments.values() for f in segments or {}}
+    mine = {
+        customer: None if segments is None else {f: v for f, v in segments.items() if f in known}
+        for customer, segments in outcome.worker_segments.items()
+    }
+    outcome.vs_baseline = compare_segments(mine, baseline.worker_segments)
 
 
 # -- feed and chaos ----------------------------------------------------------------------------
