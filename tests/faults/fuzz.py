@@ -348,7 +348,7 @@ class Fuzzer:
             time.sleep(0.1)
         got = _delta(after, before)
         consumed = got["consumed"] + got["tombstones"] - got["rerouted"]
-        self.lost += max(len(batch) - consumed, 0)
+        self.lost += max(len(batch) - int(consumed), 0)
         self.tombstones += int(got["tombstones"])
         self.events += int(got["consumed"] - got["rerouted"] - sum(got["invalid"].values()))
         self.dlq.update(got["invalid"])

@@ -13,7 +13,7 @@ import pytest
 from tests.faults.fuzz import FOUND, Fuzzer, fuzz_records, fuzz_rules_check, fuzz_rules_topic
 from tests.integration.conftest import Deployment
 
-RECORD_EXAMPLES, TOPIC_EXAMPLES, CHECK_EXAMPLES = 20, 12, 100
+RECORD_EXAMPLES, TOPIC_EXAMPLES, CHECK_EXAMPLES = 15, 8, 60
 
 
 @pytest.fixture(scope="module")
