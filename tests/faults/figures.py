@@ -3,11 +3,12 @@ failure so a red run can be read without re-running it."""
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
 from tests.faults.checker import SegmentDiff
-from tests.faults.harness import Outcome
+from tests.faults.harness import KINDS, Outcome
 
 EXAMPLES = 5
 
@@ -16,7 +17,8 @@ def table(outcomes: Sequence[Outcome]) -> str:
     rows: list[tuple[str, list[str]]] = [
         ("store / workers", [f"{_store(o)} x{o.plan.workers}" for o in outcomes]),
         ("kill mode", [o.plan.mode if o.kills else "-" for o in outcomes]),
-        ("kills", [str(len(o.kills)) for o in outcomes]),
+        ("SIGKILLs", [str(sum(k.sigkills for k in o.kills)) for o in outcomes]),
+        ("faults", [_faults(o) for o in outcomes]),
         ("input lines", [str(o.lines) for o in outcomes]),
         ("customers (replay)", [str(len(o.reference.segments)) for o in outcomes]),
         ("changes read", [str(o.report.changes) for o in outcomes]),
@@ -55,8 +57,8 @@ def table(outcomes: Sequence[Outcome]) -> str:
 def details(outcome: Outcome) -> str:
     """Kill points and a few examples of every failing category."""
     o, r = outcome, outcome.report
-    lines = [f"[{o.plan.name}] kills (fed lines, slot, mode, s):"]
-    lines += [f"  {k.fed:>7} slot {k.slot} {k.mode:<8} {k.seconds:6.1f}s" for k in o.kills]
+    lines = [f"[{o.plan.name}] faults (fed lines, slot, mode, s):"]
+    lines += [f"  {k.fed:>7} slot {k.slot:>2} {k.mode:<10} {k.seconds:6.1f}s" for k in o.kills]
     lines += [f"  {note}" for note in o.notes]
     lines += _examples("seq gaps (customer: missing seqs)", list(r.lost.items()))
     lines += _examples("(customer, seq) with 2+ ids", list(r.conflicts.items()))
@@ -85,6 +87,14 @@ def _examples(label: str, items: Sequence[Any]) -> list[str]:
 
 def _diff(diff: SegmentDiff | None) -> str:
     return "-" if diff is None else f"{diff.pairs} ({diff.customers} cust)"
+
+
+def _faults(outcome: Outcome) -> str:
+    """Faults by kind, e.g. ``kill2 rules1 pause1``; ``-`` for none."""
+    kinds = Counter(
+        k.mode.split()[0] if k.mode.split()[0] in KINDS else "kill" for k in outcome.kills
+    )
+    return " ".join(f"{kind}{n}" for kind, n in sorted(kinds.items())) or "-"
 
 
 def _store(outcome: Outcome) -> str:

@@ -1,16 +1,29 @@
-"""Feed a deployment, SIGKILL its workers on a seeded schedule, settle, collect, check.
+"""Feed a deployment, inject faults on a seeded schedule, settle, collect, check.
 
 One run: generate the input (``workload``), start the workers, feed the input at a paced
-rate while a chaos task kills and restarts workers at points of the feed, wait until all input
-is consumed and ``segment-changes`` has been quiet for a while, then read the change topic and
-the DLQ whole, ask the workers for every customer's segments, and judge it all with
-``checker`` against the offline replay (``reference``).
+rate while a chaos task injects faults at points of the feed, wait until all input is consumed
+and ``segment-changes`` has been quiet for a while, then read the change topic and the DLQ
+whole, ask the workers for every customer's segments, and judge it all with ``checker``
+against the offline replay (``reference``).
+
+Fault kinds (``Fault.kind``):
+
+- ``kill``: SIGKILL a worker at a random point under load (mid-batch, or between a state write
+  and an offset commit: wherever it lands) and start another in its place (``FaultPlan.mode``);
+- ``recovery``: SIGKILL a worker, start its replacement, and SIGKILL that one too once its HTTP
+  server answers and before its ``/readyz`` is 200 (mid-recovery), then start a third;
+- ``rules``: ``segstream rules publish FaultPlan.rules_dir``, then SIGKILL a worker as soon as it
+  runs the new set (its customers are being re-evaluated) and restart it;
+- ``add`` / ``stop``: start one more worker / stop one gracefully (SIGTERM): rebalances;
+- ``pause``: SIGSTOP the broker for ``Fault.seconds``, then SIGCONT (needs the broker's pid).
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import random
+import signal
 import time
 import uuid
 from collections import Counter
@@ -23,14 +36,28 @@ import httpx
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
+from segstream.core.rulelang import load_rules
+from segstream.runtime.broker import EmbeddedBroker
 from tests.faults.checker import ChangeReport, SegmentDiff, check_changes, compare_segments
 from tests.faults.checker import final_segments as segments_from_changes
-from tests.faults.reference import Reference, replay_reference
+from tests.faults.reference import RULES, Reference, replay_reference
 from tests.faults.workload import Workload, generate_lines
 from tests.integration.conftest import TOPIC_OF_TYPE, Deployment, WorkerProcess, read_all
 from tests.integration.test_worker import wait_for
 
 Ends = dict[TopicPartition, int]  # end offset of every input partition the feed wrote
+EXPLAIN, EXPLAIN_CHARS = 3, 3000  # customers whose worker state a failed run shows, and how much
+KINDS = ("kill", "recovery", "rules", "add", "stop", "pause")
+
+
+@dataclass(frozen=True)
+class Fault:
+    at: float  # fraction of the feed; 1.0 = after its end
+    kind: str  # one of KINDS
+    seconds: float = 0.0  # pause: how long the broker stays stopped
+
+    def __post_init__(self) -> None:
+        assert self.kind in KINDS, f"unknown fault kind {self.kind!r}"
 
 
 @dataclass(frozen=True)
@@ -47,17 +74,23 @@ class FaultPlan:
     mode: str = "restart"  # restart (same data dir), replace (new data dir), or mixed
     quiet: float = 4.0  # settled: no new change for this long, and no lag
     settle_timeout: float = 180.0
+    faults: tuple[Fault, ...] = ()  # the other fault kinds, at fixed points of the feed
+    rules_dir: Path | None = None  # what a ``rules`` fault publishes; the replay then uses it
 
     def without_kills(self, name: str = "never killed") -> FaultPlan:
-        return replace(self, name=name, kills=0, fixed_points=())
+        return replace(self, name=name, kills=0, fixed_points=(), faults=())
 
 
 @dataclass(frozen=True)
 class Kill:
-    fed: int  # input lines handed to the producer when the kill landed
+    """One injected fault (the name is historical: most are kills)."""
+
+    fed: int  # input lines handed to the producer when the fault landed
     slot: int
-    mode: str
+    mode: str  # restart / replace (kill), or the fault kind
     seconds: float  # since the feed started
+    sigkills: int = 1  # worker processes SIGKILLed by this fault
+    note: str = ""
 
 
 @dataclass
@@ -104,7 +137,24 @@ def kill_points(plan: FaultPlan, total: int) -> list[int]:
     return sorted(drawn + [int(total * f) for f in plan.fixed_points])
 
 
-def run(plan: FaultPlan, bootstrap: str, tmp: Path) -> Outcome:
+def schedule(plan: FaultPlan, total: int) -> list[tuple[int, Fault]]:
+    """Every fault of the plan at its input line, in feed order (kills first on a tie)."""
+    kills = [(point, Fault(point / max(total, 1), "kill")) for point in kill_points(plan, total)]
+    others = [(int(total * fault.at), fault) for fault in plan.faults]
+    return sorted(kills + others, key=lambda item: (item[0], item[1].kind != "kill"))
+
+
+def broker_pid(broker: EmbeddedBroker) -> int:
+    """The Tansu process's pid: EmbeddedBroker keeps its Popen in a private name."""
+    proc = getattr(broker, "_proc", None)
+    assert proc is not None and proc.poll() is None, "the broker is not running"
+    return int(proc.pid)
+
+
+def run(plan: FaultPlan, bootstrap: str, tmp: Path, *, broker: int | None = None) -> Outcome:
+    """``broker``: the broker's pid, needed by ``pause`` faults only."""
+    assert broker is not None or all(f.kind != "pause" for f in plan.faults), "pause needs a pid"
+    assert plan.rules_dir is not None or all(f.kind != "rules" for f in plan.faults)
     started = time.monotonic()
     tmp.mkdir(parents=True, exist_ok=True)
     lines = generate_lines(plan.workload)
@@ -120,14 +170,19 @@ def run(plan: FaultPlan, bootstrap: str, tmp: Path) -> Outcome:
             slot.worker.wait_ready()
         assert wait_for(lambda: _assigned(slots, plan.partitions), 60), "partitions not assigned"
         phases = [("start", time.monotonic())]
-        kills, ends = asyncio.run(_drive(dep, slots, plan, lines))
+        kills, ends = asyncio.run(_drive(dep, slots, plan, lines, broker))
         phases.append(("feed+kills", time.monotonic()))
         changes = asyncio.run(_settle(dep, slots, plan, ends))
         phases.append(("settle", time.monotonic()))
-        reference = replay_reference(source, partitions=plan.partitions)
+        rules = plan.rules_dir if any(k.mode == "rules" for k in kills) else None
+        reference = replay_reference(source, partitions=plan.partitions, rules_dir=rules or RULES)
         phases.append(("replay", time.monotonic()))
         customers = sorted(set(reference.segments) | {c["customer_id"] for c in changes})
         served = worker_segments(_live(slots).worker, customers)
+        differ = compare_segments(served, reference.segments).differ
+        explained = [
+            _explain(_live(slots).worker, c) for c in sorted({c for c, _ in differ})[:EXPLAIN]
+        ]
         dlq = asyncio.run(read_all(dep, "segstream-dlq", idle=1.0))
         phases.append(("collect", time.monotonic()))
     finally:
@@ -155,14 +210,22 @@ def run(plan: FaultPlan, bootstrap: str, tmp: Path) -> Outcome:
             + ", ".join(
                 f"{name} {end - start:.1f}s"
                 for (name, end), (_, start) in zip(phases, [("", started), *phases], strict=False)
-            )
+            ),
+            *(f"{k.mode} at {k.fed}: {k.note}" for k in kills if k.note),
+            *explained,
         ],
     )
 
 
 def compare_with_baseline(outcome: Outcome, baseline: Outcome) -> None:
-    """Final segments of a killed run against a never-killed run of the same input."""
-    outcome.vs_baseline = compare_segments(outcome.worker_segments, baseline.worker_segments)
+    """Final segments of a killed run against a never-killed run of the same input, over the
+    families both know (a ``rules`` fault adds one the baseline never ran)."""
+    known = {f for segments in baseline.worker_segments.values() for f in segments or {}}
+    mine = {
+        customer: None if segments is None else {f: v for f, v in segments.items() if f in known}
+        for customer, segments in outcome.worker_segments.items()
+    }
+    outcome.vs_baseline = compare_segments(mine, baseline.worker_segments)
 
 
 # -- feed and chaos ----------------------------------------------------------------------------
@@ -183,16 +246,17 @@ class _Progress:
 
 
 async def _drive(
-    dep: Deployment, slots: list[Slot], plan: FaultPlan, lines: list[bytes]
+    dep: Deployment, slots: list[Slot], plan: FaultPlan, lines: list[bytes], broker: int | None
 ) -> tuple[list[Kill], Ends]:
-    points = kill_points(plan, len(lines))
-    progress = _Progress(points)
-    chaos = asyncio.create_task(_chaos(dep, slots, plan, points, progress))
+    planned = schedule(plan, len(lines))
+    progress = _Progress([point for point, _ in planned])
+    chaos = _Chaos(dep, slots, plan, progress, broker)
+    task = asyncio.create_task(chaos.run(planned))
     try:
         ends = await _feed(dep, lines, plan.rate, progress)
-        return await chaos, ends
+        return await task, ends
     finally:
-        chaos.cancel()
+        task.cancel()
 
 
 async def _feed(dep: Deployment, lines: list[bytes], rate: float, progress: _Progress) -> Ends:
@@ -235,28 +299,147 @@ def _route(dep: Deployment, line: bytes) -> tuple[str, bytes | None]:
     return topic, str(customer).encode() if customer else None
 
 
-async def _chaos(
-    dep: Deployment, slots: list[Slot], plan: FaultPlan, points: list[int], progress: _Progress
-) -> list[Kill]:
-    """SIGKILL a worker at each kill point and start another in its place at once; the next
-    kill waits until that one is ready (ready, not caught up: close points kill a worker that
-    is still working off its backlog)."""
-    rng = random.Random(f"victims-{plan.kill_seed}")
-    begin = time.monotonic()
-    kills: list[Kill] = []
-    for point in points:
-        await progress.waiting[point].wait()
-        index = rng.randrange(len(slots))
-        mode = plan.mode if plan.mode != "mixed" else rng.choice(("restart", "replace"))
-        slot = slots[index]
+class _Chaos:
+    """Injects the plan's faults at their points of the feed. Before each fault every worker is
+    ready again (ready, not caught up: close points hit a worker still working off its
+    backlog); after the last one, settling waits for them."""
+
+    def __init__(
+        self,
+        dep: Deployment,
+        slots: list[Slot],
+        plan: FaultPlan,
+        progress: _Progress,
+        broker: int | None,
+    ) -> None:
+        self.dep, self.slots, self.plan, self.progress, self.broker = (
+            dep,
+            slots,
+            plan,
+            progress,
+            broker,
+        )
+        self.rng = random.Random(f"victims-{plan.kill_seed}")
+        self.begin = time.monotonic()
+
+    async def run(self, planned: list[tuple[int, Fault]]) -> list[Kill]:
+        kills: list[Kill] = []
+        for n, (point, fault) in enumerate(planned):
+            await self.progress.waiting[point].wait()
+            if n:
+                await self._all_ready()
+            kills.append(await getattr(self, f"_{fault.kind}")(fault))
+        return kills
+
+    def _record(self, slot: int, mode: str, sigkills: int = 1, note: str = "") -> Kill:
+        return Kill(self.progress.fed, slot, mode, time.monotonic() - self.begin, sigkills, note)
+
+    async def _all_ready(self) -> None:
+        for slot in list(self.slots):
+            await asyncio.to_thread(slot.worker.wait_ready, 120)
+
+    def _replace(self, index: int, mode: str) -> None:
+        """SIGKILL the worker in slot ``index`` and start another there at once: on the same
+        data directory (restart) or a new one (replace)."""
+        slot = self.slots[index]
         slot.worker.kill()
-        kills.append(Kill(progress.fed, index, mode, time.monotonic() - begin))
         data_of = slot.data if mode == "restart" else None
-        data = slot.data if mode == "restart" else len(dep.workers)
-        slots[index] = Slot(dep.start_worker(store=plan.store, data_of=data_of), data)
-        if point != points[-1]:  # after the last kill, settling waits for it
-            await asyncio.to_thread(slots[index].worker.wait_ready, 120)
-    return kills
+        data = slot.data if mode == "restart" else len(self.dep.workers)
+        self.slots[index] = Slot(
+            self.dep.start_worker(store=self.plan.store, data_of=data_of), data
+        )
+
+    def _mode(self) -> str:
+        plan = self.plan
+        return plan.mode if plan.mode != "mixed" else self.rng.choice(("restart", "replace"))
+
+    async def _kill(self, fault: Fault) -> Kill:
+        index, mode = self.rng.randrange(len(self.slots)), self._mode()
+        self._replace(index, mode)
+        return self._record(index, mode)
+
+    async def _recovery(self, fault: Fault) -> Kill:
+        """Kill, then kill the replacement while it starts: once its HTTP server answers
+        (it is taking partitions or recovering their state) and before /readyz says 200."""
+        index = self.rng.randrange(len(self.slots))
+        self._replace(index, "restart")
+        starting = self.slots[index].worker
+        answered = await asyncio.to_thread(_wait_http, starting, 60)
+        await asyncio.sleep(self.rng.uniform(0.0, 0.5))
+        status = _status(starting)
+        self._replace(index, self._mode())
+        note = f"second kill {answered:.1f}s after its HTTP server answered; /readyz was {status}"
+        return self._record(index, "recovery", 2, note)
+
+    async def _rules(self, fault: Fault) -> Kill:
+        """Publish the plan's rule set, then kill a worker as soon as it runs it."""
+        assert self.plan.rules_dir is not None
+        version = load_rules(self.plan.rules_dir).version
+        published = await asyncio.to_thread(
+            self.dep.cli, "rules", "publish", str(self.plan.rules_dir)
+        )
+        assert published.returncode == 0, published.stderr
+        index = self.rng.randrange(len(self.slots))
+        victim = self.slots[index].worker
+        waited = await asyncio.to_thread(_wait_rules, victim, version, 30)
+        self._replace(index, "restart")
+        note = f"{version} published; victim ran it {waited:.2f}s later and was killed at once"
+        return self._record(index, "rules", 1, note)
+
+    async def _add(self, fault: Fault) -> Kill:
+        data = len(self.dep.workers)
+        self.slots.append(Slot(self.dep.start_worker(store=self.plan.store), data))
+        return self._record(len(self.slots) - 1, "add", 0)
+
+    async def _stop(self, fault: Fault) -> Kill:
+        assert len(self.slots) > 1, "a stop fault needs a second worker"
+        index = self.rng.randrange(len(self.slots))
+        slot = self.slots.pop(index)
+        started = time.monotonic()
+        await asyncio.to_thread(slot.worker.stop)
+        code = slot.worker.proc.returncode
+        note = f"SIGTERM: exited {code} in {time.monotonic() - started:.1f}s"
+        return self._record(index, "stop", 0, note)
+
+    async def _pause(self, fault: Fault) -> Kill:
+        assert self.broker is not None
+        os.kill(self.broker, signal.SIGSTOP)
+        try:
+            await asyncio.sleep(fault.seconds)
+        finally:
+            os.kill(self.broker, signal.SIGCONT)
+        return self._record(-1, f"pause {fault.seconds:g}s", 0)
+
+
+def _wait_http(worker: WorkerProcess, timeout: float) -> float:
+    """Seconds until the worker's HTTP server answers at all (any status)."""
+    started = time.monotonic()
+    while time.monotonic() - started < timeout and worker.proc.poll() is None:
+        try:
+            worker.get("/healthz")
+            return time.monotonic() - started
+        except httpx.HTTPError:
+            time.sleep(0.05)
+    raise AssertionError(f"worker HTTP never answered: {worker.log.read_text()[-2000:]}")
+
+
+def _status(worker: WorkerProcess) -> str:
+    try:
+        return str(worker.get("/readyz").status_code)
+    except httpx.HTTPError as exc:
+        return type(exc).__name__
+
+
+def _wait_rules(worker: WorkerProcess, version: str, timeout: float) -> float:
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        try:
+            if worker.get("/segments").json().get("rules_version") == version:
+                return time.monotonic() - started
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.02)
+    raise AssertionError(f"worker did not switch to rules {version} in {timeout}s")
 
 
 # -- settle and collect ------------------------------------------------------------------------
@@ -338,6 +521,12 @@ def worker_segments(worker: WorkerProcess, customers: list[str]) -> dict[str, An
 
     with httpx.Client(timeout=30) as client, ThreadPoolExecutor(8) as pool:
         return dict(zip(customers, pool.map(lambda c: one(client, c), customers), strict=True))
+
+
+def _explain(worker: WorkerProcess, customer: str) -> str:
+    """What the worker says of a customer whose segments differ from the replay's."""
+    response = worker.get(f"/customers/{customer}")
+    return f"worker's {customer}: {response.text[:EXPLAIN_CHARS]}"
 
 
 def dlq_headers(record: Any) -> list[tuple[str, str]]:

@@ -16,6 +16,7 @@ from segstream.core.rulelang import load_rules
 from segstream.replay import replay
 
 ROOT = Path(__file__).resolve().parents[2]
+RULES = ROOT / "rules"
 
 
 @dataclass(frozen=True)
@@ -25,7 +26,7 @@ class Reference:
     mode: str
 
 
-def replay_reference(path: Path, *, partitions: int, rules_dir: Path = ROOT / "rules") -> Reference:
+def replay_reference(path: Path, *, partitions: int, rules_dir: Path = RULES) -> Reference:
     engine, summary = replay(
         [path],
         load_rules(rules_dir),
