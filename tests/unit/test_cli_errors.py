@@ -143,7 +143,7 @@ def test_rules_publish_to_an_unreachable_cluster() -> None:
         timeout=60,
         check=False,
     )
-    assert_one_line(done, "cannot reach the Kafka cluster at 127.0.0.1:1", code=1)
+    assert_one_line(done, "cannot connect to Kafka (PLAINTEXT): 127.0.0.1:1", code=1)
 
 
 def test_rules_publish_with_a_misspelled_setting() -> None:

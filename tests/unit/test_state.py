@@ -8,6 +8,7 @@ from segstream.core.engine import Engine
 from segstream.core.state import (
     ACTIVITY_DAYS,
     COMPACT_EVERY_DAYS,
+    LATE_DAYS,
     CustomerState,
     Windows,
     dump_state,
@@ -149,8 +150,9 @@ def test_old_orders_fold_into_totals_and_memory_stays_bounded() -> None:
     engine.process(raw(first, *(order(day=d, amount=1) for d in range(2, 800, 2))))
     st = engine.store["C1"]
     engine.values(st)
-    # only the horizon's orders (plus at most one compaction period) are kept by id
-    assert len(st.orders) <= (365 + COMPACT_EVERY_DAYS) // 2 + 1
+    # only the horizon's orders, plus the lateness allowance and at most one compaction
+    # period, are kept by id
+    assert len(st.orders) <= (365 + LATE_DAYS + COMPACT_EVERY_DAYS) // 2 + 1
     assert len(st.activity) <= (2 * ACTIVITY_DAYS + COMPACT_EVERY_DAYS) // 2 + 1
     values = engine.values(st)
     assert values["orders_total"] == 400

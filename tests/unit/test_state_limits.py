@@ -10,6 +10,7 @@ import pytest
 from segstream.core.contracts import Event, Rejection, validate_event
 from segstream.core.state import (
     COMPACT_EVERY_DAYS,
+    LATE_DAYS,
     LIMIT_ATTRIBUTES,
     LIMIT_CLOSED_TICKET_IDS,
     LIMIT_FOLDED_IDS,
@@ -176,7 +177,7 @@ def test_closed_ticket_digests_are_a_bounded_order_free_set() -> None:
 def test_folded_order_digests_are_bounded() -> None:
     st = CustomerState("C1")
     limits = Limits(max_folded_ids=10)
-    feed(st, [order(day=0, amount=1) for _ in range(30)], HORIZON + 1, limits)
+    feed(st, [order(day=0, amount=1) for _ in range(30)], HORIZON + LATE_DAYS + 1, limits)
     assert len(st.folded_ids) == 10 and st.folded_count == 30
     assert st.take_limit_hits() == {LIMIT_FOLDED_IDS: 20}
 

@@ -23,6 +23,10 @@ from segstream.core.timeutil import day_of
 
 ACTIVITY_DAYS = 30
 COMPACT_EVERY_DAYS = 90  # compaction only bounds memory; reads filter windows by age anyway
+# Days, beyond the horizon, that an order is held for a late correction: a refund dated within
+# a horizon of its order undoes it whenever it arrives, up to this long after the order left
+# every window (partitions' input topics are consumed unevenly, most after a restart)
+LATE_DAYS = 90
 ZERO = Decimal(0)
 
 # Every name a rule can read from a customer's state, with its type (used by the rule checker).
@@ -273,8 +277,9 @@ class CustomerState:
     ) -> bool:
         if event.status != "completed":
             order = self.orders.get(event.order_id)
-            if order is not None and clock_day - order[2] >= windows.horizon:
-                return False  # past the horizon: it has been (or is about to be) folded
+            if order is not None and day - order[2] >= windows.horizon:
+                return False  # dated a horizon after its order: it cannot undo it (event time,
+                # so the answer does not depend on when it arrives)
             if order is None and _digest(event.order_id) in self.folded_ids:
                 return False  # folded already: too late to undo, and it would only take memory
             known = self.refunds.get(event.order_id)
@@ -284,7 +289,7 @@ class CustomerState:
             return True
         if _digest(event.order_id) in self.folded_ids:
             return False
-        if clock_day - day >= windows.horizon and event.order_id not in self.refunds:
+        if clock_day - day >= windows.horizon + LATE_DAYS and event.order_id not in self.refunds:
             if event.order_id in self.orders:
                 return False
             self._fold(event.order_id, day, event.amount)
@@ -293,6 +298,12 @@ class CustomerState:
         return _lww(
             self.orders, event.order_id, (event.occurred_at, event.event_id, day, event.amount)
         )
+
+    def _refunded(self, order_id: str, day: int, horizon: int) -> bool:
+        """Refunded or cancelled within a horizon of the order's day (later ones do not undo
+        it): an event-time rule, the same whenever the correction arrives."""
+        refunded = self.refunds.get(order_id)
+        return refunded is not None and refunded - day < horizon
 
     def _apply_ticket(
         self, event: SupportEvent, day: int, clock_day: int, windows: Windows
@@ -336,17 +347,18 @@ class CustomerState:
             return
         self.compacted_day = clock_day
         horizon = windows.horizon
+        held = horizon + LATE_DAYS
         for order_id, (_, _, day, amount) in list(self.orders.items()):
-            if clock_day - day >= horizon:
+            if clock_day - day >= held:
                 del self.orders[order_id]
-                if order_id in self.refunds:
+                if self._refunded(order_id, day, horizon):
                     del self.refunds[order_id]
                     self.folded_ids.add(_digest(order_id))
                 else:
                     self._fold(order_id, day, amount)
         self._cap_folded_ids(limits)
         for order_id, day in list(self.refunds.items()):
-            if clock_day - day >= horizon and order_id not in self.orders:
+            if clock_day - day >= held and order_id not in self.orders:
                 del self.refunds[order_id]
         survey_days = _survey_days(windows)
         for key, survey in list(self.surveys.items()):
@@ -381,8 +393,10 @@ class CustomerState:
         first = self.folded_first_day
         last = self.folded_last_day
         refunds = self.refunds
+        rfm_horizon = windows.horizon
         for order_id, (_, _, day, amount) in self.orders.items():
-            if order_id in refunds:
+            refunded = refunds.get(order_id)
+            if refunded is not None and refunded - day < rfm_horizon:
                 continue
             counted += 1
             total += amount
