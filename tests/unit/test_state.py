@@ -219,3 +219,21 @@ def test_order_windows_do_not_depend_on_the_rfm_window(rfm_days: int) -> None:
     assert values["frequency"] == sum(age < rfm_days for age in (0, 20, 45, 80, 120))
     assert sorted(exits["o90"]) == [DAY0 + d + 90 for d in (20, 55, 80, 100)]
     assert sorted(exits["o30"]) == [DAY0 + d + 30 for d in (80, 100)]
+
+
+def test_a_cancellation_dated_within_the_horizon_counts_however_late_it_arrives() -> None:
+    """After a restart a partition's topics are consumed unevenly: the event clock can be 75
+    days past an order's horizon when a cancellation dated 300 days after the order arrives.
+    It was ignored then, and the customer stayed a buyer (found by killing workers)."""
+    placed = order(day=0, order_id="o1", amount="80.00")
+    cancelled = order(day=300, order_id="o1", status="cancelled", amount="0")
+    in_order = engine_for()
+    in_order.process(raw(placed, cancelled, event("profile", day=440, attributes={})))
+    late = engine_for()
+    late.process(raw(placed, event("profile", day=440, attributes={}), cancelled))
+    for engine in (in_order, late):
+        values = engine.values(engine.store["C1"])
+        assert (values["orders_total"], values["monetary_total"]) == (0, 0.0)
+    too_late = engine_for()  # dated a horizon after its order: it cannot undo it
+    too_late.process(raw(placed, order(day=365, order_id="o1", status="cancelled", amount="0")))
+    assert too_late.values(too_late.store["C1"])["orders_total"] == 1
