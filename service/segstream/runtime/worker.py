@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import os
 import ssl
 import time
 from collections import Counter
@@ -19,6 +20,7 @@ import faust
 import orjson
 from aiokafka import TopicPartition
 from faust.exceptions import ConsumerNotStarted
+from faust.types import TP
 
 from segstream.core.contracts import Rejection
 from segstream.core.engine import Change, Commit, Engine
@@ -50,6 +52,7 @@ from segstream.runtime.rulestopic import (
 from segstream.runtime.settings import Settings
 
 log = logging.getLogger("segstream.worker")
+EXIT_CLUSTER_LOST = 3  # the cluster lost this worker's writes (docs/runtime.md)
 
 
 def cloudevent_headers(change: Change, source: str) -> list[tuple[str, bytes]]:
@@ -104,6 +107,8 @@ class SegmentWorker:
         self.next_offset: dict[tuple[str, int], int] = {}
         self.last_batch_at = 0.0
         self.last_input_at: dict[int, float] = {}
+        # partition -> base offset of the last changelog batch this process wrote there
+        self.changelog_written: dict[int, int] = {}
         self.app = self._build_app()
         self.producer = BatchProducer(lambda: self.app.producer._producer)
 
@@ -286,6 +291,7 @@ class SegmentWorker:
                     len(written),
                 )
             self.writer.persisted(records, written)
+            self.changelog_written[commit.partition] = written[-1].base_offset
         transitions: Counter[tuple[str, str, str, str]] = Counter()
         for commit in commits:
             for change in commit.changes:
@@ -431,6 +437,7 @@ class SegmentWorker:
         await self.sync_rules()  # never take customers under rules about to be replaced
         async with self.lock:
             owned = self.assigned_partitions()
+            await self._refuse_a_cluster_that_lost_our_writes(owned)
             engine = self.engine
             for partition in set(engine.lanes) - owned:
                 engine.release_partition(partition)
@@ -471,6 +478,42 @@ class SegmentWorker:
             len(engine.store),
             len(customers),
         )
+
+    async def _refuse_a_cluster_that_lost_our_writes(self, owned: set[int]) -> None:
+        """A broker that restarted empty (Tansu keeps everything in memory; a Kafka cluster
+        whose disks were replaced) rejoins as if nothing happened: faust recovers an empty
+        changelog, this worker keeps serving what it holds in memory, and its outputs go to
+        topics that no longer exist. When a changelog partition ends before a batch this
+        process wrote to it, stop with one line instead: a supervisor restarts the worker,
+        which then holds exactly what the cluster holds."""
+        held = sorted(p for p in owned if p in self.changelog_written)
+        if not held:
+            return
+        changelog = self.writer.changelog
+        tps = [TP(changelog, p) for p in held]
+        try:
+            ends = await asyncio.wait_for(self.app.consumer.highwaters(*tps), 15)
+        except TimeoutError:
+            log.warning("could not read the changelog's end offsets; not checked this time")
+            return
+        except Exception:  # a changelog the cluster cannot describe is gone
+            ends = {}
+        lost = [
+            p
+            for p, tp in zip(held, tps, strict=True)
+            if (ends.get(tp) or 0) <= self.changelog_written[p]
+        ]
+        if lost:
+            log.critical(
+                "the Kafka cluster lost data this worker wrote: changelog %s partitions %s end"
+                " before batches written at offsets %s (did the brokers restart empty?);"
+                " stopping so that a restart rebuilds from what the cluster holds",
+                changelog,
+                lost,
+                [self.changelog_written[p] for p in lost],
+            )
+            logging.shutdown()
+            os._exit(EXIT_CLUSTER_LOST)
 
     # -- HTTP --------------------------------------------------------------------------------
 
