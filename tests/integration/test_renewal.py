@@ -12,6 +12,7 @@ import orjson
 from segstream.core.rulelang import load_rules
 from segstream.replay import replay
 from tests.integration.conftest import ROOT, Deployment, produce, read_all
+from tests.integration.test_worker import metric, wait_for
 
 
 def line(n: int, customer: str, day: str, **fields: object) -> bytes:
@@ -48,7 +49,11 @@ def test_the_renewal_window_fires_on_its_day_in_the_worker_and_in_replay(
     deployment.partitions = 1  # one partition: the other customers move C1's clock
     worker = deployment.start_worker()
     worker.wait_ready()
-    asyncio.run(produce(deployment, LINES))
+    # the renewal date months before the other events: the four input topics are consumed
+    # independently, so send the later orders only once it was applied
+    asyncio.run(produce(deployment, LINES[:1]))
+    assert wait_for(lambda: metric(worker, "segstream_events_consumed_total") >= 1, 30)
+    asyncio.run(produce(deployment, LINES[1:]))
     records = asyncio.run(
         read_all(
             deployment,
