@@ -15,10 +15,12 @@ venv: $(BIN)/segstream
 
 # Debian's prometheus package: promtool runs the alerting rules' unit tests, the prometheus
 # server scrapes a real worker in tests/integration/test_prometheus.py. node and npm run the
-# official AsyncAPI parser on docs/asyncapi.yaml (tests/unit/test_asyncapi.py).
+# official AsyncAPI parser on docs/asyncapi.yaml (tests/unit/test_asyncapi.py). Debian's
+# docker-compose (v1) validates docker-compose.yml (`config -q`; no Docker engine needed).
 APT_NEEDS := $(if $(shell command -v promtool),,prometheus) \
 	$(if $(shell command -v prometheus),,prometheus) \
-	$(if $(shell command -v node),,nodejs) $(if $(shell command -v npm),,npm)
+	$(if $(shell command -v node),,nodejs) $(if $(shell command -v npm),,npm) \
+	$(if $(shell command -v docker-compose),,docker-compose)
 ASYNCAPI := tools/asyncapi
 
 tools: $(ASYNCAPI)/node_modules/.package-lock.json
