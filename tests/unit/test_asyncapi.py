@@ -28,6 +28,7 @@ def test_the_committed_document_is_the_generated_one() -> None:
     assert asyncapi.DOCUMENT.read_text() == asyncapi.render(), (
         "docs/asyncapi.yaml is stale: run `make asyncapi` (python -m segstream.asyncapi)"
     )
+    assert "&id0" not in asyncapi.render()  # no YAML anchors: readable without resolving
 
 
 def test_every_topic_the_worker_creates_is_a_channel() -> None:
