@@ -2,6 +2,10 @@
 #   docker build -t segstream:0.1.0 .
 #   docker run --rm -e KAFKA_BOOTSTRAP_SERVERS=host:9092 -p 6066:6066 segstream:0.1.0
 #
+# The image binds its HTTP port on every interface (SEGSTREAM_WEB_HOST=0.0.0.0), or
+# `-p 6066:6066` could not reach it; outside the image the default stays 127.0.0.1.
+# With several workers, set SEGSTREAM_ADVERTISED_HOST to a name the others can reach.
+#
 # Two stages: the builder has a compiler in case a dependency has no wheel for
 # this platform; the runtime image only gets the installed site-packages.
 
@@ -31,6 +35,7 @@ ENV PATH=/opt/segstream/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     SEGSTREAM_RULES_DIR=/etc/segstream/rules \
     SEGSTREAM_STORE=rocksdb:///var/lib/segstream \
+    SEGSTREAM_WEB_HOST=0.0.0.0 \
     SEGSTREAM_WEB_PORT=6066 \
     SEGSTREAM_CLOCK=wall
 

@@ -3,7 +3,7 @@ PY ?= python3.11
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: venv tools test unit integration lint bench demo soak
+.PHONY: venv tools asyncapi test unit integration lint bench demo soak
 
 $(BIN)/segstream: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -13,16 +13,36 @@ $(BIN)/segstream: pyproject.toml
 
 venv: $(BIN)/segstream
 
-# promtool runs the alerting rules' unit tests (Debian's prometheus package)
-tools:
-	@command -v promtool >/dev/null || { apt-get update -qq && apt-get install -y -qq prometheus >/dev/null; }
+# Debian's prometheus package: promtool runs the alerting rules' unit tests, the prometheus
+# server scrapes a real worker in tests/integration/test_prometheus.py. node and npm run the
+# official AsyncAPI parser on docs/asyncapi.yaml (tests/unit/test_asyncapi.py). Debian's
+# docker-compose (v1) validates docker-compose.yml (`config -q`; no Docker engine needed).
+APT_NEEDS := $(if $(shell command -v promtool),,prometheus) \
+	$(if $(shell command -v prometheus),,prometheus) \
+	$(if $(shell command -v node),,nodejs) $(if $(shell command -v npm),,npm) \
+	$(if $(shell command -v docker-compose),,docker-compose)
+ASYNCAPI := tools/asyncapi
+
+tools: $(ASYNCAPI)/node_modules/.package-lock.json
+	@test -z "$(strip $(APT_NEEDS))" || { apt-get update -qq \
+		&& apt-get install -y -qq $(sort $(APT_NEEDS)) >/dev/null; }
+
+# @asyncapi/parser, pinned by package-lock.json, in a project-local node_modules (not in git)
+$(ASYNCAPI)/node_modules/.package-lock.json: $(ASYNCAPI)/package.json $(ASYNCAPI)/package-lock.json
+	@command -v npm >/dev/null || { apt-get update -qq && apt-get install -y -qq nodejs npm >/dev/null; }
+	cd $(ASYNCAPI) && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error
+	touch $@
+
+# regenerate docs/asyncapi.yaml from the pydantic contracts
+asyncapi: venv
+	$(BIN)/python -m segstream.asyncapi
 
 lint: venv
 	$(BIN)/ruff check service tests bench
 	$(BIN)/ruff format --check service tests bench
 	$(BIN)/mypy
 
-unit: venv
+unit: venv tools
 	$(BIN)/pytest tests/unit -q
 
 integration: venv tools

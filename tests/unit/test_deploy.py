@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import re
+import shutil
+import subprocess
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from segstream.runtime.settings import Settings
 
 KUBE = Path(__file__).resolve().parents[2] / "deploy" / "kubernetes"
 
@@ -72,3 +77,75 @@ def worker_container_labels() -> dict[str, str]:
     template = manifests()[("StatefulSet", "segstream")]["spec"]["template"]
     labels: dict[str, str] = template["metadata"]["labels"]
     return labels
+
+
+ROOT = KUBE.parents[1]
+
+
+def compose() -> dict[str, Any]:
+    return yaml.safe_load((ROOT / "docker-compose.yml").read_text())  # type: ignore[no-any-return]
+
+
+def compose_workers() -> dict[str, dict[str, Any]]:
+    services = compose()["services"]
+    return {name: s for name, s in services.items() if s.get("image") == "segstream:dev"}
+
+
+def test_each_compose_worker_advertises_its_own_host() -> None:
+    """/customers/{id} forwards to the owner's advertised host: 0.0.0.0 (the bind address)
+    or one name shared by all replicas would send it to the wrong worker, or nowhere."""
+    workers = compose_workers()
+    assert len(workers) >= 2
+    hosts = []
+    for name, service in workers.items():
+        env = service["environment"]
+        assert env["SEGSTREAM_WEB_HOST"] == "0.0.0.0"  # reachable from the other containers
+        assert env["SEGSTREAM_ADVERTISED_HOST"] == service["hostname"] == name
+        assert "replicas" not in service.get("deploy", {})  # one environment per worker
+        hosts.append(env["SEGSTREAM_ADVERTISED_HOST"])
+    assert len(set(hosts)) == len(hosts)
+    envs = [
+        {k: v for k, v in w["environment"].items() if "ADVERTISED" not in k}
+        for w in workers.values()
+    ]
+    assert all(env == envs[0] for env in envs)  # otherwise the same worker
+    ports = [p.split(":")[1] for w in workers.values() for p in w["ports"]]
+    assert len(set(ports)) == len(ports)
+
+
+def test_prometheus_in_compose_finds_every_worker() -> None:
+    config = yaml.safe_load((ROOT / "deploy" / "prometheus" / "prometheus.yml").read_text())
+    (job,) = [j for j in config["scrape_configs"] if j["job_name"] == "segstream"]
+    (names,) = [sd["names"] for sd in job["dns_sd_configs"]]
+    for service in compose_workers().values():
+        assert set(names) <= set(service["networks"]["default"]["aliases"])
+    assert set(compose_workers()) <= set(compose()["services"]["prometheus"]["depends_on"])
+
+
+def test_docker_compose_accepts_the_file() -> None:
+    binary = shutil.which("docker-compose")
+    assert binary, "docker-compose is missing: `make tools` installs Debian's docker-compose"
+    checked = subprocess.run(
+        [binary, "-f", str(ROOT / "docker-compose.yml"), "config", "-q"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert checked.returncode == 0, checked.stderr
+
+
+def test_the_image_serves_http_on_every_interface_and_the_default_stays_loopback() -> None:
+    """`docker run -p 6066:6066` reaches the worker only if it binds beyond the container's
+    loopback; a worker run outside the image keeps the safe default."""
+    text = (ROOT / "Dockerfile").read_text()
+    runtime_stage = text.rsplit("\nFROM ", 1)[1]
+    assert re.search(r"\bSEGSTREAM_WEB_HOST=0\.0\.0\.0\b", runtime_stage)
+    assert Settings.model_fields["web_host"].default == "127.0.0.1"
+
+
+def test_kubernetes_sets_the_replication_factor_and_says_to_edit_it() -> None:
+    env = {e["name"]: e for e in worker_container()["env"]}
+    assert int(env["SEGSTREAM_REPLICATION_FACTOR"]["value"]) >= 3
+    before = (KUBE / "README.md").read_text().split("Before applying", 1)[1].split("\n\n", 1)[0]
+    assert "SEGSTREAM_REPLICATION_FACTOR" in before

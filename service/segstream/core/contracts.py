@@ -22,6 +22,7 @@ from pydantic import (
     TypeAdapter,
     ValidationError,
     ValidationInfo,
+    WithJsonSchema,
     field_validator,
     model_validator,
 )
@@ -29,6 +30,8 @@ from pydantic_core import PydanticCustomError
 
 from segstream.core.timeutil import (
     DEFAULT_MAX_FUTURE_SKEW_MS,
+    MAX_OCCURRED_AT_MS,
+    MIN_OCCURRED_AT_MS,
     occurred_at_bounds,
     parse_timestamp,
     to_rfc3339,
@@ -112,9 +115,37 @@ def _amount(value: object) -> Decimal:
     return amount
 
 
-EpochMs = Annotated[int, BeforeValidator(_occurred_at)]
+# The JSON schemas say what the wire accepts (docs/asyncapi.yaml is generated from them), not
+# the Python types the validators produce.
+EpochMs = Annotated[
+    int,
+    BeforeValidator(_occurred_at),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "string", "format": "date-time"},
+                {
+                    "type": "integer",
+                    "minimum": MIN_OCCURRED_AT_MS,
+                    "maximum": MAX_OCCURRED_AT_MS,
+                },
+            ]
+        }
+    ),
+]
 Id = Annotated[str, Field(min_length=1, max_length=128)]
-Amount = Annotated[Decimal, BeforeValidator(_amount)]
+Amount = Annotated[
+    Decimal,
+    BeforeValidator(_amount),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "number", "minimum": 0, "maximum": 1e15},
+                {"type": "string", "description": 'a decimal number, e.g. "19.90"'},
+            ]
+        }
+    ),
+]
 AttributeValue = str | bool | int | float | None
 
 

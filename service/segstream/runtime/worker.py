@@ -68,6 +68,16 @@ def cloudevent_headers(change: Change, source: str) -> list[tuple[str, bytes]]:
     ]
 
 
+def transition_label(tier: str | bool | None) -> str:
+    """A transition metric's from/to label: the tier, ``none`` for no tier, ``in``/``out``
+    for a flag (docs/runtime.md, Metrics)."""
+    if tier is None:
+        return "none"
+    if isinstance(tier, bool):
+        return "in" if tier else "out"
+    return tier
+
+
 def dlq_headers(record: Record, reason: str, message: str) -> list[tuple[str, bytes]]:
     """The original headers plus context headers modelled on Kafka Connect's DLQ."""
     return [
@@ -305,7 +315,12 @@ class SegmentWorker:
                     )
                 )
                 transitions[
-                    (change["family"], str(change["from"]), str(change["to"]), change["change"])
+                    (
+                        change["family"],
+                        transition_label(change["from"]),
+                        transition_label(change["to"]),
+                        change["change"],
+                    )
                 ] += 1
                 if self.on_change is not None:
                     self.on_change(change)
