@@ -21,7 +21,7 @@ from segstream.runtime.settings import Settings
 log = logging.getLogger("segstream.topics")
 
 #: Topics read as "latest value per key": compaction keeps them small without losing the
-#: current rule set (one key per version) or a customer's latest state (one key per customer).
+#: rule sets (one key per version), customers' states and partitions' lane records.
 COMPACT = {"cleanup.policy": "compact"}
 TOPIC_ALREADY_EXISTS = 36
 
