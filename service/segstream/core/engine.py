@@ -698,9 +698,6 @@ class Engine:
                 added.append(field_name)
         return added
 
-    def population_stale(self) -> bool:
-        return any(self._stale(lane) for lane in self.lanes.values())
-
     def _stale(self, lane: Lane) -> bool:
         fraction = self.refresh_fraction
         return any(p.stale(fraction) for p in lane.populations.values())
