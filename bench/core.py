@@ -30,6 +30,7 @@ def core_throughput(path: Path) -> dict[str, Any]:
     changes = 0
     for start in range(0, len(lines), BATCH):
         changes += len(engine.process(lines[start : start + BATCH]).changes)
+        engine.drop_pending()
     changes += len(engine.refresh_population())
     seconds = time.perf_counter() - started
     parse_started = time.perf_counter()

@@ -108,6 +108,7 @@ def replay(
                 file, line = where[index]
                 errors.write(f"{file}:{line}: {rejection.reason.value}: {rejection.message}\n")
         emit(result.changes)
+        engine.drop_pending()
         batch.clear()
         where.clear()
 

@@ -45,3 +45,23 @@ def test_two_replays_of_a_10000_customer_file_are_identical(tmp_path: Path) -> N
     replay_to(events, second, "2")
     assert first.stat().st_size > 1_000_000
     assert first.read_bytes() == second.read_bytes()
+
+
+def test_replay_keeps_no_pending_work_of_the_batches_it_wrote(tmp_path: Path) -> None:
+    """Without a changelog nothing commits: pending changes and states would grow with the
+    input (a million-event replay held every change it ever wrote)."""
+    import io
+
+    from segstream.core.rulelang import load_rules
+    from segstream.replay import replay
+    from tests.unit.factories import ROOT
+
+    events = tmp_path / "events.jsonl"
+    config = SynthConfig(customers=300, events=6000, seed=2)
+    events.write_bytes(b"".join(orjson.dumps(body) + b"\n" for body in generate(config)))
+    engine, summary = replay(
+        [events], load_rules(ROOT / "rules"), out=None, progress=False, errors=io.StringIO()
+    )
+    assert summary.changes > 1000
+    left = [c for lane in engine.lanes.values() for c in lane.fresh]
+    assert all(c["cause"]["kind"] != "event" for c in left)  # only the final settle's

@@ -793,6 +793,12 @@ class Engine:
     def commits(self) -> list[Commit]:
         return [c for p in sorted(self.lanes) if (c := self.commit(p)) is not None]
 
+    def drop_pending(self) -> None:
+        """Forget what the lanes decided since their last commit: for callers that keep no
+        changelog (``replay``), whose pending work would otherwise grow with the input."""
+        for lane in self.lanes.values():
+            lane.fresh, lane.dirty, lane.erased = [], set(), set()
+
     def confirm(self, partitions: Iterable[int] | None = None) -> None:
         """The changes committed so far were emitted (acknowledged): no longer re-sent."""
         for partition in sorted(self.lanes) if partitions is None else partitions:
