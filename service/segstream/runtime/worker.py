@@ -286,11 +286,18 @@ class SegmentWorker:
         again from the input; after it, recovery re-sends its changes (same ids) and decides
         nothing twice; an output is never sent before the state that produced it is written."""
         s = self.settings
-        for commit in commits:
-            records = self.writer.commit_records(commit)
-            written, whole = await self.producer.send_atomic(
-                self.writer.changelog, commit.partition, records, s.commit_max_bytes
+        # one commit per partition here (Engine.commits), so they are independent: one round
+        # trip for all of them, not one per partition in turn
+        batches = [self.writer.commit_records(commit) for commit in commits]
+        sent = await asyncio.gather(
+            *(
+                self.producer.send_atomic(
+                    self.writer.changelog, commit.partition, records, s.commit_max_bytes
+                )
+                for commit, records in zip(commits, batches, strict=True)
             )
+        )
+        for commit, records, (written, whole) in zip(commits, batches, sent, strict=True):
             if not whole:
                 self.metrics.commits_split.inc()
                 log.warning(
