@@ -18,6 +18,7 @@ from pydantic import BaseModel
 from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
 from segstream.core.contracts import (
+    GroupSnapshot,
     OrderEvent,
     ProfileEvent,
     RejectReason,
@@ -39,6 +40,7 @@ _MODELS: list[tuple[type[BaseModel], JsonSchemaMode, str | None]] = [
     (SurveyEvent, "validation", "topic_surveys"),
     (ProfileEvent, "validation", "topic_profiles"),
     (SegmentChange, "serialization", None),
+    (GroupSnapshot, "serialization", None),
 ]
 
 
@@ -78,6 +80,15 @@ CLOUDEVENT_HEADERS = {
     "ce_type": "segstream.segment.<change>: entered, exited, upgraded or downgraded",
     "ce_subject": "the customer_id",
     "ce_time": "the change's `at` (RFC 3339)",
+    "content-type": "application/json",
+}
+
+SNAPSHOT_HEADERS = {
+    "ce_specversion": "CloudEvents version, always 1.0",
+    "ce_id": "the snapshot's event_id",
+    "ce_source": "SEGSTREAM_SOURCE (default urn:segstream)",
+    "ce_type": "segstream.group.snapshot",
+    "ce_subject": "`<group>:<value>`",
     "content-type": "application/json",
 }
 
@@ -126,6 +137,32 @@ def _messages() -> dict[str, Any]:
         "One membership change; de-duplicate on event_id (docs/contracts.md).",
         {"$ref": _REF.format(model="SegmentChange")},
         headers=_headers("CloudEvents 1.0 binary mode", CLOUDEVENT_HEADERS),
+    )
+    messages["GroupSnapshot"] = _message(
+        "GroupSnapshot",
+        "group snapshot",
+        "A closed quarter's figures of one group value; de-duplicate on event_id"
+        " (docs/contracts.md, Group snapshots).",
+        {"$ref": _REF.format(model="GroupSnapshot")},
+        headers=_headers("CloudEvents 1.0 binary mode", SNAPSHOT_HEADERS),
+        key={**_STRING, "description": "`<group>:<value>`"},
+    )
+    messages["GroupPartial"] = _message(
+        "GroupPartial",
+        "partition's group figures",
+        "One partition's partial group figures, published by the worker that owns it and"
+        " read by every worker: opaque, versioned JSON written only by the workers.",
+        {
+            "type": "object",
+            "required": ["format", "partition", "groups"],
+            "properties": {
+                "format": {"type": "integer", "const": 1},
+                "partition": {"type": "integer", "minimum": 0},
+                "groups": {"type": "object"},
+            },
+            "additionalProperties": True,
+        },
+        key={**_STRING, "description": "the partition number (the topic is compacted)"},
     )
     messages["RejectedEvent"] = _message(
         "RejectedEvent",
@@ -232,6 +269,19 @@ def _channels() -> dict[str, Any]:
         " line) and the workers keep the newest valid rule set.",
         ["RuleSet"],
     )
+    channels["segment-group-snapshots"] = _channel(
+        _topic("topic_group_snapshots"),
+        "Output: one group snapshot per group value when a calendar quarter closes"
+        " (SEGSTREAM_TOPIC_GROUP_SNAPSHOTS); one partition, keyed by `<group>:<value>`.",
+        ["GroupSnapshot"],
+    )
+    channels["segstream-groups"] = _channel(
+        _topic("topic_groups"),
+        "Control: each partition's partial group figures (SEGSTREAM_TOPIC_GROUPS); one"
+        " partition, compacted, keyed by partition; every worker reads it whole to answer"
+        " GET /groups/{name} for all partitions.",
+        ["GroupPartial"],
+    )
     channels["customers-changelog"] = _channel(
         "{app_id}-customers-changelog",
         "State: the customers table's changelog (faust), compacted, one partition per input"
@@ -266,6 +316,15 @@ def _operations() -> dict[str, Any]:
         ops[f"consume-{name}"] = _operation("receive", name, f"Apply {model.__name__}s")
     ops["emit-segment-changes"] = _operation(
         "send", "segment-changes", "Publish membership changes"
+    )
+    ops["emit-group-snapshots"] = _operation(
+        "send", "segment-group-snapshots", "Publish a closed quarter's group figures"
+    )
+    ops["share-group-figures"] = _operation(
+        "send", "segstream-groups", "Share the owned partitions' group figures"
+    )
+    ops["read-group-figures"] = _operation(
+        "receive", "segstream-groups", "Read every partition's group figures"
     )
     ops["dead-letter"] = _operation("send", "segstream-dlq", "Dead-letter invalid input")
     ops["read-rules"] = _operation("receive", "segment-rules", "Switch to the newest valid rules")

@@ -9,6 +9,7 @@ for what failed on the way; 130 on Ctrl-C; 141 when the reader of stdout went aw
 from __future__ import annotations
 
 import argparse
+import io
 import logging
 import os
 import re
@@ -222,6 +223,37 @@ def cmd_explain(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report_groups(args: argparse.Namespace) -> int:
+    from segstream.replay import format_groups, group_periods, group_rows, replay
+
+    partitions = _partitions(args)
+    paths = _inputs(args.events, "--events ")
+    rules = _rules(args.rules)
+    if not rules.groups:
+        raise Mistake(f"the rule set in {args.rules} declares no groups ('groups:' section)")
+    if args.group is not None and args.group not in rules.groups:
+        raise Mistake(f"no group {args.group!r}; the rules declare {', '.join(rules.groups)}")
+    engine, _ = replay(
+        paths,
+        rules,
+        out=None,
+        clock=args.clock,
+        as_of_ms=args.as_of,
+        progress=False,
+        partitions=partitions,
+        errors=io.StringIO(),  # `segstream replay` lists invalid lines
+    )
+    periods = group_periods(engine)
+    if args.group is not None:
+        periods = {args.group: periods[args.group]}
+    if args.format == "json":
+        lines = (orjson.dumps(row).decode() + "\n" for row in group_rows(engine, periods))
+        sys.stdout.write("".join(lines))
+    else:
+        sys.stdout.write(format_groups(engine, periods))
+    return 0
+
+
 def cmd_generate(args: argparse.Namespace) -> int:
     from segstream.synth import SynthConfig, generate
 
@@ -317,6 +349,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_explain)
 
+    report = sub.add_parser("report", help="figures computed offline").add_subparsers(
+        dest="report_command", required=True
+    )
+    p = report.add_parser("groups", help="group figures (groups: in the rules) from event files")
+    p.add_argument("--events", nargs="+", required=True)
+    p.add_argument("--rules", default=DEFAULT_RULES)
+    p.add_argument("--group", help="only this group")
+    p.add_argument("--format", choices=("text", "json"), default="text")
+    p.add_argument("--clock", choices=("event", "wall"), default="event")
+    p.add_argument("--as-of", type=_timestamp, help="advance the clock to this time at the end")
+    _partitions_argument(p)
+    p.set_defaults(func=cmd_report_groups)
+
     p = sub.add_parser("generate", help="write seeded synthetic events as JSONL")
     p.add_argument("--customers", type=_count(1), default=1000)
     p.add_argument("--events", type=_count(1), default=10_000)
@@ -339,7 +384,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    parts = (args.command, getattr(args, "rules_command", None))
+    parts = (
+        args.command,
+        getattr(args, "rules_command", None),
+        getattr(args, "report_command", None),
+    )
     name = " ".join(part for part in parts if part)
     try:
         code: int = args.func(args)

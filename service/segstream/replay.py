@@ -14,6 +14,7 @@ from typing import IO, Any
 import orjson
 
 from segstream.core.engine import CLOCK_EVENT, Change, Engine
+from segstream.core.groups import Period, merge, metrics_of, rows
 from segstream.core.rulelang import RuleSet
 from segstream.core.timeutil import to_rfc3339
 from segstream.present import segment_label
@@ -175,3 +176,47 @@ def open_out(path: str | None) -> Any:
     if path in (None, "-"):
         return os.fdopen(os.dup(sys.stdout.fileno()), "wb")
     return Path(path).open("wb")
+
+
+def group_periods(engine: Engine) -> dict[str, list[Period]]:
+    """Every group's periods over all the engine's partitions, as the workers merge them."""
+    partials = [engine.group_partial(p) for p in sorted(engine.lanes)]
+    return {
+        name: merge(spec, (p["groups"].get(name) for p in partials))
+        for name, spec in engine.rules.groups.items()
+    }
+
+
+def group_rows(engine: Engine, periods: dict[str, list[Period]]) -> list[dict[str, Any]]:
+    return [row for name, ps in periods.items() for row in rows(engine.rules.groups[name], ps)]
+
+
+def format_groups(engine: Engine, periods: dict[str, list[Period]]) -> str:
+    """A table per group and period, newest period first."""
+    lines: list[str] = []
+    for name, ps in periods.items():
+        spec = engine.rules.groups[name]
+        lines.append(f"group {name}  by {spec.by}  period {spec.period}")
+        if not ps:
+            lines.append("  no figures yet")
+        for period in ps:
+            state = "closed" if period.closed else "open"
+            lines.append(f"  {period.period} ({period.start}..{period.end}, {state})")
+            header = "".join(f"{m:>12}" for m in spec.metrics)
+            lines.append(f"    {'value':<24}{header}")
+            for value, (members, tally) in period.figures.items():
+                figures = metrics_of(spec, members, tally)
+                cells = "".join(f"{_cell(figures[m]):>12}" for m in spec.metrics)
+                lines.append(f"    {value[:24]:<24}{cells}")
+            if period.folded:
+                lines.append(f"    ({period.folded} values beyond max_values added up as (other))")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:,.2f}"
+    return str(value)

@@ -19,7 +19,7 @@ SETTINGS = Settings(partitions=4)
 def test_control_topics_and_the_changelog_are_compacted_and_data_topics_are_not() -> None:
     wanted = wanted_topics(SETTINGS)
     compacted = {name for name, spec in wanted.items() if spec.configs == COMPACT}
-    assert compacted == {"segment-rules", "segstream-customers-changelog"}
+    assert compacted == {"segment-rules", "segstream-groups", "segstream-customers-changelog"}
     assert wanted["segment-rules"].partitions == 1
     assert "segstream-population" not in wanted  # retired: cut points are kept per partition
     assert wanted["orders"].partitions == wanted[changelog_topic(SETTINGS)].partitions == 4

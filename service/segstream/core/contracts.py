@@ -444,3 +444,39 @@ class SegmentChange(BaseModel):
 
 
 SEGMENT_CHANGE_ADAPTER = TypeAdapter(SegmentChange)
+
+
+class GroupMetrics(BaseModel):
+    """A group value's figures in a period; only the group's declared ``metrics`` appear."""
+
+    csi: float | None = Field(
+        None,
+        description="promoters (answers 8-10) over max(detractors (1-3), 1), over ALL the"
+        " answers of the value's customers in the period; null without any answer",
+    )
+    nps: float | None = Field(
+        None, description="Net Promoter Score, -100..100 (answers 9-10 minus 0-6); null without"
+    )
+    promoters: int | None = None
+    detractors: int | None = None
+    responses: int | None = None
+    members: int | None = Field(None, description="customers with this value at the close")
+    revenue: float | None = Field(None, description="orders dated in the period, refunds removed")
+    orders: int | None = None
+
+
+class GroupSnapshot(BaseModel):
+    """A closed quarter of one group value, emitted once the quarter closed in every
+    partition. ``event_id`` depends only on group, value and period: a re-emission after a
+    crash carries the same id."""
+
+    event_id: str = Field(description="blake2b-128 hex of group, value and period")
+    type: Literal["group_snapshot"] = "group_snapshot"
+    group: str = Field(description="the group's name in the rules (`groups:`)")
+    by: str = Field(description="the attribute or family the group is by")
+    value: str = Field(description="the value of `by`; `(other)` adds up values beyond max_values")
+    period: str = Field(description="the calendar quarter in UTC, e.g. 2026-Q1")
+    start: str = Field(description="first day of the quarter (YYYY-MM-DD)")
+    end: str = Field(description="last day of the quarter (YYYY-MM-DD)")
+    metrics: GroupMetrics
+    rules_version: str

@@ -30,6 +30,7 @@ from segstream.core.contracts import (
     RejectReason,
     parse_event,
 )
+from segstream.core.groups import GroupLane, GroupSpec, contribution
 from segstream.core.partitioning import partition_for
 from segstream.core.population import Population
 from segstream.core.rulelang import RuleSet
@@ -90,9 +91,12 @@ class Lane:
         "erased",
         "erasures",
         "fresh",
+        "groups",
         "partition",
         "populations",
         "rules_version",
+        "snapshots",
+        "touched",
         "unconfirmed",
     )
 
@@ -111,6 +115,11 @@ class Lane:
         self.erased: set[str] = set()  # customers erased since the last commit: tombstones
         # digest of an erased customer's id -> (erasure time, last seq)
         self.erasures: dict[str, tuple[int, int]] = {}
+        self.groups: dict[str, GroupLane] = {}
+        # group -> the last closed quarter whose group-snapshot events were emitted (kept in
+        # the lane record of the partition whose owner emits them)
+        self.snapshots: dict[str, str] = {}
+        self.touched = False  # the lane record changed (a quarter closed) since the last commit
 
     def set_clock(self, now_ms: int) -> None:
         self.clock_ms = now_ms
@@ -119,7 +128,7 @@ class Lane:
     def pending(self) -> int:
         """Work since the last commit (customers to write + changes): the runtime commits in
         slices so one commit stays one producer batch."""
-        return len(self.dirty) + len(self.fresh) + len(self.erased)
+        return len(self.dirty) + len(self.fresh) + len(self.erased) + self.touched
 
     def record(self) -> dict[str, Any]:
         return {
@@ -133,6 +142,8 @@ class Lane:
             },
             "unconfirmed": self.unconfirmed,
             "erasures": {k: list(v) for k, v in sorted(self.erasures.items())},
+            "groups": {name: g.record() for name, g in sorted(self.groups.items())},
+            "snapshots": dict(sorted(self.snapshots.items())),
         }
 
 
@@ -209,6 +220,8 @@ class Engine:
         if lane.erasures:
             horizon = (lane.clock_day - self.limits.event_id_memory_days) * MS_PER_DAY
             lane.erasures = {k: v for k, v in lane.erasures.items() if v[0] >= horizon}
+        if lane.groups:
+            self._roll_groups(lane)
         changes = self._run_due(lane, lane.clock_day)
         return changes + self._refresh_if_stale(lane)
 
@@ -433,6 +446,8 @@ class Engine:
         del self.partition_of[customer_id]
         lane.customers.discard(customer_id)
         lane.dirty.discard(customer_id)
+        for group in lane.groups.values():
+            group.update(customer_id, None, {})
         if st.due_day is not None:
             lane.due.get(st.due_day, set()).discard(customer_id)
         for population in lane.populations.values():
@@ -495,6 +510,8 @@ class Engine:
             }
         self._schedule(lane, st, self._next_change_day(lane.clock_day, values, exits))
         changes = self._diff(st, values, cause, event_id, at_ms)
+        if lane.groups:
+            self._group_update(st, lane)
         lane.dirty.add(st.customer_id)
         lane.fresh += changes
         return changes
@@ -636,6 +653,80 @@ class Engine:
             "touch": playbook.touch,
         }
 
+    # -- groups ------------------------------------------------------------------------------
+
+    def _group_value(self, st: CustomerState, spec: GroupSpec) -> str | None:
+        """The value a customer counts under: its tier of a family, or its attribute (the
+        declared default when absent; an empty text or null is no value)."""
+        if spec.by_family:
+            tier = st.segments.get(spec.by)
+            return tier if isinstance(tier, str) else None
+        attribute = self.rules.attributes[spec.by]
+        item = st.attrs.get(spec.by)
+        raw = attribute.default if item is None or item[2] is None else attribute.coerce(item[2])
+        if raw is None or raw == "":
+            return None
+        if isinstance(raw, bool):
+            return "true" if raw else "false"
+        return str(raw)
+
+    def _group_update(self, st: CustomerState, lane: Lane) -> None:
+        horizon = self.rules.windows.horizon
+        for group in lane.groups.values():
+            value = self._group_value(st, group.spec)
+            buckets = (
+                {}
+                if value is None
+                else contribution(
+                    group, st.surveys.values(), st.orders.items(), st.refunds, horizon
+                )
+            )
+            group.update(st.customer_id, value, buckets)
+
+    def _roll_groups(self, lane: Lane) -> None:
+        """The clock moved to a new day: close the quarters it passed. A lane's first clock
+        gives its groups their first period, so they count its customers from then on."""
+        first = [g for g in lane.groups.values() if g.current is None]
+        for group in lane.groups.values():
+            if group.roll(lane.clock_day):
+                lane.touched = True
+        if first and lane.customers:
+            self._refill_groups(lane)
+
+    def _refill_groups(self, lane: Lane) -> None:
+        """Recompute every customer's contribution (a recovered lane, new group definitions)."""
+        if lane.clock_ms is None:
+            return
+        for group in lane.groups.values():
+            group.roll(lane.clock_day)
+        for customer_id in sorted(lane.customers):
+            self._group_update(self.store[customer_id], lane)
+
+    def group_partial(self, partition: int) -> dict[str, Any]:
+        """What a partition contributes to every group: the groups topic's value for it, and
+        the input of :func:`segstream.core.groups.merge`."""
+        lane = self.lanes.get(partition)
+        groups = {} if lane is None else {n: g.partial() for n, g in sorted(lane.groups.items())}
+        return {
+            "format": 1,
+            "partition": partition,
+            "clock_ms": None if lane is None else lane.clock_ms,
+            "rules_version": self.rules.version,
+            "groups": groups,
+        }
+
+    def snapshots_emitted(self, partition: int) -> dict[str, str]:
+        """Group -> the last quarter whose snapshot events this partition's owner emitted."""
+        lane = self.lanes.get(partition)
+        return {} if lane is None else dict(lane.snapshots)
+
+    def mark_snapshots(self, partition: int, group: str, period: str) -> None:
+        """Record that a quarter's snapshot events were emitted (written with the next commit:
+        a crash before it emits them again, with the same ids)."""
+        lane = self.lane(partition)
+        lane.snapshots[group] = period
+        lane.touched = True
+
     # -- population --------------------------------------------------------------------------
 
     def _configure_rules(self) -> None:
@@ -682,11 +773,20 @@ class Engine:
         # declared attributes are never the ones a flood of new names pushes out
         self.limits = replace(self.base_limits, keep_attributes=frozenset(rules.attributes))
         self._wanted = {s.field: s.quantiles for s in self._quantile_scores}
+        self._groups = dict(rules.groups)
         for lane in self.lanes.values():
             self._configure_lane(lane)
 
     def _configure_lane(self, lane: Lane) -> list[str]:
-        """Give a lane one population per quantile field of the rules; returns new fields."""
+        """Give a lane one population per quantile field of the rules, and its groups; returns
+        new population fields. A group whose definition changed starts over (its closed
+        quarters were figures of another definition); the caller refills it."""
+        for name in [n for n in lane.groups if n not in self._groups]:
+            del lane.groups[name]
+        for name, spec in self._groups.items():
+            group = lane.groups.get(name)
+            if group is None or group.spec != spec:
+                lane.groups[name] = GroupLane(spec)
         wanted = self._wanted
         for field_name in [f for f in lane.populations if f not in wanted]:
             del lane.populations[field_name]
@@ -759,6 +859,8 @@ class Engine:
             for population in lane.populations.values():
                 population.cuts = population.compute_cuts()
                 population.updates_since_refresh = 0
+            if lane.groups:
+                self._refill_groups(lane)
 
     def reevaluate(self, customer_ids: Iterable[str], cause: str = "rules") -> list[Change]:
         """Re-evaluate customers (each in its own lane); a lane whose customers were all
@@ -781,8 +883,9 @@ class Engine:
     def commit(self, partition: int) -> Commit | None:
         """Take what a lane decided since its last commit; None when it decided nothing."""
         lane = self.lanes.get(partition)
-        if lane is None or not (lane.dirty or lane.fresh or lane.erased):
+        if lane is None or not (lane.dirty or lane.fresh or lane.erased or lane.touched):
             return None
+        lane.touched = False
         store = self.store
         states = [store[c] for c in sorted(lane.dirty) if c in store]
         erased = sorted(c for c in lane.erased if c not in store)
@@ -798,6 +901,7 @@ class Engine:
         changelog (``replay``), whose pending work would otherwise grow with the input."""
         for lane in self.lanes.values():
             lane.fresh, lane.dirty, lane.erased = [], set(), set()
+            lane.touched = False
 
     def confirm(self, partitions: Iterable[int] | None = None) -> None:
         """The changes committed so far were emitted (acknowledged): no longer re-sent."""
@@ -827,6 +931,14 @@ class Engine:
         lane.unconfirmed = []
         lane.fresh = list(record.get("unconfirmed", ()))  # sent again with the next commit
         lane.erasures = {k: (int(v[0]), int(v[1])) for k, v in record.get("erasures", {}).items()}
+        for name, stored_group in record.get("groups", {}).items():
+            group = lane.groups.get(name)
+            if group is not None:
+                group.restore(stored_group)
+        for group in lane.groups.values():
+            if group.current is None and lane.clock_ms is not None:
+                group.roll(lane.clock_day)  # a record written before the group existed
+        lane.snapshots = dict(record.get("snapshots", {}))
 
     def adopt(self, st: CustomerState, partition: int) -> None:
         """Take over a recovered customer: index its schedule and population values, no changes."""
@@ -847,6 +959,8 @@ class Engine:
                     population.load(st.customer_id, values[field_name])
         due, st.due_day = st.due_day, None  # not indexed in this process yet
         self._schedule(lane, st, due)
+        if lane.groups and lane.clock_ms is not None:
+            self._group_update(st, lane)
 
     def settle_adopted(self, partition: int, *, had_record: bool) -> list[Change]:
         """After a lane's customers were adopted: finish what its last commit left half done.
@@ -864,6 +978,8 @@ class Engine:
                     lane.set_clock(latest)
             for population in lane.populations.values():
                 population.cuts = population.compute_cuts()
+            if lane.groups:
+                self._refill_groups(lane)
         at = lane.clock_day * MS_PER_DAY
         changes = self._run_due(lane, lane.clock_day) if lane.clock_ms is not None else []
         changes += self._reevaluate(lane, self._off_cuts(lane), "population", at)

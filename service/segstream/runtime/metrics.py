@@ -84,6 +84,18 @@ class Metrics:
             " (a crash between them can re-decide changes)",
             registry=self.registry,
         )
+        self.group_values_folded = Gauge(
+            "segstream_group_values_folded",
+            "Values of a group beyond its max_values, added up as (other) in its newest period",
+            ["group"],
+            registry=r,
+        )
+        self.group_snapshots = Counter(
+            "segstream_group_snapshots_total",
+            "group-snapshot events emitted (one per group value and closed quarter)",
+            ["group"],
+            registry=r,
+        )
         self.lag = Gauge(
             "segstream_consumer_lag_messages",
             "High watermark minus next offset",

@@ -99,6 +99,14 @@ class Settings(BaseSettings):
     topic_changes: str = "segment-changes"
     topic_dlq: str = "segstream-dlq"
     topic_rules: str = "segment-rules"
+    topic_groups: str = Field(
+        "segstream-groups",
+        description="compacted: each partition's partial group figures, read by every worker",
+    )
+    topic_group_snapshots: str = Field(
+        "segment-group-snapshots",
+        description="one group-snapshot event per group value when a quarter closes",
+    )
     topic_population: str = Field(
         "segstream-population",
         description="retired: cut points are kept per partition and no longer shared; accepted"
@@ -130,6 +138,9 @@ class Settings(BaseSettings):
     session_timeout_seconds: float = Field(10.0, gt=0)
     clock_tick_seconds: float = Field(1.0, gt=0, description="wall-clock re-evaluation period")
     population_refresh_seconds: float = Field(2.0, gt=0)
+    groups_publish_seconds: float = Field(
+        2.0, gt=0, description="how often a worker shares its partitions' group figures"
+    )
     rules_chunk_size: int = Field(2000, ge=1, description="customers re-evaluated per step")
     commit_max_items: int = Field(
         400,

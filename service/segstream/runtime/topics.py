@@ -55,6 +55,8 @@ def wanted_topics(s: Settings) -> dict[str, TopicSpec]:
     topics |= {s.topic_changes: TopicSpec(s.partitions), s.topic_dlq: TopicSpec(s.partitions)}
     topics |= {
         s.topic_rules: TopicSpec(1, COMPACT),
+        s.topic_groups: TopicSpec(1, COMPACT),
+        s.topic_group_snapshots: TopicSpec(1),
         changelog_topic(s): TopicSpec(s.partitions, COMPACT),
     }
     return topics

@@ -37,6 +37,7 @@ from segstream.runtime.batching import (
     items_by_partition,
     lane_partition,
 )
+from segstream.runtime.groups import GroupExchange
 from segstream.runtime.health import broker_problem, lag_of, not_ready_reason
 from segstream.runtime.http import MAX_REQUEST_BYTES, bearer_token_guard
 from segstream.runtime.metrics import Metrics
@@ -121,6 +122,7 @@ class SegmentWorker:
         self.changelog_written: dict[int, int] = {}
         self.app = self._build_app()
         self.producer = BatchProducer(lambda: self.app.producer._producer)
+        self.groups = GroupExchange(settings, lambda: self.engine, self.producer, self.metrics)
 
     # -- wiring ------------------------------------------------------------------------------
 
@@ -172,6 +174,7 @@ class SegmentWorker:
         app.on_partitions_revoked.connect(self._on_revoked)  # type: ignore[arg-type]
         app.timer(s.clock_tick_seconds)(self.tick_clock)
         app.timer(s.population_refresh_seconds)(self.refresh_population)
+        app.timer(s.groups_publish_seconds)(self.publish_groups)
         app.task(self.follow_control_topics)
         self._add_views(app)
         return app
@@ -370,6 +373,13 @@ class SegmentWorker:
                 engine.refresh_population(quiet)
                 await self._settle()
 
+    async def publish_groups(self) -> None:
+        """Share this worker's partitions' group figures; emit snapshots of closed quarters."""
+        if not self.ready or not self.engine.rules.groups:
+            return
+        async with self.lock:
+            await self.groups.publish(self.assigned_partitions(), self._settle)
+
     async def switch_rules(self, rules: RuleSet) -> None:
         """Re-evaluate every customer in chunks, yielding to the batch path between chunks."""
         async with self.lock:
@@ -410,22 +420,21 @@ class SegmentWorker:
             return self.rules_offset
 
     async def follow_control_topics(self) -> None:
-        """Every worker reads the rules topic whole (no consumer group)."""
+        """Every worker reads the rules and groups topics whole (no consumer group)."""
         s = self.settings
         rules_offset = await self.sync_rules()
         consumer = rules_consumer(s)
         await consumer.start()
         try:
             rules_tp = TopicPartition(s.topic_rules, 0)
-            consumer.assign([rules_tp])
+            groups_tp = TopicPartition(s.topic_groups, 0)
+            consumer.assign([rules_tp, groups_tp])
             consumer.seek(rules_tp, rules_offset)
+            await consumer.seek_to_beginning(groups_tp)
             while True:
                 batches = await consumer.getmany(timeout_ms=500)
-                rules_records = [
-                    (record.offset, record.value)
-                    for records in batches.values()
-                    for record in records
-                ]
+                rules_records = [(r.offset, r.value) for r in batches.get(rules_tp, ())]
+                self.groups.receive(r.value for r in batches.get(groups_tp, ()))
                 if rules_records:
                     await self._accept_rules(newest_valid(rules_records))
         finally:
@@ -580,6 +589,19 @@ class SegmentWorker:
                     "members": worker.engine.member_counts(),
                 }
             )
+
+        @app.page("/groups/{name}")
+        @guarded
+        async def groups(web: Any, request: Any, name: str) -> Any:
+            known = worker.engine.rules.groups
+            if name not in known:
+                listed = ", ".join(known) or "none"
+                return web.json({"error": f"unknown group {name!r}; groups: {listed}"}, status=404)
+            try:
+                owned = worker.assigned_partitions()
+            except ConsumerNotStarted:
+                owned = set()
+            return web.json(worker.groups.view(name, owned))
 
         if not self.settings.customer_api:
             return

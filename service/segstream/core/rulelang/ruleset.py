@@ -15,6 +15,7 @@ from typing import Any
 
 import yaml
 
+from segstream.core.groups import GROUP_METRICS, GroupSpec
 from segstream.core.rulelang import expr
 from segstream.core.rulelang.errors import RuleError, RuleErrors, did_you_mean
 from segstream.core.rulelang.yamlpos import Marks, YamlLimitError, load_with_marks
@@ -32,6 +33,7 @@ _TOP_KEYS = (
     "families",
     "flags",
     "owners",
+    "groups",
 )
 _ATTR_TYPES = {
     "str": ("str", (str,)),
@@ -120,6 +122,7 @@ class Score:
 DEFAULT_OWNERS = ("marketing", "customer_success", "sales")
 TOUCH_MODELS = ("high", "low", "tech")
 _PLAYBOOK_KEYS = ("action", "owner", "touch")
+_GROUP_KEYS = ("by", "metrics", "period", "max_values", "keep", "description")
 _MAX_ACTION = 500
 
 
@@ -188,6 +191,7 @@ class RuleSet:
     owners: tuple[str, ...] = DEFAULT_OWNERS
     # hidden counter name -> (date attribute, +1 a day for days_since / -1 for days_until)
     date_counters: dict[str, tuple[str, int]] = field(default_factory=dict)
+    groups: dict[str, GroupSpec] = field(default_factory=dict)
 
     @property
     def segment_names(self) -> list[str]:
@@ -368,9 +372,10 @@ class _Compiler:
         owners = self.owners()
         playbooks = self.playbooks(families_raw, flags_raw, owners)
         order = self.topo_order(checked, locations)
+        groups = self.groups(windows, attributes, tier_names)
         if self.errors:
             raise RuleErrors(self.errors)
-        return self.assemble(
+        ruleset = self.assemble(
             date_counters,
             owners,
             playbooks,
@@ -383,6 +388,8 @@ class _Compiler:
             list(flags_raw),
             list(derived_raw),
         )
+        ruleset.groups = groups
+        return ruleset
 
     # -- parsing sections --------------------------------------------------------------------
 
@@ -423,6 +430,8 @@ class _Compiler:
             if key not in _TOP_KEYS:
                 hint = did_you_mean(key, _TOP_KEYS)
                 self.error(name, marks, (key, "<key>"), f"unknown section {key!r}{hint}")
+            elif key == "groups":
+                self.parse_groups(name, marks, value)
             elif key in ("attributes", "scores", "derived", "families", "flags", "windows"):
                 if not isinstance(value, dict):
                     self.error(name, marks, (key,), f"section {key!r} must be a mapping")
@@ -449,6 +458,125 @@ class _Compiler:
                     if key != "windows" and not self.define(_KIND[key], name, (key, entry)):
                         continue
                     section[entry] = (name, (key, entry), body)
+
+    def parse_groups(self, file: str, marks: Marks, value: Any) -> None:
+        """Groups have their own names (no expression reads them): checked apart."""
+        if not isinstance(value, dict):
+            self.error(file, marks, ("groups",), "section 'groups' must be a mapping")
+            return
+        section = self.entries.setdefault("groups", {})
+        for entry, body in value.items():
+            here = ("groups", entry, "<key>")
+            if not (isinstance(entry, str) and _NAME.match(entry)):
+                bad = f"{entry!r} is not a valid name (lowercase letters, digits, _)"
+                self.error(file, marks, here, bad)
+            elif entry in section:
+                other = section[entry][0]
+                line, col = self.marks(other).get(here, (1, 1))
+                self.error(
+                    file, marks, here, f"group {entry!r} is already defined at {other}:{line}:{col}"
+                )
+            else:
+                section[entry] = (file, ("groups", entry), body)
+
+    def groups(
+        self,
+        windows: Windows,
+        attributes: dict[str, Attribute],
+        families: dict[str, tuple[str, ...]],
+    ) -> dict[str, GroupSpec]:
+        """``groups:`` entries: ``by`` an attribute or a family, ``metrics``, ``period``."""
+        result: dict[str, GroupSpec] = {}
+        groupable = [a.name for a in attributes.values() if a.type != "date"]
+        longest = max(windows.csi_days, 90)  # surveys older than this are not kept
+        for name, (file, path, body) in self.entries.get("groups", {}).items():
+            marks = self.marks(file)
+            if not isinstance(body, dict):
+                self.error(file, marks, path, f"group {name!r} must be a mapping")
+                continue
+            ok = True
+            for key in body:
+                if key not in _GROUP_KEYS:
+                    hint = did_you_mean(key, _GROUP_KEYS)
+                    self.error(file, marks, (*path, key, "<key>"), f"unknown key {key!r}{hint}")
+                    ok = False
+            by = body.get("by")
+            if by not in families and by not in groupable:
+                hint = did_you_mean(by, [*groupable, *families])
+                self.error(
+                    file,
+                    marks,
+                    (*path, "by") if "by" in body else path,
+                    f"group {name!r} needs 'by': a declared attribute (not a date) or a"
+                    f" family{hint}",
+                )
+                ok = False
+            metrics = body.get("metrics")
+            if (
+                not isinstance(metrics, list)
+                or not metrics
+                or len(set(map(str, metrics))) != len(metrics)
+            ):
+                self.error(
+                    file,
+                    marks,
+                    (*path, "metrics") if "metrics" in body else path,
+                    f"'metrics' is a non-empty list without repeats of: {', '.join(GROUP_METRICS)}",
+                )
+                ok = False
+            else:
+                for i, metric in enumerate(metrics):
+                    if metric not in GROUP_METRICS:
+                        hint = did_you_mean(metric, GROUP_METRICS)
+                        self.error(
+                            file,
+                            marks,
+                            (*path, "metrics", i),
+                            f"unknown metric {metric!r}{hint}; metrics are"
+                            f" {', '.join(GROUP_METRICS)}",
+                        )
+                        ok = False
+            period = body.get("period", "quarter")
+            rolling: int | None = None
+            if isinstance(period, dict) and list(period) == ["rolling"]:
+                rolling = period["rolling"]
+                if isinstance(rolling, bool) or not isinstance(rolling, int):
+                    rolling = 0
+                if not 1 <= rolling <= longest:
+                    self.error(
+                        file,
+                        marks,
+                        (*path, "period", "rolling"),
+                        f"'rolling' is a whole number of days 1-{longest} (answers older than"
+                        " the CSI window are not kept)",
+                    )
+                    ok = False
+            elif period != "quarter":
+                self.error(
+                    file,
+                    marks,
+                    (*path, "period"),
+                    "'period' is 'quarter' (calendar quarters, UTC) or {rolling: N} (days)",
+                )
+                ok = False
+            limits = {}
+            for key, default, top in (("max_values", 200, 10_000), ("keep", 4, 40)):
+                n = body.get(key, default)
+                if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= top:
+                    self.error(file, marks, (*path, key), f"'{key}' is a whole number 1-{top}")
+                    ok = False
+                limits[key] = n
+            if ok:
+                result[name] = GroupSpec(
+                    name,
+                    str(by),
+                    by in families,
+                    tuple(str(m) for m in metrics),  # type: ignore[union-attr]
+                    rolling,
+                    limits["max_values"],
+                    limits["keep"],
+                )
+        return result
 
     def define(self, kind: str, file: str, path: tuple[Any, ...]) -> bool:
         """Claim a name in the one namespace expressions read; False (and an error) if taken."""
