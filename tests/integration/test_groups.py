@@ -124,3 +124,21 @@ def test_groups_agree_across_workers_and_with_report_groups(
         assert s["event_id"] == snapshot_id("account_managers", s["value"], "2026-Q1")
         row = next(r for r in offline if r["period"] == "2026-Q1" and r["value"] == s["value"])
         assert s["metrics"] == {k: row[k] for k in ("csi", "nps", "members", "revenue")}
+
+    # both workers crash; a new one recovers the same figures from the changelog and the
+    # groups topic, and emits no snapshot with another id
+    first.kill()
+    second.kill()
+    third = deployment.start_worker()
+    third.wait_ready()
+    recovered: dict[str, Any] = {}
+
+    def recovered_settled() -> bool:
+        view = settled(third, deployment.partitions)
+        recovered["view"] = view
+        return view is not None and rows_of(view) == offline
+
+    assert wait_for(recovered_settled, 60), recovered
+    later = asyncio.run(read_all(deployment, "segment-group-snapshots", idle=3.0))
+    ids = {orjson.loads(r.value)["event_id"] for r in later}
+    assert ids == {s["event_id"] for s in snapshots}
