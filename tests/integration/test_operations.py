@@ -14,9 +14,9 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
+from segstream.core.partitioning import partition_for
 from segstream.runtime.broker import EmbeddedBroker
 from segstream.runtime.main import spawn_worker
-from segstream.runtime.worker import partition_for
 from tests.integration.conftest import (
     ROOT,
     Deployment,

@@ -25,7 +25,7 @@ import yaml
 from segstream.core.contracts import RejectReason
 from segstream.core.partitioning import partition_for
 from segstream.core.rulelang import load_rules
-from segstream.runtime.worker import transition_label
+from segstream.runtime.handler import transition_label
 from tests.integration.conftest import ROOT, Deployment, free_port, produce
 from tests.integration.test_worker import _send_raw
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import orjson
 
-from segstream.runtime.worker import partition_for
+from segstream.core.partitioning import partition_for
 from tests.integration.conftest import Deployment, load_events, produce, read_all
 from tests.integration.test_worker import (
     SAMPLE,

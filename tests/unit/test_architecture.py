@@ -24,3 +24,29 @@ def test_core_and_replay_import_no_streaming_library() -> None:
     for path in files:
         bad = imported_roots(path) & (FORBIDDEN | {"segstream.runtime"})
         assert not bad, f"{path.relative_to(SERVICE)} imports {bad}"
+
+
+def engine_attributes_read(path: Path) -> set[str]:
+    """Attributes of an ``engine`` (a name or ``self.engine``) read other than by a call."""
+    tree = ast.parse(path.read_text())
+    called = {id(node.func) for node in ast.walk(tree) if isinstance(node, ast.Call)}
+    found = set()
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Attribute) or id(node) in called:
+            continue
+        owner = node.value
+        name = owner.id if isinstance(owner, ast.Name) else getattr(owner, "attr", None)
+        if name == "engine":
+            found.add(node.attr)
+    return found
+
+
+def test_the_runtime_reads_the_engine_through_its_methods_and_running_rules_only() -> None:
+    for path in sorted((SERVICE / "runtime").glob("*.py")):
+        read = engine_attributes_read(path) - {"rules"}
+        assert not read, f"{path.relative_to(SERVICE)} reads engine attributes {read}"
+
+
+def test_the_batch_handler_is_faust_free() -> None:
+    roots = imported_roots(SERVICE / "runtime" / "handler.py")
+    assert not roots & {"faust", "aiokafka", "mode"}, roots

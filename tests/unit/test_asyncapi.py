@@ -12,9 +12,9 @@ from types import SimpleNamespace
 import yaml
 
 from segstream import asyncapi
+from segstream.runtime.handler import cloudevent_headers, dlq_headers
 from segstream.runtime.settings import Settings
 from segstream.runtime.topics import changelog_topic, wanted_topics
-from segstream.runtime.worker import cloudevent_headers, dlq_headers
 
 ROOT = Path(__file__).resolve().parents[2]
 CHECKER = ROOT / "tools" / "asyncapi" / "check.mjs"

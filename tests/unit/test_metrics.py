@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from segstream.runtime.worker import transition_label
+from segstream.runtime.handler import transition_label
 
 
 def test_transition_labels_name_no_tier_and_flag_states() -> None:

@@ -338,6 +338,31 @@ class Engine:
             return known
         return partition_for(customer_id, self.partitions) if self.partitions > 1 else 0
 
+    def belongs(self, customer_id: str, partition: int) -> bool:
+        """Whether events of this customer are applied in ``partition``: where it lives, or
+        where Kafka's default partitioner puts its key. A record keyed by something else,
+        read elsewhere, must be sent on to that partition first."""
+        known = self.partition_of.get(customer_id)
+        if known == partition:
+            return True
+        return partition_for(customer_id, self.partitions) == partition
+
+    def partitions_held(self) -> list[int]:
+        """The partitions whose lanes this engine holds, in order."""
+        return sorted(self.lanes)
+
+    def customer_ids(self) -> list[str]:
+        return sorted(self.store)
+
+    def customer_count(self) -> int:
+        return len(self.store)
+
+    def take_limit_hits(self) -> dict[str, int]:
+        """How often each per-customer memory limit dropped something since the last call."""
+        hits = dict(self.limit_hits)
+        self.limit_hits.clear()
+        return hits
+
     def process(
         self,
         raws: Iterable[bytes | str],
@@ -876,7 +901,10 @@ class Engine:
     def rules_done(self, partitions: Iterable[int] | None = None) -> None:
         """Every customer of these lanes was re-evaluated under the current rules."""
         for partition in sorted(self.lanes) if partitions is None else partitions:
-            self.lane(partition).rules_version = self.rules.version
+            lane = self.lane(partition)
+            if lane.rules_version != self.rules.version:
+                lane.rules_version = self.rules.version
+                lane.touched = True  # the lane record says so with the next commit
 
     # -- commits, recovery and reading -------------------------------------------------------
 

@@ -107,7 +107,7 @@ def run_worker(*, demo: bool = False) -> int:
             quiet=DEMO_QUIET if demo else (),
             context=lambda: {
                 "worker": identity,
-                "partitions": sorted(engine.lanes),
+                "partitions": engine.partitions_held(),
                 "rules_version": engine.rules.version,
             },
         )

@@ -1,0 +1,223 @@
+"""The batch handler: input records in; state writes, change events and DLQ records out.
+
+No faust here. The handler talks to two small interfaces, a :class:`StateLog` that writes a
+partition's commit atomically and an :class:`Outbox` that sends records; the worker wires them
+to the changelog and the producer, and the unit tests to in-memory fakes, so "what a batch of
+500 events does to state and output" is a millisecond test (tests/unit/test_handler.py).
+
+Order of effects, the contract the crash tests check: a slice's commits are written (and
+acknowledged) before any of its changes is sent, and the changes are confirmed to the engine
+only after the outbox acknowledged them (docs/runtime.md, Determinism).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import orjson
+
+from segstream.core.contracts import Rejection
+from segstream.core.engine import Change, Commit, Engine
+from segstream.runtime.metrics import Metrics
+from segstream.runtime.produce import OutRecord
+
+Header = tuple[str, bytes]
+
+
+class InputRecord(Protocol):
+    """What the handler reads of a consumed record (aiokafka's ConsumerRecord has it)."""
+
+    @property
+    def topic(self) -> str: ...
+    @property
+    def partition(self) -> int: ...
+    @property
+    def offset(self) -> int: ...
+    @property
+    def timestamp(self) -> int: ...
+    @property
+    def key(self) -> bytes | None: ...
+    @property
+    def value(self) -> bytes | None: ...
+    @property
+    def headers(self) -> Sequence[Header]: ...
+
+
+class StateLog(Protocol):
+    async def write(self, commits: list[Commit]) -> None:
+        """Write each commit as one atomic unit; return once all are durable."""
+
+
+class Outbox(Protocol):
+    async def send(self, records: list[OutRecord]) -> object:
+        """Send records (topic, key, value, partition or None, headers); return once acked."""
+
+
+@dataclass(frozen=True, slots=True)
+class Topics:
+    changes: str
+    dlq: str
+    source: str  # CloudEvents source
+
+
+def cloudevent_headers(change: Change, source: str) -> list[Header]:
+    """CloudEvents 1.0 binary-mode headers, so CloudEvents-aware consumers read changes as is."""
+    return [
+        ("ce_specversion", b"1.0"),
+        ("ce_id", change["event_id"].encode()),
+        ("ce_source", source.encode()),
+        ("ce_type", f"segstream.segment.{change['change']}".encode()),
+        ("ce_subject", change["customer_id"].encode()),
+        ("ce_time", change["at"].encode()),
+        ("content-type", b"application/json"),
+    ]
+
+
+def transition_label(tier: str | bool | None) -> str:
+    """A transition metric's from/to label: the tier, ``none`` for no tier, ``in``/``out``
+    for a flag (docs/runtime.md, Metrics)."""
+    if tier is None:
+        return "none"
+    if isinstance(tier, bool):
+        return "in" if tier else "out"
+    return tier
+
+
+def dlq_headers(record: InputRecord, reason: str, message: str) -> list[Header]:
+    """The original headers plus context headers modelled on Kafka Connect's DLQ."""
+    return [
+        *(record.headers or ()),
+        ("segstream.error.reason", reason.encode()),
+        ("segstream.error.message", message[:1000].encode()),
+        ("segstream.source.topic", record.topic.encode()),
+        ("segstream.source.partition", str(record.partition).encode()),
+        ("segstream.source.offset", str(record.offset).encode()),
+    ]
+
+
+class BatchHandler:
+    """Applies fetched batches to the engine and writes what they decided, in order."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        topics: Topics,
+        state_log: StateLog,
+        outbox: Outbox,
+        metrics: Metrics,
+        *,
+        commit_max_items: int = 400,
+        on_change: Callable[[Change], None] | None = None,
+    ) -> None:
+        self.engine = engine
+        self.topics = topics
+        self.state_log = state_log
+        self.outbox = outbox
+        self.metrics = metrics
+        self.commit_max_items = commit_max_items
+        self.on_change = on_change
+
+    async def handle(self, records: Sequence[InputRecord], wall_ms: int) -> None:
+        """Apply one fetched batch. A large fetch goes in slices of about
+        ``commit_max_items``: each slice's changes are sent (and confirmed) before the next
+        slice is decided, so a lane record carries one slice's unconfirmed changes, not the
+        whole fetch's."""
+        consumed: Counter[tuple[str, str]] = Counter()  # one metric update per label
+        stamps: list[int] = []
+        start = 0
+        while start < len(records):
+            started = time.perf_counter()
+            outputs: list[OutRecord] = []
+            start = self._apply(records, start, outputs, stamps, consumed, wall_ms)
+            self.metrics.evaluation.observe(time.perf_counter() - started)
+            await self.emit(self.engine.commits(), outputs)
+        metrics = self.metrics
+        for limit, n in self.engine.take_limit_hits().items():
+            metrics.limit_hits.labels(limit=limit).inc(n)
+        for (topic, kind), n in consumed.items():
+            metrics.consumed.labels(topic=topic, type=kind).inc(n)
+        now = time.time()
+        for stamp in stamps:
+            metrics.latency.observe(max(now - stamp / 1000, 0.0))
+
+    def _apply(
+        self,
+        records: Sequence[InputRecord],
+        start: int,
+        outputs: list[OutRecord],
+        stamps: list[int],
+        consumed: Counter[tuple[str, str]],
+        wall_ms: int,
+    ) -> int:
+        """Apply records from ``start`` until one partition's pending work reaches the commit
+        budget; returns where it stopped."""
+        engine, metrics, dlq = self.engine, self.metrics, self.topics.dlq
+        budget = self.commit_max_items
+        for index in range(start, len(records)):
+            record = records[index]
+            if record.value is None:  # a tombstone deletes nothing here: docs/contracts.md
+                metrics.tombstones.labels(topic=record.topic).inc()
+                continue
+            parsed = engine.parse(record.value, wall_ms)
+            if isinstance(parsed, Rejection):
+                reason = parsed.reason.value
+                metrics.invalid.labels(reason=reason).inc()
+                consumed[(record.topic, "invalid")] += 1
+                headers = dlq_headers(record, reason, parsed.message)
+                outputs.append((dlq, record.key, record.value, None, headers))
+                continue
+            consumed[(record.topic, parsed.type)] += 1
+            customer = parsed.customer_id
+            partition = record.partition
+            if not engine.belongs(customer, partition):
+                # keyed by something else: send it on to its customer's partition
+                metrics.rerouted.labels(topic=record.topic).inc()
+                headers = list(record.headers or ())
+                outputs.append((record.topic, customer.encode(), record.value, None, headers))
+                continue
+            produced = engine.apply(parsed, partition=partition, now_ms=wall_ms)
+            if produced:
+                stamps.extend(record.timestamp for _ in produced)
+            if engine.pending(partition) >= budget:
+                return index + 1
+        return len(records)
+
+    async def emit(self, commits: list[Commit], outputs: list[OutRecord]) -> None:
+        """Write the commits, then send their changes and the other outputs, then confirm.
+        A crash before a commit is written decides again from the input; after it, recovery
+        re-sends its changes (same ids) and decides nothing twice; an output is never sent
+        before the state that produced it is written."""
+        if commits:
+            await self.state_log.write(commits)
+        topic, source = self.topics.changes, self.topics.source
+        transitions: Counter[tuple[str, str, str, str]] = Counter()
+        for commit in commits:
+            for change in commit.changes:
+                key = change["customer_id"].encode()
+                headers = cloudevent_headers(change, source)
+                outputs.append((topic, key, orjson.dumps(change), None, headers))
+                label = (
+                    change["family"],
+                    transition_label(change["from"]),
+                    transition_label(change["to"]),
+                    change["change"],
+                )
+                transitions[label] += 1
+                if self.on_change is not None:
+                    self.on_change(change)
+        for (family, old, new, kind), n in transitions.items():
+            self.metrics.transitions.labels(
+                family=family, from_segment=old, to_segment=new, change=kind
+            ).inc(n)
+        if outputs:
+            await self.outbox.send(outputs)
+        self.engine.confirm(commit.partition for commit in commits)
+
+    async def settle(self) -> None:
+        """Commit and emit whatever the engine decided outside the batch path (clock ticks,
+        refreshes, rule switches, recovery)."""
+        await self.emit(self.engine.commits(), [])

@@ -1,0 +1,76 @@
+"""What the worker does on a timer: the wall clock, quiet partitions' population refresh, and
+sharing group figures."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from segstream.core.engine import Engine
+from segstream.runtime.groups import GroupExchange
+from segstream.runtime.settings import Settings
+
+
+@dataclass
+class Progress:
+    """The worker's readiness and what its batch path has read, shared by its parts."""
+
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    ready: bool = False
+    next_offset: dict[tuple[str, int], int] = field(default_factory=dict)
+    last_input_at: dict[int, float] = field(default_factory=dict)  # partition -> monotonic
+
+
+class Timers:
+    def __init__(
+        self,
+        settings: Settings,
+        engine: Engine,
+        progress: Progress,
+        groups: GroupExchange,
+        assigned: Callable[[], set[int]],
+        settle: Callable[[], Awaitable[None]],
+    ) -> None:
+        self.settings = settings
+        self.engine = engine
+        self.progress = progress
+        self.groups = groups
+        self.assigned = assigned
+        self.settle = settle
+
+    async def tick_clock(self) -> None:
+        if self.settings.clock != "wall" or not self.progress.ready:
+            return
+        async with self.progress.lock:
+            self.engine.advance(int(time.time() * 1000))  # the lanes this worker holds
+            await self.settle()
+
+    async def refresh_population(self) -> None:
+        """Under load a partition refreshes its cut points itself (every 5% of its values
+        moved); once its input goes quiet, for any change, so its final cut points are those
+        of its final values, as a replay's are. Only this partition's values count: no other
+        worker can make its customers flip."""
+        progress = self.progress
+        if not progress.ready:
+            return
+        async with progress.lock:
+            quiet_since = time.monotonic() - self.settings.population_refresh_seconds
+            engine = self.engine
+            quiet = [
+                p
+                for p in engine.partitions_held()
+                if engine.has_pending_population(p)
+                and progress.last_input_at.get(p, 0) < quiet_since
+            ]
+            if quiet:
+                engine.refresh_population(quiet)
+                await self.settle()
+
+    async def publish_groups(self) -> None:
+        """Share this worker's partitions' group figures; emit snapshots of closed quarters."""
+        if not self.progress.ready or not self.engine.rules.groups:
+            return
+        async with self.progress.lock:
+            await self.groups.publish(self.assigned(), self.settle)

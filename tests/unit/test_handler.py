@@ -1,0 +1,195 @@
+"""The batch handler with in-memory fakes: records in; commits, changes and DLQ records out."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import orjson
+import pytest
+
+from segstream.core.contracts import RejectReason
+from segstream.core.engine import Engine
+from segstream.core.partitioning import partition_for
+from segstream.core.rulelang import load_rules
+from segstream.runtime.control import ControlTopics
+from segstream.runtime.groups import GroupExchange
+from segstream.runtime.handler import BatchHandler, Topics
+from segstream.runtime.metrics import Metrics
+from segstream.runtime.rulestopic import Latest, Refused
+from segstream.runtime.settings import Settings
+from segstream.runtime.timers import Progress, Timers
+from tests.unit.factories import ROOT, at, default_rules, order, rules_from
+from tests.unit.fakes import FakeRecord, Journal, MemoryOutbox, MemoryStateLog
+
+TOPICS = Topics(changes="segment-changes", dlq="segstream-dlq", source="urn:test")
+PARTITIONS = 4
+SETTINGS = Settings(KAFKA_BOOTSTRAP_SERVERS="127.0.0.1:9", rules_dir=ROOT / "rules")
+
+
+def handler_for(
+    *, budget: int = 400, rules: Any = None
+) -> tuple[BatchHandler, Journal, MemoryStateLog]:
+    journal = Journal()
+    state_log = MemoryStateLog(journal)
+    engine = Engine(rules or default_rules(), partitions=PARTITIONS)
+    handler = BatchHandler(
+        engine, TOPICS, state_log, MemoryOutbox(journal), Metrics(), commit_max_items=budget
+    )
+    return handler, journal, state_log
+
+
+def records_of(*bodies: dict[str, Any] | bytes, topic: str = "orders") -> list[FakeRecord]:
+    """Each body on its customer's partition, keyed by it, with increasing offsets."""
+    out = []
+    for offset, body in enumerate(bodies):
+        if isinstance(body, bytes):
+            out.append(FakeRecord(topic, 0, offset, body, headers=(("origin", b"test"),)))
+            continue
+        customer = str(body["customer_id"])
+        partition = partition_for(customer, PARTITIONS)
+        out.append(
+            FakeRecord(topic, partition, offset, orjson.dumps(body), customer.encode(), 1000)
+        )
+    return out
+
+
+def run(handler: BatchHandler, records: list[FakeRecord], day: int = 400) -> None:
+    asyncio.run(handler.handle(records, at(day)))
+
+
+def test_a_batch_writes_its_state_before_it_sends_any_change() -> None:
+    handler, journal, _ = handler_for()
+    bodies = [order(f"C{i % 50}", day=i % 30, amount="20.00") for i in range(500)]
+    run(handler, records_of(*bodies))
+    kinds = [kind for kind, _ in journal.entries]
+    assert kinds.index("sent") > max(i for i, k in enumerate(kinds) if k == "state")
+    written = {st.customer_id for c in journal.commits() for st in c.states}
+    assert written == {f"C{i}" for i in range(50)}
+    changes = [orjson.loads(r[2]) for r in journal.sent("segment-changes")]
+    assert changes == [c for commit in journal.commits() for c in commit.changes]
+    assert len({c["event_id"] for c in changes}) == len(changes) > 0
+    for _, key, value, _, headers in journal.sent("segment-changes"):
+        change = orjson.loads(value)
+        assert key == change["customer_id"].encode()
+        assert dict(headers)["ce_id"] == change["event_id"].encode()
+    for commit in journal.commits():  # confirmed: nothing left to re-send after a crash
+        assert handler.engine.lanes[commit.partition].unconfirmed == []
+
+
+def test_a_large_fetch_is_written_and_sent_slice_by_slice() -> None:
+    handler, journal, _ = handler_for(budget=10)
+    bodies = [order(f"C{i}", day=1) for i in range(60)]
+    run(handler, records_of(*bodies))
+    kinds = "".join("w" if kind == "state" else "s" for kind, _ in journal.entries)
+    # each slice: its commits, then its changes; never two slices' writes before a send
+    assert kinds.count("w") >= 6 and "sw" in kinds
+    assert all(len(c.states) <= 10 + PARTITIONS for c in journal.commits())
+
+
+INVALID = {
+    RejectReason.TOO_LARGE: b'{"type": "order", "pad": "' + b"x" * 70_000 + b'"}',
+    RejectReason.BAD_JSON: b"{not json",
+    RejectReason.NOT_AN_OBJECT: b"[1, 2]",
+    RejectReason.MISSING_TYPE: orjson.dumps({"customer_id": "C1", "event_id": "e"}),
+    RejectReason.UNKNOWN_TYPE: orjson.dumps({"type": "refund", "customer_id": "C1"}),
+    RejectReason.INVALID_FIELD: orjson.dumps(order(amount="-5")),
+    RejectReason.WRONG_CURRENCY: orjson.dumps(order(currency="EUR")),
+    RejectReason.OCCURRED_AT_OUT_OF_RANGE: orjson.dumps(
+        order() | {"occurred_at": "9999-12-31T23:59:59-01:00"}
+    ),
+}
+
+
+def test_every_reject_reason_goes_to_the_dlq_unchanged_with_its_headers() -> None:
+    assert set(INVALID) == set(RejectReason)
+    handler, journal, _ = handler_for()
+    run(handler, records_of(*INVALID.values()))
+    dead = journal.sent("segstream-dlq")
+    assert [r[2] for r in dead] == list(INVALID.values())
+    for (_, _, _, _, headers), (reason, _) in zip(dead, INVALID.items(), strict=True):
+        named = dict(headers)
+        assert named["segstream.error.reason"] == reason.value.encode()
+        assert named["origin"] == b"test"  # the original headers are kept
+        assert named["segstream.source.topic"] == b"orders"
+    assert journal.commits() == []  # nothing was decided
+
+
+def test_a_duplicate_decides_nothing_and_writes_nothing() -> None:
+    handler, journal, _ = handler_for()
+    first = order("C1", day=1)
+    run(handler, records_of(first))
+    before = len(journal.entries)
+    run(handler, records_of(first))
+    assert len(journal.entries) == before
+
+
+def test_a_record_read_in_another_partition_is_sent_on_to_its_customers_partition() -> None:
+    handler, journal, _ = handler_for()
+    body = order("C1", day=1)
+    home = partition_for("C1", PARTITIONS)
+    stray = FakeRecord("orders", (home + 1) % PARTITIONS, 0, orjson.dumps(body), b"other")
+    run(handler, [stray])
+    (sent,) = journal.sent("orders")
+    assert sent[:3] == ("orders", b"C1", stray.value)
+    assert journal.commits() == [] and handler.engine.customer_count() == 0
+
+
+def test_a_tombstone_is_skipped() -> None:
+    handler, journal, _ = handler_for()
+    run(handler, [FakeRecord("profiles", 0, 0, None, b"C1")])
+    assert journal.entries == []
+
+
+def test_nothing_is_sent_when_the_state_cannot_be_written() -> None:
+    handler, journal, state_log = handler_for()
+    state_log.fail = True
+    with pytest.raises(ConnectionError):
+        run(handler, records_of(order("C1", day=1)))
+    assert journal.sent() == []
+
+
+def control_for(handler: BatchHandler) -> ControlTopics:
+    groups = GroupExchange(SETTINGS, lambda: handler.engine, None, handler.metrics)  # type: ignore[arg-type]
+    return ControlTopics(
+        SETTINGS, handler.engine, asyncio.Lock(), handler.metrics, groups, handler.settle
+    )
+
+
+def test_a_rules_message_switches_rules_and_sends_the_re_evaluations() -> None:
+    handler, journal, _ = handler_for()
+    run(handler, records_of(*(order(f"C{i}", day=1) for i in range(5))))
+    journal.entries.clear()
+    stricter = rules_from("version: 1\nflags:\n  big: {when: 'monetary_total >= 5'}\n", "new.yaml")
+    refused = Refused(7, "x.yaml:1:1: broken")
+    control = control_for(handler)
+    asyncio.run(control.accept_rules(Latest(stricter, 8, [refused])))
+    changes = [orjson.loads(r[2]) for r in journal.sent("segment-changes")]
+    assert handler.engine.rules is stricter
+    assert {c["cause"]["kind"] for c in changes} == {"rules"}
+    assert {(c["family"], c["to"]) for c in changes if c["family"] == "big"} == {("big", True)}
+    assert all(c.lane["rules_version"] == stricter.version for c in journal.commits()[-1:])
+    rejected = handler.metrics.rules_rejected._value.get()  # one refused record counted
+    assert rejected == 1
+
+
+def test_a_quiet_partitions_population_refresh_sends_its_changes() -> None:
+    rules = load_rules(ROOT / "rules")
+    handler, journal, _ = handler_for(rules=rules)
+    # five orders each (f = 4): only the monetary quintile decides champions from loyal
+    spend = [order(f"C{i}", day=d, amount=f"{10 + i}.00") for i in range(40) for d in range(5)]
+    run(handler, records_of(*spend), day=6)
+    journal.entries.clear()
+    progress = Progress(ready=True)
+    timers = Timers(
+        SETTINGS,
+        handler.engine,
+        progress,
+        None,
+        set,
+        handler.settle,  # type: ignore[arg-type]
+    )
+    asyncio.run(timers.refresh_population())
+    changes = [orjson.loads(r[2]) for r in journal.sent("segment-changes")]
+    assert changes and {c["cause"]["kind"] for c in changes} == {"population"}
+    assert not any(handler.engine.has_pending_population(p) for p in range(PARTITIONS))
