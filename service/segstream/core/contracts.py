@@ -404,7 +404,7 @@ def _reason(error: ValidationError) -> RejectReason:
     return RejectReason.INVALID_FIELD
 
 
-Change = Literal["entered", "exited", "upgraded", "downgraded"]
+ChangeKind = Literal["entered", "exited", "upgraded", "downgraded"]
 CauseKind = Literal["event", "clock", "rules", "population", "erasure"]
 
 
@@ -430,7 +430,7 @@ class SegmentChange(BaseModel):
     segment: str
     from_: str | bool | None = Field(alias="from")
     to: str | bool | None
-    change: Change
+    change: ChangeKind
     seq: int
     at: str
     cause: Cause

@@ -476,7 +476,7 @@ class Engine:
         if st.due_day is not None:
             lane.due.get(st.due_day, set()).discard(customer_id)
         for population in lane.populations.values():
-            if customer_id in population.values:
+            if customer_id in population.by_customer:
                 population.discard(customer_id)
                 population.updates_since_refresh += 1
         lane.fresh += changes
