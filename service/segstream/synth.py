@@ -10,6 +10,7 @@ import random
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
+from zlib import crc32
 
 from segstream.core.timeutil import MS_PER_DAY, to_rfc3339
 
@@ -21,6 +22,7 @@ PERSONAS: dict[str, tuple[float, float, float, float, float]] = {
     "churner": (0.15, 6.0, 80.0, 0.2, 4.0),
     "lead": (0.15, 0.0, 0.0, 0.5, 0.0),
 }
+ACCOUNT_MANAGERS = ("ana", "ben", "chloe", "dev", "eva", "finn")
 INDUSTRIES = ("retail", "software", "manufacturing", "health", "finance", "logistics")
 SIZES = ("small", "medium", "large", "enterprise")
 DEFAULT_START_MS = 1_735_689_600_000  # 2025-01-01T00:00:00Z
@@ -135,6 +137,9 @@ def _profile(rng: random.Random, base: dict[str, Any], persona: str) -> dict[str
         "industry": rng.choice(INDUSTRIES),
         "size": rng.choice(SIZES),
         "capacity": rng.randint(1, 5),
+        # from the id, not the generator: a customer keeps its manager, and adding the
+        # attribute left every other generated value as it was
+        "account_manager": ACCOUNT_MANAGERS[crc32(base["customer_id"].encode()) % 6],
     }
     if persona == "lead":
         attrs |= {

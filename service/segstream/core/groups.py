@@ -398,6 +398,8 @@ def merge(spec: GroupSpec, partials: Iterable[dict[str, Any] | None]) -> list[Pe
                     into[value] = (known[0] + n, known[1])
     periods: list[Period] = []
     for bucket in sorted(sums, reverse=True):
+        if not sums[bucket]:
+            continue  # no customer has a value of the group: nothing to report
         figures, folded = bounded(sums[bucket], spec.max_values)
         figures = _ordered(figures)
         if bucket == max(sums):
