@@ -193,3 +193,45 @@ def test_a_quiet_partitions_population_refresh_sends_its_changes() -> None:
     changes = [orjson.loads(r[2]) for r in journal.sent("segment-changes")]
     assert changes and {c["cause"]["kind"] for c in changes} == {"population"}
     assert not any(handler.engine.has_pending_population(p) for p in range(PARTITIONS))
+
+
+def sample(handler: BatchHandler, name: str, **labels: str) -> float | None:
+    value = handler.metrics.registry.get_sample_value(name, labels)
+    return value
+
+
+def test_segment_health_last_change_exit_delay_and_rule_errors() -> None:
+    rules = rules_from(
+        """
+version: 1
+derived:
+  per_recent_order: "monetary / orders_30d"
+flags:
+  active: {when: "orders_30d >= 1"}
+  spender: {when: "per_recent_order > 100"}
+"""
+    )
+    handler, journal, _ = handler_for(rules=rules)
+    run(handler, records_of(order("C1", day=1, amount="50.00")), day=1)
+    stamp = sample(
+        handler,
+        "segstream_segment_last_change_timestamp_seconds",
+        family="active",
+        segment="active",
+    )
+    assert stamp is not None and stamp > 0
+    # 40 days later another customer's order moves C1's partition clock: C1's order left the
+    # 30-day window on day 31, so its exit is clock-driven and due at the start of that day
+    other = next(
+        c
+        for c in (f"X{i}" for i in range(100))
+        if partition_for(c, PARTITIONS) == partition_for("C1", PARTITIONS)
+    )
+    run(handler, records_of(order(other, day=41)), day=41)
+    exits = [orjson.loads(r[2]) for r in journal.sent("segment-changes")]
+    assert any(c["customer_id"] == "C1" and c["cause"]["kind"] == "clock" for c in exits)
+    observed = sample(handler, "segstream_segment_exit_delay_seconds_count", family="active")
+    assert observed == 1
+    # C1 has no order in the last 30 days: monetary / 0 raised, counted for the derived metric
+    errors = sample(handler, "segstream_rule_errors_total", segment="per_recent_order")
+    assert errors is not None and errors >= 1

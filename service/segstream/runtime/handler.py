@@ -22,10 +22,12 @@ import orjson
 
 from segstream.core.contracts import Rejection
 from segstream.core.engine import Change, Commit, Engine
+from segstream.core.timeutil import parse_timestamp
 from segstream.runtime.metrics import Metrics
 from segstream.runtime.produce import OutRecord
 
 Header = tuple[str, bytes]
+LEAVING = ("exited", "downgraded")
 
 
 class InputRecord(Protocol):
@@ -209,6 +211,7 @@ class BatchHandler:
                 transitions[label] += 1
                 if self.on_change is not None:
                     self.on_change(change)
+        self._health(commits)
         for (family, old, new, kind), n in transitions.items():
             self.metrics.transitions.labels(
                 family=family, from_segment=old, to_segment=new, change=kind
@@ -216,6 +219,23 @@ class BatchHandler:
         if outputs:
             await self.outbox.send(outputs)
         self.engine.confirm(commit.partition for commit in commits)
+
+    def _health(self, commits: list[Commit]) -> None:
+        """Segment health: when each segment last moved anyone, how long after their window
+        boundary clock-driven exits go out, and rule evaluation errors."""
+        metrics = self.metrics
+        now = time.time()
+        for commit in commits:
+            for change in commit.changes:
+                family = change["family"]
+                metrics.segment_last_change.labels(family=family, segment=change["segment"]).set(
+                    now
+                )
+                if change["cause"]["kind"] == "clock" and change["change"] in LEAVING:
+                    due = parse_timestamp(change["at"]) / 1000
+                    metrics.exit_delay.labels(family=family).observe(max(now - due, 0.0))
+        for segment, n in self.engine.rules.take_errors().items():
+            metrics.rule_errors.labels(segment=segment).inc(n)
 
     async def settle(self) -> None:
         """Commit and emit whatever the engine decided outside the batch path (clock ticks,

@@ -84,6 +84,27 @@ class Metrics:
             " (a crash between them can re-decide changes)",
             registry=self.registry,
         )
+        self.rule_errors = Counter(
+            "segstream_rule_errors_total",
+            "Evaluations of a family, flag or derived metric that raised (a division by zero,"
+            " ...): the value was taken as null/false",
+            ["segment"],
+            registry=r,
+        )
+        self.segment_last_change = Gauge(
+            "segstream_segment_last_change_timestamp_seconds",
+            "When this worker last moved a customer into or out of the segment (Unix time)",
+            ["family", "segment"],
+            registry=r,
+        )
+        self.exit_delay = Histogram(
+            "segstream_segment_exit_delay_seconds",
+            "From the start of the UTC day a clock-driven exit or downgrade became due (a"
+            " window boundary) to its change event being sent",
+            ["family"],
+            buckets=(1, 5, 30, 60, 300, 900, 3600, 6 * 3600, 86400, 2 * 86400),
+            registry=r,
+        )
         self.group_values_folded = Gauge(
             "segstream_group_values_folded",
             "Values of a group beyond its max_values, added up as (other) in its newest period",

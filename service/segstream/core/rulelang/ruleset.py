@@ -8,6 +8,7 @@ import itertools
 import keyword
 import re
 from bisect import bisect_left, bisect_right
+from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -192,6 +193,13 @@ class RuleSet:
     # hidden counter name -> (date attribute, +1 a day for days_since / -1 for days_until)
     date_counters: dict[str, tuple[str, int]] = field(default_factory=dict)
     groups: dict[str, GroupSpec] = field(default_factory=dict)
+    # evaluation errors per family, flag or derived metric since the last take_errors()
+    errors: Counter[str] = field(default_factory=Counter)
+
+    def take_errors(self) -> dict[str, int]:
+        taken = dict(self.errors)
+        self.errors.clear()
+        return taken
 
     @property
     def segment_names(self) -> list[str]:
@@ -857,7 +865,15 @@ class _Compiler:
         flag_names: list[str],
         derived_names: list[str],
     ) -> RuleSet:
-        namespace: dict[str, Any] = {"__builtins__": {}, "_ERRORS": _ERRORS, "_bool": bool}
+        # evaluation errors per segment or derived metric (a division by zero, ...): the value
+        # is then null/false, the count reaches a metric (segment health)
+        errors: Counter[str] = Counter()
+        namespace: dict[str, Any] = {
+            "__builtins__": {},
+            "_ERRORS": _ERRORS,
+            "_bool": bool,
+            "_errors": errors,
+        }
         namespace.update({name: fn for name, (fn, *_rest) in expr.FUNCTIONS.items()})
         lines = ["def evaluate(s):"]
         for owner in order:
@@ -869,6 +885,7 @@ class _Compiler:
                     f"        s[{owner!r}] = {code}",
                     "    except _ERRORS:",
                     f"        s[{owner!r}] = None",
+                    f"        _errors[{owner!r}] += 1",
                 ]
             elif owner in flag_names:
                 code = expr.to_python(items[0][1])
@@ -877,6 +894,7 @@ class _Compiler:
                     f"        s[{owner!r}] = _bool({code})",
                     "    except _ERRORS:",
                     f"        s[{owner!r}] = False",
+                    f"        _errors[{owner!r}] += 1",
                 ]
             else:
                 lines.append("    v = None")
@@ -889,7 +907,7 @@ class _Compiler:
                         f"{pad}    if {expr.to_python(c)}:",
                         f"{pad}        v = {tier!r}",
                         f"{pad}except _ERRORS:",
-                        f"{pad}    pass",
+                        f"{pad}    _errors[{owner!r}] += 1",
                     ]
                 lines.append(f"    s[{owner!r}] = v")
         if len(lines) == 1:
@@ -957,6 +975,7 @@ class _Compiler:
                 for b in s.bins:
                     points.setdefault(s.field, set()).update(expr.boundaries(op, b))
         return RuleSet(
+            errors=errors,
             version=rules_version(self.files),
             windows=windows,
             attributes=attributes,
