@@ -27,7 +27,12 @@ from segstream.core.contracts import (
     parse_event_reference,
 )
 from segstream.core.decode import decode_fields
-from segstream.core.timeutil import MAX_OCCURRED_AT_MS, MS_PER_DAY
+from segstream.core.timeutil import (
+    DEFAULT_MAX_FUTURE_SKEW_MS,
+    MAX_OCCURRED_AT_MS,
+    MS_PER_DAY,
+    occurred_at_bounds,
+)
 
 NOW = 1_764_000_000_000  # 2025-11-24
 
@@ -488,6 +493,173 @@ def test_the_decoder_alone_never_accepts_what_the_reference_rejects(
     ]
 
 
+# -- every edge of every field, one field at a time ------------------------------------------
+# Random combinations rarely land exactly on a bound; here each field of a valid event takes
+# each of its edge values in turn, under every deployment setting below.
+
+_BASES: dict[str, dict[str, Any]] = {
+    "order": {"order_id": "o", "amount": "19.90", "currency": "USD", "status": "completed"},
+    "support": {"ticket_id": "t", "status": "opened", "priority": "high"},
+    "survey": {"score": 7, "survey_id": "s"},
+    "profile": {"attributes": {"industry": "retail", "capacity": 3}, "erase": False},
+}
+_ID_VALUES = ["a", "x" * 128, "x" * 129, "", "\U0001f600" * 128, "\U0001f600" * 129, 5, None]
+_BELOW_1E15 = Raw(b"999999999999999.9")
+_ABOVE_1E15 = Raw(b"1000000000000000.2")  # the next double above 1e15 is 1e15 + 0.125
+_EDGES: dict[str, list[Any]] = {
+    "event_id": _ID_VALUES,
+    "customer_id": _ID_VALUES,
+    "order_id": _ID_VALUES,
+    "ticket_id": _ID_VALUES,
+    "survey_id": [*_ID_VALUES, True],
+    "occurred_at": [
+        0,
+        -1,
+        MAX_OCCURRED_AT_MS,
+        MAX_OCCURRED_AT_MS + 1,
+        NOW,
+        NOW + 1,
+        NOW + MS_PER_DAY,
+        NOW + MS_PER_DAY + 1,
+        2**63 - 1,
+        2**63,
+        -(2**63) - 1,
+        "1970-01-01T00:00:00Z",
+        "1969-12-31T23:59:59.999Z",
+        "1970-01-01T00:59:59.999+01:00",
+        "2199-12-31T23:59:59.999Z",
+        "2199-12-31T23:59:59.999999Z",
+        "2200-01-01T00:00:00Z",
+        "2200-01-01T00:59:59+01:00",
+        "2025-11-25T16:00:00Z",  # NOW + 1 day is 2025-11-25T16:00:00Z
+        "2025-11-25T16:00:00.001Z",
+        "9999-12-31T23:59:59-01:00",
+        "0001-01-01T00:00:00+01:00",
+        "2025-01-01T00:00:00",
+        "2025-01-01T00:00:00z",
+        "x" * 65,
+        "2025-01-01T00:00:00.000Z" + " " * 41,
+        Raw(b"1735689600000.0"),
+        True,
+    ],
+    "amount": [
+        0,
+        -1,
+        10**15,
+        10**15 + 1,
+        1e15,
+        _BELOW_1E15,
+        _ABOVE_1E15,
+        0.0,
+        Raw(b"-0.0"),
+        Raw(b"-0"),
+        Raw(b"-0.001"),
+        Raw(b"1E2"),
+        Raw(b"40.160"),
+        "1e15",
+        "1000000000000000",
+        "1000000000000000.0000001",
+        "-0",
+        "-0.001",
+        " 5 ",
+        "\x1c5",
+        "NaN",
+        "Infinity",
+        "1_0",
+        "",
+        True,
+        None,
+    ],
+    "currency": ["USD", "EUR", "usd", "USD\n", "US", "", None, 5],
+    "status": [
+        "completed",
+        "refunded",
+        "cancelled",
+        "opened",
+        "closed",
+        "reopened",
+        "open",
+        "",
+        None,
+    ],
+    "priority": ["low", "urgent", "LOW", "", None, 1],
+    "score": [0, 10, -1, 11, True, Raw(b"5.0"), "5", None],
+    "attributes": [
+        {},
+        {"": 1},
+        {"k" * 64: 1},
+        {"k" * 65: 1},
+        {"a": "x" * 1024},
+        {"a": "x" * 1025},
+        {"a": "\U0001f600" * 1024},
+        {"a": "\U0001f600" * 1025},
+        {f"a{i}": i for i in range(256)},
+        {f"a{i}": i for i in range(257)},
+        Pairs(tuple((f"a{i % 256}", i) for i in range(300))),  # 256 keys, some repeated
+        {"a": 2**63 - 1, "b": -(2**63)},
+        {"a": 2**63},
+        {"a": -(2**63) - 1},
+        {"a": 2**64 - 1},
+        {"a": Raw(b"1.0"), "b": Raw(b"1E400")},
+        {"a": [1]},
+        {"a": {"b": 1}},
+        None,
+        [],
+    ],
+    "erase": [True, False, None, 1, 0, "true"],
+}
+_SETTINGS = [
+    {},
+    {"currency": "EUR"},
+    {"currency": "usd"},
+    {"now_ms": NOW},
+    {"now_ms": NOW, "max_future_skew_ms": 0},
+    {"now_ms": MAX_OCCURRED_AT_MS},
+]
+
+
+def _one_field_cases() -> list[tuple[str, str, Any]]:
+    cases = []
+    for kind, fields in _BASES.items():
+        for name in ["event_id", "customer_id", "occurred_at", *fields]:
+            cases += [(kind, name, value) for value in [*_EDGES[name], "<absent>"]]
+    return cases
+
+
+@pytest.mark.parametrize(("kind", "name", "value"), _one_field_cases())
+def test_each_edge_of_each_field_gives_what_the_reference_gives(
+    kind: str, name: str, value: Any
+) -> None:
+    body = {"type": kind, "event_id": "e", "customer_id": "c", "occurred_at": NOW}
+    body |= _BASES[kind]
+    if value == "<absent>":
+        del body[name]
+    else:
+        body[name] = value
+    if kind == "profile" and name == "attributes":
+        body["erase"] = value == "<absent>"  # attributes may be left out on an erasure only
+    raw = dump(body)
+    for kwargs in _SETTINGS:
+        reference = parse_event_reference(raw, **kwargs)
+        assert_same(parse_event(raw, **kwargs), reference)
+        if isinstance(reference, Rejection) or _reference_only(name, value):
+            continue
+        # the decoder answers for every valid edge itself: its bounds are the models' bounds
+        low, high = occurred_at_bounds(
+            kwargs.get("now_ms"), kwargs.get("max_future_skew_ms", DEFAULT_MAX_FUTURE_SKEW_MS)
+        )
+        assert decode_fields(raw, kwargs.get("currency", "USD"), low, high) is not None
+
+
+def _reference_only(name: str, value: Any) -> bool:
+    """Valid, but left to pydantic by design: lax coercions, integers beyond int64."""
+    if name == "erase":
+        return type(value) is not bool
+    return isinstance(value, dict) and any(
+        type(v) is int and not -(2**63) <= v < 2**63 for v in value.values()
+    )
+
+
 def test_the_size_limit_comes_first() -> None:
     raw = b'{"type": "survey"}'
     assert parse_event(raw, max_bytes=len(raw) - 1) == parse_event_reference(
@@ -525,6 +697,8 @@ _SURVEY = b'"type":"survey","event_id":"e","customer_id":"c","occurred_at":0,"sc
         b'{"type":"profile","event_id":"e","customer_id":"c","occurred_at":0,"erase":true}',
         b'{"type":"profile","event_id":"e","customer_id":"c","occurred_at":0,"erase":false}',
         b'{"type":"profile","event_id":"e","customer_id":"c","occurred_at":0,"erase":1}',
+        b'{"type":"profile","event_id":"e","customer_id":"c","occurred_at":0}',
+        b'{"type":"profile","event_id":"e","customer_id":"c","occurred_at":0,"attributes":{}}',
         b'{"type":"order","event_id":"e","customer_id":"c","occurred_at":0,"order_id":"o",'
         b'"amount":1E2,"currency":"USD"}',
         b'{"type":"order","event_id":"e","customer_id":"c","occurred_at":0,"order_id":"o",'
