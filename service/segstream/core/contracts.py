@@ -246,14 +246,23 @@ def _is_id(value: object) -> bool:
     return type(value) is str and 0 < len(value) <= 128
 
 
+# BaseModel's four slots, set straight through their descriptors (half the time of four
+# object.__setattr__ calls; the frozen models' own __setattr__ would refuse)
+_NEW = object.__new__
+_SET_DICT = vars(BaseModel)["__dict__"].__set__
+_SET_FIELDS_SET = vars(BaseModel)["__pydantic_fields_set__"].__set__
+_SET_EXTRA = vars(BaseModel)["__pydantic_extra__"].__set__
+_SET_PRIVATE = vars(BaseModel)["__pydantic_private__"].__set__
+
+
 def _built(model: type[_Event], fields: dict[str, Any], given: set[str]) -> Any:
     """What ``model_validate`` returns, without validating again (as ``model_construct`` does):
     ``fields`` in the model's field order, ``given`` the fields the message set."""
-    event = object.__new__(model)
-    object.__setattr__(event, "__dict__", fields)
-    object.__setattr__(event, "__pydantic_fields_set__", given)
-    object.__setattr__(event, "__pydantic_extra__", None)
-    object.__setattr__(event, "__pydantic_private__", None)
+    event = _NEW(model)
+    _SET_DICT(event, fields)
+    _SET_FIELDS_SET(event, given)
+    _SET_EXTRA(event, None)
+    _SET_PRIVATE(event, None)
     return event
 
 
