@@ -13,8 +13,8 @@ down the reference path. Where msgspec and orjson disagree the structs rule the 
 - Unknown fields are forbidden: msgspec skips an unknown field's value without checking it the
   way orjson does (invalid UTF-8 inside a string, a number that overflows to infinity), so a
   message with extra fields goes down the reference path.
-- Integers beyond 64 bits: msgspec gives a Python int, orjson a float. Every integer that is
-  kept is bounded well inside int64, so both agree on it.
+- Integers beyond 64 bits: msgspec gives a Python int, orjson a float. Every integer the
+  structs keep is bounded to int64 or less, where both give the same int.
 - pydantic's lax coercions (``"erase": 1``, ``"score": true``) are not attempted.
 
 tests/unit/test_decode.py proves with hypothesis that ``parse_event`` (this decoder first) and
