@@ -17,7 +17,7 @@ from typing import Any
 
 import orjson
 
-from bench import core, stream
+from bench import core, decode, stream
 from bench.common import RESULTS, events_file, machine
 from segstream.runtime.broker import EmbeddedBroker
 
@@ -71,6 +71,8 @@ def main() -> None:
         print("core", results["core"], flush=True)
         results["clock"] = [core.clock_tick(args.clock_customers, f) for f in (0.001, 0.01)]
         print("clock", results["clock"], flush=True)
+        results["decode"] = decode.decode_speed(lines[:50_000])
+        print(decode.table(results["decode"]), flush=True)
 
     with tempfile.TemporaryDirectory() as tmp_name, EmbeddedBroker() as broker:
         tmp = Path(tmp_name)
@@ -169,6 +171,15 @@ def table(r: dict[str, Any]) -> str:
                 "core alone",
                 f"{eps:,}/s",
                 f"goal >= 100,000/s: {_verdict(eps, GOALS['core_events_per_second'])}",
+            )
+        )
+    parse = (r.get("decode") or {}).get("all")
+    if parse:
+        rows.append(
+            (
+                "parse, msgspec decoder",
+                f"{parse['decoder']['us_median']} us/event vs {parse['reference']['us_median']} us",
+                f"{parse['ratio_median']}x the reference path (orjson + pydantic), same run",
             )
         )
     if "latency" in r:

@@ -28,6 +28,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from segstream.core.decode import decode_fields
 from segstream.core.timeutil import (
     DEFAULT_MAX_FUTURE_SKEW_MS,
     MAX_OCCURRED_AT_MS,
@@ -245,13 +246,23 @@ def _is_id(value: object) -> bool:
     return type(value) is str and 0 < len(value) <= 128
 
 
-def _built(model: type[_Event], obj: dict[str, Any], fields: dict[str, Any]) -> Any:
-    """What ``model_validate`` returns, without validating again (as ``model_construct`` does)."""
-    event = object.__new__(model)
-    object.__setattr__(event, "__dict__", fields)
-    object.__setattr__(event, "__pydantic_fields_set__", obj.keys() & fields.keys())
-    object.__setattr__(event, "__pydantic_extra__", None)
-    object.__setattr__(event, "__pydantic_private__", None)
+# BaseModel's four slots, set straight through their descriptors (half the time of four
+# object.__setattr__ calls; the frozen models' own __setattr__ would refuse)
+_NEW = object.__new__
+_SET_DICT = vars(BaseModel)["__dict__"].__set__
+_SET_FIELDS_SET = vars(BaseModel)["__pydantic_fields_set__"].__set__
+_SET_EXTRA = vars(BaseModel)["__pydantic_extra__"].__set__
+_SET_PRIVATE = vars(BaseModel)["__pydantic_private__"].__set__
+
+
+def _built(model: type[_Event], fields: dict[str, Any], given: set[str]) -> Any:
+    """What ``model_validate`` returns, without validating again (as ``model_construct`` does):
+    ``fields`` in the model's field order, ``given`` the fields the message set."""
+    event = _NEW(model)
+    _SET_DICT(event, fields)
+    _SET_FIELDS_SET(event, given)
+    _SET_EXTRA(event, None)
+    _SET_PRIVATE(event, None)
     return event
 
 
@@ -291,7 +302,7 @@ def _fast_order(obj: dict[str, Any], accepting: _Accepting) -> OrderEvent | None
     if type(status) is not str or status not in _ORDER_STATUS:
         return None
     fields.update(order_id=order_id, amount=amount, currency=code, status=status)
-    return _built(OrderEvent, obj, fields)  # type: ignore[no-any-return]
+    return _built(OrderEvent, fields, obj.keys() & fields.keys())  # type: ignore[no-any-return]
 
 
 def _fast_support(obj: dict[str, Any], accepting: _Accepting) -> SupportEvent | None:
@@ -306,7 +317,7 @@ def _fast_support(obj: dict[str, Any], accepting: _Accepting) -> SupportEvent | 
     ):
         return None
     fields.update(ticket_id=ticket_id, status=status, priority=priority)
-    return _built(SupportEvent, obj, fields)  # type: ignore[no-any-return]
+    return _built(SupportEvent, fields, obj.keys() & fields.keys())  # type: ignore[no-any-return]
 
 
 def _fast_survey(obj: dict[str, Any], accepting: _Accepting) -> SurveyEvent | None:
@@ -320,7 +331,7 @@ def _fast_survey(obj: dict[str, Any], accepting: _Accepting) -> SurveyEvent | No
     ):
         return None
     fields.update(score=score, survey_id=survey_id)
-    return _built(SurveyEvent, obj, fields)  # type: ignore[no-any-return]
+    return _built(SurveyEvent, fields, obj.keys() & fields.keys())  # type: ignore[no-any-return]
 
 
 _FAST_PATHS: dict[str, Callable[[dict[str, Any], _Accepting], Event | None]] = {
@@ -351,7 +362,37 @@ def parse_event(
     ``now_ms`` is the caller's wall clock (time is a parameter): with it, an ``occurred_at``
     more than ``max_future_skew_ms`` ahead is rejected; without it only the absolute range
     (1970-01-01 .. 2199-12-31) applies.
+
+    The msgspec decoder (:mod:`segstream.core.decode`) answers for the well-formed events it
+    can check completely; everything else, every rejection included, is decided by
+    :func:`parse_event_reference`, with the same result as if it had decided alone.
     """
+    if len(raw) > max_bytes:
+        return Rejection(RejectReason.TOO_LARGE, f"message is {len(raw)} bytes, limit {max_bytes}")
+    low, high = occurred_at_bounds(now_ms, max_future_skew_ms)
+    decoded = decode_fields(raw, currency, low, high)
+    if decoded is not None:
+        kind, fields, given = decoded
+        return _built(EVENT_MODELS[kind], fields, given)  # type: ignore[no-any-return]
+    return parse_event_reference(
+        raw,
+        currency=currency,
+        max_bytes=max_bytes,
+        now_ms=now_ms,
+        max_future_skew_ms=max_future_skew_ms,
+    )
+
+
+def parse_event_reference(
+    raw: bytes | str,
+    *,
+    currency: str = "USD",
+    max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+    now_ms: int | None = None,
+    max_future_skew_ms: int = DEFAULT_MAX_FUTURE_SKEW_MS,
+) -> Event | Rejection:
+    """:func:`parse_event` without the msgspec decoder: orjson, then the models (through the
+    plain-Python fast path for the common types). The reference the decoder is tested against."""
     if len(raw) > max_bytes:
         return Rejection(RejectReason.TOO_LARGE, f"message is {len(raw)} bytes, limit {max_bytes}")
     try:
