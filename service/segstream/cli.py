@@ -223,6 +223,32 @@ def cmd_explain(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_rules_diff(args: argparse.Namespace) -> int:
+    from segstream.replay import format_diff, replay, shadow_diff
+
+    partitions = _partitions(args)
+    paths = _inputs(args.events, "--events ")
+    old, new = _rules(args.old), _rules(args.new)
+    engine, _ = replay(
+        paths,
+        old,
+        out=None,
+        as_of_ms=args.as_of,
+        progress=False,
+        partitions=partitions,
+        errors=io.StringIO(),  # `segstream replay` lists invalid lines
+    )
+    try:
+        report = shadow_diff(engine, new)
+    except ValueError as exc:
+        raise Mistake(str(exc)) from None
+    if args.format == "json":
+        sys.stdout.write(orjson.dumps(report).decode() + "\n")
+    else:
+        sys.stdout.write(format_diff(report))
+    return 0
+
+
 def cmd_report_groups(args: argparse.Namespace) -> int:
     from segstream.replay import format_groups, group_periods, group_rows, replay
 
@@ -271,15 +297,29 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 
 def cmd_rules_publish(args: argparse.Namespace) -> int:
+    from segstream.runtime.publish import publish_rules
+
+    return _on_the_cluster(
+        lambda: publish_rules(args.dir, allow_removal=args.allow_removal, shadow=args.shadow)
+    )
+
+
+def cmd_rules_promote(args: argparse.Namespace) -> int:
+    from segstream.runtime.publish import promote_rules
+
+    return _on_the_cluster(lambda: promote_rules(args.version, allow_removal=args.allow_removal))
+
+
+def _on_the_cluster(action: Callable[[], int]) -> int:
+    """Run a command that talks to Kafka; a bad setting or an unreachable cluster is one line."""
     from aiokafka.errors import KafkaConnectionError
 
     from segstream.runtime.main import connection_problem
-    from segstream.runtime.publish import publish_rules
     from segstream.runtime.settings import SettingsError
 
     logging.getLogger("aiokafka").setLevel(logging.CRITICAL)  # the one line below says it
     try:
-        return publish_rules(args.dir, allow_removal=args.allow_removal)
+        return action()
     except SettingsError as exc:
         raise Mistake(f"invalid configuration: {exc}") from None
     except (KafkaConnectionError, OSError, TimeoutError) as exc:
@@ -334,11 +374,33 @@ def build_parser() -> argparse.ArgumentParser:
     p = rules.add_parser("publish", help="validate and send a rule set to the workers")
     p.add_argument("dir")
     p.add_argument(
+        "--shadow",
+        action="store_true",
+        help="run it beside the live set, emitting nothing, to see what it would move"
+        " (GET /rules/shadow); `rules promote VERSION` makes it live",
+    )
+    p.add_argument(
         "--allow-removal",
         action="store_true",
         help="publish even if the set drops a family or flag the workers run",
     )
     p.set_defaults(func=cmd_rules_publish)
+    p = rules.add_parser("promote", help="make the shadow rule set VERSION the live one")
+    p.add_argument("version")
+    p.add_argument(
+        "--allow-removal",
+        action="store_true",
+        help="promote even if the set drops a family or flag the workers run",
+    )
+    p.set_defaults(func=cmd_rules_promote)
+    p = rules.add_parser("diff", help="what NEW would move compared with OLD, over event files")
+    p.add_argument("old", help="the rules now (directory or file)")
+    p.add_argument("new", help="the candidate rules")
+    p.add_argument("--events", nargs="+", required=True)
+    p.add_argument("--as-of", type=_timestamp, help="advance the clock to this time first")
+    p.add_argument("--format", choices=("text", "json"), default="text")
+    _partitions_argument(p)
+    p.set_defaults(func=cmd_rules_diff)
 
     p = sub.add_parser("explain", help="why a customer is in its segments")
     p.add_argument("customer_id")

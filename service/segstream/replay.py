@@ -220,3 +220,34 @@ def _cell(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:,.2f}"
     return str(value)
+
+
+def shadow_diff(engine: Engine, shadow: RuleSet) -> dict[str, Any]:
+    """What promoting ``shadow`` would move, compared on every customer as of the engine's
+    clocks (``segstream rules diff``)."""
+    engine.set_shadow(shadow)
+    engine.observe_shadow(engine.customer_ids())
+    report = engine.shadow_report()
+    assert report is not None
+    return report
+
+
+def format_diff(report: dict[str, Any]) -> str:
+    lines = [
+        f"rules {report['live']} -> {report['shadow']}: {report['customers_compared']} customers"
+        f" compared, {report['customers_moving']} would move",
+        "",
+        f"  {'segment':<24}{'entered':>10}{'exited':>10}{'upgraded':>10}{'downgraded':>12}",
+    ]
+    for name, counts in report["segments"].items():
+        lines.append(
+            f"  {name[:24]:<24}{counts['entered']:>10}{counts['exited']:>10}"
+            f"{counts['upgraded']:>10}{counts['downgraded']:>12}"
+        )
+    if report["matrix"]:
+        lines += ["", "from -> to (customers):"]
+        for row in report["matrix"]:
+            lines.append(
+                f"  {row['segment']:<24}{row['from']:>20} -> {row['to']:<20}{row['customers']}"
+            )
+    return "\n".join(lines) + "\n"

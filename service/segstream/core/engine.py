@@ -14,6 +14,7 @@ it emits any change, so a crash never makes it decide twice (docs/runtime.md, "D
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 from bisect import bisect_right
 from collections import Counter
@@ -34,7 +35,8 @@ from segstream.core.groups import GroupLane, GroupSpec, contribution
 from segstream.core.partitioning import partition_for
 from segstream.core.population import Population
 from segstream.core.rulelang import RuleSet
-from segstream.core.rulelang.ruleset import NO_PLAYBOOK, Playbook
+from segstream.core.rulelang.ruleset import NO_PLAYBOOK, Playbook, Score
+from segstream.core.shadow import ShadowReport, compare, label
 from segstream.core.state import (
     DAY_COUNTERS,
     DEFAULT_LIMITS,
@@ -147,6 +149,33 @@ class Lane:
         }
 
 
+_NONE: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True, slots=True)
+class Reading:
+    """What computing a rule set's values needs, prepared once per rule set: the live rules'
+    and a shadow set's values come from the same code."""
+
+    rules: RuleSet
+    attribute_defaults: dict[str, Any]
+    date_counters: list[tuple[str, str, int]]
+    bin_scores: list[Score]
+    quantile_scores: list[Score]
+    has_rfm: bool
+
+    @classmethod
+    def of(cls, rules: RuleSet) -> Reading:
+        return cls(
+            rules,
+            {a.name: a.default for a in rules.attributes.values()},
+            [(c, attribute, step) for c, (attribute, step) in rules.date_counters.items()],
+            [s for s in rules.scores.values() if not s.quantiles],
+            list(rules.quantile_scores),
+            {"r", "f", "m"} <= rules.scores.keys(),
+        )
+
+
 class Engine:
     """Per-customer state plus the compiled rules; the only implementation of every rule."""
 
@@ -182,6 +211,11 @@ class Engine:
         self.rejections: Counter[RejectReason] = Counter()
         self.evaluations = 0
         self._members: Counter[tuple[str, str]] = Counter()  # (segment name, tier) -> customers
+        self._shadow: ShadowReport | None = None
+        self._shadow_reading: Reading | None = None
+        self._shadow_segments: dict[str, dict[str, Any]] = {}
+        # (family, from, to, kind) -> transitions the shadow set made between evaluations
+        self.shadow_transitions: Counter[tuple[str, str, str, str]] = Counter()
         self._configure_rules()
 
     # -- lanes and clock ---------------------------------------------------------------------
@@ -473,6 +507,9 @@ class Engine:
         lane.dirty.discard(customer_id)
         for group in lane.groups.values():
             group.update(customer_id, None, {})
+        if self._shadow is not None:
+            self._shadow.forget(customer_id)
+            self._shadow_segments.pop(customer_id, None)
         if st.due_day is not None:
             lane.due.get(st.due_day, set()).discard(customer_id)
         for population in lane.populations.values():
@@ -495,29 +532,31 @@ class Engine:
         return self._values(st, self.lane(self.partition_for(st.customer_id)), compact=False)[0]
 
     def _values(
-        self, st: CustomerState, lane: Lane, *, compact: bool = True
+        self, st: CustomerState, lane: Lane, *, compact: bool = True, reading: Reading | None = None
     ) -> tuple[dict[str, Any], Exits]:
-        rules = self.rules
+        """Everything ``reading``'s rules (default: the live rules) read for one customer."""
+        r = self._reading if reading is None else reading
+        rules = r.rules
         day = lane.clock_day
         if compact:
-            st.compact(day, rules.windows, self.limits)
+            st.compact(day, self.rules.windows, self.limits)
             self._take_limit_hits(st)
-        values, exits = st.values(day, rules.windows, self._watch)
-        values.update(self._attribute_defaults)
+        values, exits = st.values(day, rules.windows, self._watch if reading is None else _NONE)
+        values.update(r.attribute_defaults)
         declared = rules.attributes
         for name, item in st.attrs.items():
             attr = declared.get(name)
             if attr is not None and item[2] is not None:
                 values[name] = attr.coerce(item[2])
-        for counter, attribute, step in self._date_counters:
+        for counter, attribute, step in r.date_counters:
             date = values[attribute]
             values[counter] = None if date is None else (day - date) * step
-        for score in self._bin_scores:
+        for score in r.bin_scores:
             values[score.name] = score.from_bins(values[score.field])
         populations = lane.populations
-        for score in self._quantile_scores:
+        for score in r.quantile_scores:
             values[score.name] = score.from_cuts(values[score.field], populations[score.field].cuts)
-        if self._has_rfm:
+        if r.has_rfm:
             values["rfm"] = f"{values['r']}{values['f']}{values['m']}"
         rules.evaluate(values)
         return values, exits
@@ -537,6 +576,8 @@ class Engine:
         changes = self._diff(st, values, cause, event_id, at_ms)
         if lane.groups:
             self._group_update(st, lane)
+        if self._shadow is not None:
+            self._observe_shadow(st, lane)
         lane.dirty.add(st.customer_id)
         lane.fresh += changes
         return changes
@@ -752,16 +793,64 @@ class Engine:
         lane.snapshots[group] = period
         lane.touched = True
 
+    # -- shadow rule sets --------------------------------------------------------------------
+
+    def set_shadow(self, rules: RuleSet | None) -> None:
+        """Evaluate ``rules`` beside the live set from now on (None: stop). Customers are
+        compared as they are evaluated; :meth:`observe_shadow` compares the others."""
+        self._shadow = self._shadow_reading = None
+        self._shadow_segments = {}
+        if rules is None or rules.version == self.rules.version:
+            return
+        for score in rules.quantile_scores:
+            if self._wanted.get(score.field) != score.quantiles:
+                raise ValueError(
+                    f"shadow rule set {rules.version}: quantile score {score.name!r} ranks"
+                    f" {score.field} in {score.quantiles} quantiles, which the live rules do not;"
+                    " a shadow set may rank only what the live set ranks, in as many quantiles"
+                )
+        self._shadow = ShadowReport(self.rules, rules)
+        self._shadow_reading = Reading.of(rules)
+
+    @property
+    def shadow_rules(self) -> RuleSet | None:
+        return None if self._shadow is None else self._shadow.rules
+
+    def observe_shadow(self, customer_ids: Iterable[str]) -> None:
+        for customer_id in customer_ids:
+            st = self.store.get(customer_id)
+            if st is not None and self._shadow is not None:
+                self._observe_shadow(st, self.lanes[self.partition_of[customer_id]])
+
+    def _observe_shadow(self, st: CustomerState, lane: Lane) -> None:
+        shadow, reading = self._shadow, self._shadow_reading
+        assert shadow is not None and reading is not None
+        values, _ = self._values(st, lane, compact=False, reading=reading)
+        segments = {name: values[name] for name in shadow.rules.segment_names}
+        before = self._shadow_segments.get(st.customer_id)
+        if before is not None:
+            for name, old, new, kind in compare(shadow.rules, shadow.rules, before, segments):
+                self.shadow_transitions[(name, label(old), label(new), kind)] += 1
+        self._shadow_segments[st.customer_id] = segments
+        shadow.observe(st.customer_id, st.segments, segments)
+
+    def shadow_report(self) -> dict[str, Any] | None:
+        """What promoting the shadow set now would move, per segment (None: no shadow set)."""
+        return None if self._shadow is None else self._shadow.summary()
+
+    def take_shadow_transitions(self) -> dict[tuple[str, str, str, str], int]:
+        taken = dict(self.shadow_transitions)
+        self.shadow_transitions.clear()
+        return taken
+
     # -- population --------------------------------------------------------------------------
 
     def _configure_rules(self) -> None:
         """Precompute, per rule set, what the per-customer path needs (built once, not per event),
         including which clock-driven changes can matter to the rules."""
         rules = self.rules
-        self._attribute_defaults = {a.name: a.default for a in rules.attributes.values()}
+        self._reading = Reading.of(rules)
         self._segment_set = frozenset(rules.segment_names)
-        self._bin_scores = [s for s in rules.scores.values() if not s.quantiles]
-        self._has_rfm = {"r", "f", "m"} <= rules.scores.keys()
         used, opaque, bounds = rules.used_fields, rules.opaque_fields, rules.boundaries
         self._every_exit: list[str] = []
         self._boundary_exit: list[tuple[str, str, tuple[int, ...]]] = []
@@ -780,9 +869,7 @@ class Engine:
             for c in DAY_COUNTERS
             if c in opaque or c in bounds
         ]
-        self._date_counters = [
-            (counter, attribute, step) for counter, (attribute, step) in rules.date_counters.items()
-        ]
+        self._date_counters = self._reading.date_counters
         self._counters += [
             (c, c in opaque, bounds.get(c, ()), step)
             for c, _, step in self._date_counters
@@ -874,6 +961,12 @@ class Engine:
         cut points describe the whole partition, not the customers re-evaluated first."""
         self.rules = rules
         self._configure_rules()
+        shadow, self._shadow = self._shadow, None
+        if shadow is not None and shadow.rules.version != rules.version:
+            # the customers' re-evaluation under the new rules compares them again; a set no
+            # longer comparable with the new live rules is dropped
+            with contextlib.suppress(ValueError):
+                self.set_shadow(shadow.rules)
         for lane in self.lanes.values():
             added = self._configure_lane(lane)
             if added:
@@ -989,6 +1082,8 @@ class Engine:
         self._schedule(lane, st, due)
         if lane.groups and lane.clock_ms is not None:
             self._group_update(st, lane)
+        if self._shadow is not None:
+            self._observe_shadow(st, lane)
 
     def settle_adopted(self, partition: int, *, had_record: bool) -> list[Change]:
         """After a lane's customers were adopted: finish what its last commit left half done.
@@ -1034,6 +1129,10 @@ class Engine:
         lane = self.lanes.pop(partition, None)
         if lane is None:
             return
+        if self._shadow is not None:
+            self._shadow.forget_all(lane.customers)
+            for customer_id in lane.customers:
+                self._shadow_segments.pop(customer_id, None)
         for customer_id in lane.customers:
             st = self.store.pop(customer_id, None)
             self.partition_of.pop(customer_id, None)

@@ -88,7 +88,42 @@ class ControlTopics:
             )
         rules = latest.rules
         if rules is not None and rules.version != self.engine.rules.version:
+            async with self.lock:
+                self.engine.set_shadow(None)  # a live set published ends the shadow run
             await self.switch_rules(rules)
+        if latest.shadow_seen:
+            shadow = latest.shadow
+            running = self.engine.shadow_rules
+            if (shadow and shadow.version) != (running and running.version):
+                await self.switch_shadow(shadow)
+
+    async def switch_shadow(self, shadow: RuleSet | None) -> None:
+        """Run ``shadow`` beside the live set: every customer compared, in chunks."""
+        engine = self.engine
+        async with self.lock:
+            try:
+                engine.set_shadow(shadow)
+            except ValueError as exc:
+                self.metrics.rules_rejected.inc()
+                log.error("ignoring shadow rule set: %s", exc)
+                return
+            customers = engine.customer_ids() if shadow is not None else []
+        if shadow is None:
+            log.info("no shadow rule set")
+            return
+        log.info("shadow rules %s: comparing %d customers", shadow.version, len(customers))
+        await self.compare_shadow(customers)
+
+    async def compare_shadow(self, customers: list[str]) -> None:
+        engine = self.engine
+        shadow = engine.shadow_rules
+        size = self.settings.rules_chunk_size
+        for start in range(0, len(customers), size):
+            async with self.lock:
+                if engine.shadow_rules is not shadow:
+                    return  # replaced meanwhile
+                engine.observe_shadow(customers[start : start + size])
+            await asyncio.sleep(0)
 
     async def switch_rules(self, rules: RuleSet) -> None:
         """Re-evaluate every customer in chunks, yielding to the batch path between chunks."""

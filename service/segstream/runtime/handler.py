@@ -236,6 +236,17 @@ class BatchHandler:
                     metrics.exit_delay.labels(family=family).observe(max(now - due, 0.0))
         for segment, n in self.engine.rules.take_errors().items():
             metrics.rule_errors.labels(segment=segment).inc(n)
+        shadow = self.engine.shadow_rules
+        moved = self.engine.take_shadow_transitions()
+        if shadow is not None:
+            for (family, old, new, kind), n in moved.items():
+                metrics.shadow_transitions.labels(
+                    ruleset=shadow.version,
+                    family=family,
+                    from_segment=old,
+                    to_segment=new,
+                    change=kind,
+                ).inc(n)
 
     async def settle(self) -> None:
         """Commit and emit whatever the engine decided outside the batch path (clock ticks,

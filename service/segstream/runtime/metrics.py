@@ -105,6 +105,19 @@ class Metrics:
             buckets=(1, 5, 30, 60, 300, 900, 3600, 6 * 3600, 86400, 2 * 86400),
             registry=r,
         )
+        self.shadow_moves = Gauge(
+            "segstream_shadow_moves",
+            "Customers of this worker that promoting the shadow rule set now would move, per"
+            " segment and kind of change (sum over workers for the total)",
+            ["ruleset", "segment", "change"],
+            registry=r,
+        )
+        self.shadow_transitions = Counter(
+            "segstream_shadow_transitions_total",
+            "Transitions the shadow rule set made between evaluations (none is emitted)",
+            ["ruleset", "family", "from_segment", "to_segment", "change"],
+            registry=r,
+        )
         self.group_values_folded = Gauge(
             "segstream_group_values_folded",
             "Values of a group beyond its max_values, added up as (other) in its newest period",

@@ -49,9 +49,11 @@ def dropped_segments(running: RuleSet, new: RuleSet) -> list[str]:
     ]
 
 
-async def _publish(settings: Settings, rules: RuleSet, directory: str, allow_removal: bool) -> int:
+async def _publish(
+    settings: Settings, rules: RuleSet, directory: str, allow_removal: bool, shadow: bool = False
+) -> int:
     await ensure_topics(settings)
-    running = None if allow_removal else await running_rules(settings)
+    running = None if allow_removal or shadow else await running_rules(settings)
     dropped = dropped_segments(running, rules) if running is not None else []
     if running is not None and dropped:
         print(
@@ -60,11 +62,49 @@ async def _publish(settings: Settings, rules: RuleSet, directory: str, allow_rem
             file=sys.stderr,
         )
         return 2
-    await _send(settings, rules_message(rules), rules.version)
+    await _send(settings, rules_message(rules, shadow=shadow), rules.version)
     return 0
 
 
-def publish_rules(directory: str, *, allow_removal: bool = False) -> int:
+def _cluster_settings() -> Settings | None:
+    settings = load_settings()
+    if not settings.bootstrap_servers:
+        print("set KAFKA_BOOTSTRAP_SERVERS to the cluster the workers use", file=sys.stderr)
+        return None
+    return settings
+
+
+def promote_rules(version: str, *, allow_removal: bool = False) -> int:
+    """Make the shadow set ``version`` live: republished as a live set (same key: compaction
+    keeps the live record)."""
+    settings = _cluster_settings()
+    if settings is None:
+        return 2
+    problem = asyncio.run(unreachable(settings))
+    if problem is not None:
+        print(f"refused: {problem}; nothing was promoted", file=sys.stderr)
+        return 1
+    latest = asyncio.run(read_latest_rules(settings))
+    shadow = latest.shadow
+    if shadow is None or shadow.version != version:
+        running = f"shadow {shadow.version}" if shadow is not None else "no shadow rule set"
+        print(
+            f"refused: {version} is not the shadow rule set on {settings.topic_rules}"
+            f" ({running}); publish it with `segstream rules publish DIR --shadow` first",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        code = asyncio.run(_publish(settings, shadow, f"shadow {version}", allow_removal))
+    except KafkaError as exc:
+        print(f"refused: {exc}; nothing was promoted", file=sys.stderr)
+        return 1
+    if code == 0:
+        print(f"promoted {version}: it is the live rule set on {settings.topic_rules}")
+    return code
+
+
+def publish_rules(directory: str, *, allow_removal: bool = False, shadow: bool = False) -> int:
     try:
         rules = load_rules(directory)
     except RuleErrors as exc:
@@ -72,19 +112,19 @@ def publish_rules(directory: str, *, allow_removal: bool = False) -> int:
             print(error, file=sys.stderr)
         print("refused: the rule set is invalid; nothing was published", file=sys.stderr)
         return 2
-    settings = load_settings()
-    if not settings.bootstrap_servers:
-        print("set KAFKA_BOOTSTRAP_SERVERS to the cluster the workers use", file=sys.stderr)
+    settings = _cluster_settings()
+    if settings is None:
         return 2
     problem = asyncio.run(unreachable(settings))
     if problem is not None:
         print(f"refused: {problem}; nothing was published", file=sys.stderr)
         return 1
     try:
-        code = asyncio.run(_publish(settings, rules, directory, allow_removal))
+        code = asyncio.run(_publish(settings, rules, directory, allow_removal, shadow))
     except KafkaError as exc:
         print(f"refused: {exc}; nothing was published", file=sys.stderr)
         return 1
     if code == 0:
-        print(f"published {rules.version} to {settings.topic_rules}")
+        kind = "as the shadow rule set " if shadow else ""
+        print(f"published {rules.version} {kind}to {settings.topic_rules}")
     return code

@@ -17,19 +17,30 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from segstream.core.rulelang import RuleErrors, RuleSet, compile_rules
 from segstream.runtime.settings import Settings
 
-_SHAPE = 'a rules message is {"version": ..., "files": {name: yaml text}}'
+_SHAPE = 'a rules message is {"version": ..., "files": {name: yaml text}, "shadow": bool}'
 
 
-def rules_message(rules: RuleSet) -> bytes:
-    return orjson.dumps({"version": rules.version, "files": rules.source_files})
+def rules_message(rules: RuleSet, *, shadow: bool = False) -> bytes:
+    body: dict[str, object] = {"version": rules.version, "files": rules.source_files}
+    if shadow:
+        body["shadow"] = True
+    return orjson.dumps(body)
 
 
 def rules_from_message(value: bytes) -> RuleSet:
+    return read_message(value)[0]
+
+
+def read_message(value: bytes) -> tuple[RuleSet, bool]:
+    """The rule set of a message, and whether it is a shadow set."""
     body = orjson.loads(value)
     files = body.get("files") if isinstance(body, dict) else None
     if not isinstance(files, dict) or not all(isinstance(v, str) for v in files.values()):
         raise ValueError(_SHAPE)
-    return compile_rules({str(k): v for k, v in files.items()})
+    shadow = body.get("shadow", False)
+    if not isinstance(shadow, bool):
+        raise ValueError(_SHAPE)
+    return compile_rules({str(k): v for k, v in files.items()}), shadow
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +56,10 @@ class Latest:
     rules: RuleSet | None
     next_offset: int
     refused: list[Refused] = field(default_factory=list)
+    # the newest valid shadow set newer than ``rules``, when ``shadow_seen``; a shadow set
+    # runs until the next live set is published (promoted or not)
+    shadow: RuleSet | None = None
+    shadow_seen: bool = False
 
 
 def newest_valid(records: Sequence[tuple[int, bytes | None]]) -> Latest:
@@ -52,11 +67,13 @@ def newest_valid(records: Sequence[tuple[int, bytes | None]]) -> Latest:
     set are returned with their reasons."""
     refused: list[Refused] = []
     next_offset = records[-1][0] + 1 if records else 0
+    shadow: RuleSet | None = None
+    shadow_seen = False
     for offset, value in reversed(records):
         try:
             if value is None:
                 raise ValueError("empty record")
-            rules = rules_from_message(value)
+            rules, is_shadow = read_message(value)
         except RuleErrors as exc:
             shown = "; ".join(str(e) for e in exc.errors[:5])
             more = f" (and {len(exc.errors) - 5} more)" if len(exc.errors) > 5 else ""
@@ -64,8 +81,14 @@ def newest_valid(records: Sequence[tuple[int, bytes | None]]) -> Latest:
         except Exception as exc:  # untrusted input: whatever it does, it is refused, not fatal
             refused.append(Refused(offset, f"{type(exc).__name__}: {exc}"[:500]))
         else:
-            return Latest(rules, next_offset, refused[::-1])
-    return Latest(None, next_offset, refused[::-1])
+            if is_shadow:
+                if not shadow_seen:
+                    shadow, shadow_seen = rules, True
+                continue
+            if shadow is not None and shadow.version == rules.version:
+                shadow = None  # published as shadow, then made live
+            return Latest(rules, next_offset, refused[::-1], shadow, shadow_seen)
+    return Latest(None, next_offset, refused[::-1], shadow, shadow_seen)
 
 
 def rules_consumer(settings: Settings) -> AIOKafkaConsumer:

@@ -138,6 +138,12 @@ class Settings(BaseSettings):
     session_timeout_seconds: float = Field(10.0, gt=0)
     clock_tick_seconds: float = Field(1.0, gt=0, description="wall-clock re-evaluation period")
     population_refresh_seconds: float = Field(2.0, gt=0)
+    shadow_refresh_seconds: float = Field(
+        60.0,
+        gt=0,
+        description="how often every customer is compared with the shadow rule set again"
+        " (its time-driven conditions move customers with no event)",
+    )
     groups_publish_seconds: float = Field(
         2.0, gt=0, description="how often a worker shares its partitions' group figures"
     )

@@ -68,6 +68,22 @@ class Timers:
                 engine.refresh_population(quiet)
                 await self.settle()
 
+    async def refresh_shadow(self) -> None:
+        """Compare every customer with the shadow set again: its time-driven conditions move
+        customers with no event, which the live set's schedule does not look for."""
+        if not self.progress.ready or self.engine.shadow_rules is None:
+            return
+        engine = self.engine
+        shadow = engine.shadow_rules
+        customers = engine.customer_ids()
+        size = self.settings.rules_chunk_size
+        for start in range(0, len(customers), size):
+            async with self.progress.lock:
+                if engine.shadow_rules is not shadow:
+                    return
+                engine.observe_shadow(customers[start : start + size])
+            await asyncio.sleep(0)
+
     async def publish_groups(self) -> None:
         """Share this worker's partitions' group figures; emit snapshots of closed quarters."""
         if not self.progress.ready or not self.engine.rules.groups:

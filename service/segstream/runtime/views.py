@@ -59,6 +59,18 @@ def add_views(app: Any, worker: SegmentWorker) -> None:
             return web.json({"error": f"unknown group {name!r}; groups: {listed}"}, status=404)
         return web.json(worker.groups.view(name, assigned_or_none(worker)))
 
+    @app.page("/rules/shadow")
+    @guarded
+    async def shadow(web: Any, request: Any) -> Any:
+        report = worker.engine.shadow_report()
+        return web.json(
+            {
+                "live": worker.engine.rules.version,
+                "partitions": sorted(assigned_or_none(worker)),
+                "shadow": report,
+            }
+        )
+
     if not worker.settings.customer_api:
         return
 
@@ -83,6 +95,14 @@ def update_gauges(worker: SegmentWorker) -> None:
     engine, metrics = worker.engine, worker.metrics
     metrics.customers.set(engine.customer_count())
     metrics.set_members(engine.member_counts())
+    metrics.shadow_moves.clear()
+    report = engine.shadow_report()
+    if report is not None:
+        for segment, counts in report["segments"].items():
+            for change in ("entered", "exited", "upgraded", "downgraded"):
+                metrics.shadow_moves.labels(
+                    ruleset=report["shadow"], segment=segment, change=change
+                ).set(counts[change])
     metrics.lag.clear()
     consumer = worker.app.consumer
     try:

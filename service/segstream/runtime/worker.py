@@ -151,6 +151,7 @@ class SegmentWorker:
         app.timer(s.clock_tick_seconds)(self.timers.tick_clock)
         app.timer(s.population_refresh_seconds)(self.timers.refresh_population)
         app.timer(s.groups_publish_seconds)(self.timers.publish_groups)
+        app.timer(s.shadow_refresh_seconds)(self.timers.refresh_shadow)
         app.task(self.control.follow)
         add_views(app, self)
 
