@@ -148,6 +148,7 @@ def reference_segments(v: dict[str, Any], m_cuts: tuple[float, ...]) -> dict[str
         lifecycle = "rejected_lead"
     renewal = v["brand_strength"] + v["order_attractiveness"] + v["failure_status"]
     until = v.get("days_until_renewal")  # days to the contract_renewal date, if one was sent
+    tenure = v["tenure_days"]
     return {
         "value": value,
         "satisfaction": satisfaction,
@@ -157,4 +158,5 @@ def reference_segments(v: dict[str, Any], m_cuts: tuple[float, ...]) -> dict[str
         "support_heavy": v["tickets_open"] >= 3 or v["tickets_30d"] >= 5,
         "renewal_candidate": lifecycle == "rejected_lead" and renewal >= 11,
         "renewal_window": until is not None and 0 <= until <= 120,
+        "onboarding": tenure is not None and tenure < 90,
     }

@@ -24,7 +24,7 @@ def errors_of(text: str) -> list[str]:
 def test_default_rules_load_and_have_a_content_version() -> None:
     rules = load_rules(ROOT / "rules")
     assert set(rules.families) == {"value", "satisfaction", "activity_matrix", "lifecycle"}
-    assert {"unhappy", "support_heavy", "renewal_candidate"} <= set(rules.flags)
+    assert {"unhappy", "support_heavy", "renewal_candidate", "onboarding"} <= set(rules.flags)
     assert rules.version == rules_version(rules.source_files)
     edited = dict(rules.source_files)
     first = sorted(edited)[0]
@@ -186,6 +186,7 @@ def test_whole_rule_set_evaluates_in_microseconds() -> None:
             "tickets_open",
             "tickets_30d",
             "activity_30d",
+            "tenure_days",
             "responses",
             "promoters",
             "capacity",
