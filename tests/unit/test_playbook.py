@@ -1,13 +1,18 @@
-"""The default rule set read as a playbook: concrete customers land in the segments the rule
-files describe."""
+"""The default rule set read as a playbook: concrete customers land in the health tier and
+onboarding flag the rule files describe, through the engine and through the offline commands
+(`segstream replay`, `segstream explain`)."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
+
+import orjson
 
 from segstream.core.engine import Change, Engine
 from segstream.core.timeutil import to_rfc3339
 from tests.unit.factories import at, default_rules, event, order, raw
+from tests.unit.test_cli import segstream
 
 
 def settled(*events: dict[str, Any], day: int) -> Engine:
@@ -66,3 +71,133 @@ def test_onboarding_counts_from_the_first_order_even_when_it_arrives_late() -> N
 def test_a_lead_is_never_onboarding() -> None:
     engine = settled(event("profile", day=0, attributes={"industry": "retail"}), day=10)
     assert segment(engine, "C1", "onboarding") is False
+
+
+# --- health: satisfaction, activity trend, open tickets -------------------------------------
+
+
+def survey(customer: str, day: int, score: int) -> dict[str, Any]:
+    return event("survey", customer, day, score=score, survey_id=f"s-{customer}-{day}")
+
+
+def ticket(customer: str, day: int, ticket_id: str) -> dict[str, Any]:
+    return event("support", customer, day, ticket_id=ticket_id, status="opened")
+
+
+HEALTH = [
+    order("OK", 0),  # nothing known: 100 - 20 (no answer) = 80
+    order("UN", 0),  # one unhappy answer (nps -100): 100 - 40 = 60
+    survey("UN", 1, 2),
+    order("TK", 0),  # two open tickets: 100 - 20 - 20 = 60
+    ticket("TK", 1, "t1"),
+    ticket("TK", 2, "t2"),
+    order("BAD", 0),  # unhappy and two open tickets: 100 - 40 - 20 = 40
+    survey("BAD", 1, 0),
+    ticket("BAD", 1, "t3"),
+    ticket("BAD", 2, "t4"),
+    order("OLD", -400),  # churned: no health score
+    event("profile", "LEAD", 0, attributes={"industry": "retail"}),
+]
+
+
+def test_concrete_customers_land_in_the_intended_health_tier() -> None:
+    engine = settled(*HEALTH, day=5)
+    tiers = {c: segment(engine, c, "health") for c in ("OK", "UN", "TK", "BAD", "OLD", "LEAD")}
+    assert tiers == {
+        "OK": "healthy",
+        "UN": "watch",
+        "TK": "watch",
+        "BAD": "at_risk",
+        "OLD": None,
+        "LEAD": None,
+    }
+    explained = engine.explain("BAD")
+    assert explained is not None
+    parts = ("health_satisfaction", "health_activity", "health_tickets", "health_score")
+    assert [explained["state"][p] for p in parts] == [40, 0, 20, 40]  # which part took the points
+    at_risk = explained["families"]["health"][2]
+    assert (at_risk["tier"], at_risk["holds"], at_risk["touch"]) == ("at_risk", True, "high")
+
+
+def test_health_moves_with_the_clock_as_activity_falls_off() -> None:
+    """The story in docs/rules.md, "Health"."""
+    engine = Engine(default_rules())
+    story = [order("C1", 0), order("C2", 0), ticket("C1", 2, "t1"), ticket("C1", 3, "t2")]
+    changes = engine.process(raw(*story)).changes
+    for day in range(1, 70):
+        changes += engine.advance(at(day))
+    assert of(changes, "C1", "health") == [
+        (None, "healthy", "entered", "event", date(0)),
+        ("healthy", "watch", "downgraded", "event", date(3)),  # two open tickets: 60
+        ("watch", "at_risk", "downgraded", "clock", date(33)),  # three events fewer: 40
+        ("at_risk", "watch", "upgraded", "clock", date(60)),  # two fewer: 50
+    ]
+    scores = [
+        c["state"]["health_score"]
+        for c in changes
+        if c["customer_id"] == "C1" and c["family"] == "health"
+    ]
+    assert scores == [80, 60, 40, 50]  # the score travels in the change event
+    # C2's one order leaves the 30-day window on day 30: one event fewer is noise
+    assert of(changes, "C2", "health") == [(None, "healthy", "entered", "event", date(0))]
+
+
+# --- the offline commands -------------------------------------------------------------------
+
+CUSTOMER = [
+    order("C1", 0),
+    ticket("C1", 10, "t1"),
+    ticket("C1", 11, "t2"),  # 100 - 20 - 20 = 60: healthy -> watch
+]
+# other customers' orders move the event clock to days 45 and 90; C1 sends nothing more
+STORY = [*CUSTOMER, order("C2", 45), order("C3", 90)]
+
+
+def write(path: Path, events: list[dict[str, Any]]) -> Path:
+    path.write_bytes(b"".join(orjson.dumps(e) + b"\n" for e in events))
+    return path
+
+
+def test_replay_writes_onboarding_and_health_changes(tmp_path: Path) -> None:
+    events, out = write(tmp_path / "events.jsonl", STORY), tmp_path / "changes.jsonl"
+    # one partition: the other customers' orders move C1's clock (each partition has its own)
+    done = segstream("replay", str(events), "--out", str(out), "--no-progress", "--partitions", "1")
+    assert done.returncode == 0, done.stderr
+    changes = [orjson.loads(line) for line in out.read_bytes().splitlines()]
+    assert of(changes, "C1", "onboarding") == [
+        (False, True, "entered", "event", date(0)),
+        (True, False, "exited", "clock", date(90)),
+    ]
+    # day 45: nothing in the last 30 days, three events in the 30 before (-20 points); day 90:
+    # nothing in either, the trend is 0 again
+    assert of(changes, "C1", "health") == [
+        (None, "healthy", "entered", "event", date(0)),
+        ("healthy", "watch", "downgraded", "event", date(11)),
+        ("watch", "at_risk", "downgraded", "clock", date(45)),
+        ("at_risk", "watch", "upgraded", "clock", date(90)),
+    ]
+    assert "onboarding" in done.stdout and "health" in done.stdout  # the segment sizes
+
+
+def test_explain_shows_onboarding_and_health_with_their_playbooks(tmp_path: Path) -> None:
+    events = write(tmp_path / "events.jsonl", CUSTOMER)
+
+    def explain(day: int) -> dict[str, Any]:
+        as_of = to_rfc3339(at(day))
+        done = segstream("explain", "C1", "--events", str(events), "--as-of", as_of, "--json")
+        assert done.returncode == 0, done.stderr
+        body: dict[str, Any] = orjson.loads(done.stdout)
+        return body
+
+    day_89 = explain(89)
+    assert day_89["segments"]["onboarding"] is True
+    assert day_89["flags"]["onboarding"]["owner"] == "customer_success"
+    assert day_89["state"]["tenure_days"] == 89
+    assert day_89["segments"]["health"] == "watch"
+    assert day_89["state"]["health_tickets"] == 20
+    watch = next(t for t in day_89["families"]["health"] if t["tier"] == "watch")
+    assert (watch["holds"], watch["owner"], watch["touch"]) == (True, "customer_success", "low")
+    day_90 = explain(90)
+    assert day_90["segments"]["onboarding"] is False
+    assert day_90["flags"]["onboarding"]["holds"] is False
+    assert day_90["segments"]["lifecycle"] == "current"
