@@ -115,16 +115,10 @@ def reference_segments(v: dict[str, Any], m_cuts: tuple[float, ...]) -> dict[str
         value = "champions"
     elif r >= 3 and f >= 3 and m >= 3:
         value = "loyal"
-    elif r >= 4 and f <= 2:
-        value = "new_customers"
     elif r <= 2 and f >= 3 and m >= 3:
         value = "at_risk"
-    elif r == 2:
-        value = "hibernating"
-    elif r == 1:
-        value = "lost"
     elif v["orders_total"] >= 1:
-        value = "promising"
+        value = "occasional"
     else:
         value = None
     csi = v["csi"]

@@ -1,6 +1,6 @@
-"""The default rule set read as a playbook: concrete customers land in the health tier and
-onboarding flag the rule files describe, through the engine and through the offline commands
-(`segstream replay`, `segstream explain`)."""
+"""The default rule set read as a playbook: concrete customers land in the value tier, health
+tier and onboarding flag the rule files describe, through the engine and through the offline
+commands (`segstream replay`, `segstream explain`)."""
 
 from __future__ import annotations
 
@@ -39,6 +39,55 @@ def of(changes: list[Change], customer: str, family: str) -> list[tuple[Any, ...
 
 def date(day: int) -> str:
     return to_rfc3339(at(day))[:10]
+
+
+# --- value: four tiers a team acts on -------------------------------------------------------
+
+# On day 400: monetary cut points (20, 30, 50, 1200) from six small buyers and three big ones.
+POPULATION = [
+    *(order("CH", d, "500") for d in (370, 380, 390, 395)),  # recent, 4 orders, 2000
+    *(order("LO", d, "400") for d in (260, 270, 280)),  # 120 days ago, 3 orders, 1200
+    *(order("AR", d, "300") for d in (150, 160, 170, 200)),  # 200 days ago, 4 orders, 1200
+    order("OC", 390, "20"),  # one small order
+    *(order(f"F{i}", 100 + i, str(10 * (i + 1))) for i in range(6)),
+    event("profile", "LE", 100, attributes={"industry": "retail"}),  # never ordered
+]
+
+
+def test_value_has_four_tiers_each_with_its_own_play() -> None:
+    tiers = default_rules().families["value"].tiers
+    assert [t.name for t in tiers] == ["champions", "loyal", "at_risk", "occasional"]
+    plays = {(t.playbook.owner, t.playbook.touch) for t in tiers}
+    assert len(plays) == len(tiers) and all(t.playbook.action for t in tiers)
+    assert {t.name: t.playbook.touch for t in tiers if t.playbook.touch == "high"}.keys() == {
+        "champions",
+        "at_risk",
+    }  # the most valuable and the slipping customers get a person
+
+
+def test_concrete_customers_land_in_the_intended_value_tier() -> None:
+    engine = settled(*POPULATION, day=400)
+    assert engine.lanes[0].populations["monetary"].cuts == (20.0, 30.0, 50.0, 1200.0)
+    tiers = {c: segment(engine, c, "value") for c in ("CH", "LO", "AR", "OC", "F0", "LE")}
+    assert tiers == {
+        "CH": "champions",
+        "LO": "loyal",
+        "AR": "at_risk",
+        "OC": "occasional",
+        "F0": "occasional",  # one small order 300 days ago: still only automated offers
+        "LE": None,  # a lead has no value tier (lifecycle rejected_lead)
+    }
+
+
+def test_a_champion_who_stops_buying_is_downgraded_to_loyal_then_at_risk() -> None:
+    engine = settled(*POPULATION, day=400)
+    changes: list[Change] = []
+    for day in range(401, 600):
+        changes += engine.advance(at(day)) + engine.refresh_population()
+    assert of(changes, "CH", "value") == [
+        ("champions", "loyal", "downgraded", "clock", date(395 + 91)),  # r 4 -> 3
+        ("loyal", "at_risk", "downgraded", "clock", date(395 + 181)),  # r 3 -> 2
+    ]
 
 
 # --- onboarding: the first 90 days after the first order ------------------------------------
@@ -193,7 +242,7 @@ def test_explain_shows_onboarding_and_health_with_their_playbooks(tmp_path: Path
     assert day_89["segments"]["onboarding"] is True
     assert day_89["flags"]["onboarding"]["owner"] == "customer_success"
     assert day_89["state"]["tenure_days"] == 89
-    assert day_89["segments"]["health"] == "watch"
+    assert (day_89["segments"]["value"], day_89["segments"]["health"]) == ("occasional", "watch")
     assert day_89["state"]["health_tickets"] == 20
     watch = next(t for t in day_89["families"]["health"] if t["tier"] == "watch")
     assert (watch["holds"], watch["owner"], watch["touch"]) == (True, "customer_success", "low")
