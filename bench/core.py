@@ -56,16 +56,16 @@ def core_throughput(path: Path) -> dict[str, Any]:
 def clock_tick(customers: int, moving_fraction: float) -> dict[str, Any]:
     """Advance the clock one day over ``customers`` where ``moving_fraction`` change segment.
 
-    Every customer has one order; the moving ones bought 90 days ago, so tomorrow their
-    recency crosses the 90-day bin of the r score (new_customers -> promising). The rest
-    bought 10 days ago and are not due for another 21 days.
+    Every customer has one order; the moving ones bought 89 days ago, so tomorrow is their
+    day 90 and they leave onboarding. The rest bought 10 days ago and are not due for another
+    20 days (their order leaves the 30-day activity window, which health's trend reads).
     """
     engine = Engine(load_rules(ROOT / "rules"), clock="wall")
     today = 20_400
     engine.advance(today * MS_PER_DAY + 1)
     moving = int(customers * moving_fraction)
     for i in range(customers):
-        age = 90 if i < moving else 10
+        age = 89 if i < moving else 10
         ms = (today - age) * MS_PER_DAY + 3_600_000
         engine.apply(
             OrderEvent(

@@ -81,16 +81,17 @@ def test_a_restarted_worker_runs_the_newest_valid_set_whatever_follows(
 def test_publish_refuses_to_drop_a_running_family_or_flag_without_allow_removal(
     deployment: Deployment, tmp_path: Path
 ) -> None:
-    small = rule_dir(tmp_path, "small", drop="lifecycle.yaml")
+    small = rule_dir(tmp_path, "small", drop="satisfaction.yaml")
     refused = deployment.cli("rules", "publish", str(small))  # running: the rules on disk
     assert refused.returncode == 2
     assert refused.stderr.splitlines() == [
-        f"refused: {small} drops family 'lifecycle', flag 'renewal_candidate' of the running "
-        f"rule set {load_rules(ROOT / 'rules').version}; pass --allow-removal to publish it anyway"
+        f"refused: {small} drops family 'satisfaction', flag 'unhappy', flag 'support_heavy' of "
+        f"the running rule set {load_rules(ROOT / 'rules').version}; pass --allow-removal to "
+        "publish it anyway"
     ]
     assert deployment.cli("rules", "publish", str(small), "--allow-removal").returncode == 0
 
-    bigger = rule_dir(tmp_path, "bigger", drop="lifecycle.yaml", add=BIG)
+    bigger = rule_dir(tmp_path, "bigger", drop="satisfaction.yaml", add=BIG)
     assert deployment.cli("rules", "publish", str(bigger)).returncode == 0  # adds only
     send_raw(deployment, *INVALID_RECORDS)
 

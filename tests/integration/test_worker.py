@@ -112,7 +112,13 @@ def test_worker_end_to_end(deployment: Deployment) -> None:
     some = sorted(expected)[0]
     explained = worker.get(f"/customers/{some}").json()
     assert explained["segments"] == expected[some]
-    assert set(explained["families"]) == {"value", "satisfaction", "activity_matrix", "lifecycle"}
+    assert set(explained["families"]) == {
+        "value",
+        "satisfaction",
+        "activity_matrix",
+        "lifecycle",
+        "health",
+    }
     assert worker.get("/customers/nobody").status_code == 404
     assert sum(worker.get("/segments").json()["members"]["lifecycle"].values()) == len(expected)
     text = worker.get("/metrics").text

@@ -115,16 +115,10 @@ def reference_segments(v: dict[str, Any], m_cuts: tuple[float, ...]) -> dict[str
         value = "champions"
     elif r >= 3 and f >= 3 and m >= 3:
         value = "loyal"
-    elif r >= 4 and f <= 2:
-        value = "new_customers"
     elif r <= 2 and f >= 3 and m >= 3:
         value = "at_risk"
-    elif r == 2:
-        value = "hibernating"
-    elif r == 1:
-        value = "lost"
     elif v["orders_total"] >= 1:
-        value = "promising"
+        value = "occasional"
     else:
         value = None
     csi = v["csi"]
@@ -147,14 +141,27 @@ def reference_segments(v: dict[str, Any], m_cuts: tuple[float, ...]) -> dict[str
     else:
         lifecycle = "rejected_lead"
     renewal = v["brand_strength"] + v["order_attractiveness"] + v["failure_status"]
+    health: str | None = None
+    if lifecycle == "current":
+        nps = 0 if v["nps"] is None else v["nps"]
+        score = (
+            100
+            - (100 - nps) / 5
+            - 10 * min(3, max(0, -v["activity_trend"] - 1))
+            - 10 * min(3, v["tickets_open"])
+        )
+        health = "healthy" if score >= 70 else "watch" if score >= 50 else "at_risk"
+    tenure = v["tenure_days"]
     until = v.get("days_until_renewal")  # days to the contract_renewal date, if one was sent
     return {
         "value": value,
         "satisfaction": satisfaction,
         "activity_matrix": matrix,
         "lifecycle": lifecycle,
+        "health": health,
         "unhappy": csi is not None and csi < 1 and v["responses"] >= 2,
         "support_heavy": v["tickets_open"] >= 3 or v["tickets_30d"] >= 5,
         "renewal_candidate": lifecycle == "rejected_lead" and renewal >= 11,
         "renewal_window": until is not None and 0 <= until <= 120,
+        "onboarding": tenure is not None and tenure < 90,
     }

@@ -74,7 +74,13 @@ def test_explain() -> None:
     assert done.returncode == 0, done.stderr
     body = orjson.loads(done.stdout)
     assert body["customer_id"] == "C0000030"
-    assert set(body["families"]) == {"value", "satisfaction", "activity_matrix", "lifecycle"}
+    assert set(body["families"]) == {
+        "value",
+        "satisfaction",
+        "activity_matrix",
+        "lifecycle",
+        "health",
+    }
     held = [t["tier"] for t in body["families"]["value"] if t["holds"]]
     assert body["segments"]["value"] == (held[0] if held else None)
     at_risk = next(t for t in body["families"]["value"] if t["tier"] == "at_risk")

@@ -40,6 +40,15 @@ def test_kustomization_lists_every_manifest() -> None:
     assert {"StatefulSet", "Service", "ConfigMap", "Secret", "NetworkPolicy"} <= kinds
 
 
+def test_the_rules_config_map_is_the_default_rule_set() -> None:
+    """The workers' bootstrap rules are rules/ as it is, not as it was (README.md may be in it:
+    the worker reads only *.yaml)."""
+    data = manifests()[("ConfigMap", "segstream-rules")]["data"]
+    rules = KUBE.parents[1] / "rules"
+    expected = {p.name: p.read_text() for p in sorted(rules.glob("*.yaml"))}
+    assert {name: text for name, text in data.items() if name.endswith(".yaml")} == expected
+
+
 def test_the_api_token_comes_from_the_secret() -> None:
     env = {e["name"]: e for e in worker_container()["env"]}
     ref = env["SEGSTREAM_API_TOKEN"]["valueFrom"]["secretKeyRef"]

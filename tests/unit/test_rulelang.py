@@ -23,8 +23,14 @@ def errors_of(text: str) -> list[str]:
 
 def test_default_rules_load_and_have_a_content_version() -> None:
     rules = load_rules(ROOT / "rules")
-    assert set(rules.families) == {"value", "satisfaction", "activity_matrix", "lifecycle"}
-    assert {"unhappy", "support_heavy", "renewal_candidate"} <= set(rules.flags)
+    assert set(rules.families) == {
+        "value",
+        "satisfaction",
+        "activity_matrix",
+        "lifecycle",
+        "health",
+    }
+    assert {"unhappy", "support_heavy", "renewal_candidate", "onboarding"} <= set(rules.flags)
     assert rules.version == rules_version(rules.source_files)
     edited = dict(rules.source_files)
     first = sorted(edited)[0]
@@ -186,6 +192,8 @@ def test_whole_rule_set_evaluates_in_microseconds() -> None:
             "tickets_open",
             "tickets_30d",
             "activity_30d",
+            "activity_trend",
+            "tenure_days",
             "responses",
             "promoters",
             "capacity",
@@ -197,7 +205,13 @@ def test_whole_rule_set_evaluates_in_microseconds() -> None:
             "m",
         )
     }
-    base |= {"csi": 0.5, "industry": "", "size": "", "days_until__contract_renewal": 90}
+    base |= {
+        "csi": 0.5,
+        "nps": -50.0,
+        "industry": "",
+        "size": "",
+        "days_until__contract_renewal": 90,
+    }
     n = 20_000
     started = time.perf_counter()
     for _ in range(n):
