@@ -183,6 +183,11 @@ def _messages() -> dict[str, Any]:
             "required": ["version", "files"],
             "properties": {
                 "version": {**_STRING, "description": "hash of the rule set"},
+                "shadow": {
+                    "type": "boolean",
+                    "description": "a shadow rule set: evaluated beside the live one, emitting"
+                    " nothing (absent: false)",
+                },
                 "files": {
                     "type": "object",
                     "description": "file name (e.g. segments.yaml) to YAML text",
