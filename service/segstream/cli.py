@@ -16,7 +16,7 @@ import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import orjson
 
@@ -203,6 +203,8 @@ def cmd_explain(args: argparse.Namespace) -> int:
     explained = engine.explain(args.customer_id)
     if explained is None:
         raise Mistake(f"no events for customer {args.customer_id!r}", EXIT_FAILED)
+    if args.at is not None:
+        return _explain_at(engine.segments_at(args.customer_id, args.at) or {}, args.json)
     if args.json:
         sys.stdout.write(orjson.dumps(explained, option=orjson.OPT_INDENT_2).decode() + "\n")
         return 0
@@ -277,6 +279,29 @@ def cmd_report_groups(args: argparse.Namespace) -> int:
         sys.stdout.write("".join(lines))
     else:
         sys.stdout.write(format_groups(engine, periods))
+    return 0
+
+
+def _explain_at(answer: dict[str, Any], as_json: bool) -> int:
+    """Which segments the customer was in at ``--at``, and why (its timeline)."""
+    if as_json:
+        sys.stdout.write(orjson.dumps(answer, option=orjson.OPT_INDENT_2).decode() + "\n")
+        return 0
+    print(f"customer {answer['customer_id']}  at {answer['at']}")
+    if not answer["complete"]:
+        print(
+            "  the timeline no longer reaches back to this time (SEGSTREAM_TIMELINE_LENGTH,"
+            " SEGSTREAM_TIMELINE_DAYS): unknown"
+        )
+        return 0
+    for name, entry in answer["segments"].items():
+        value = segment_label(entry["value"], none="none")
+        why = (
+            f"since {entry['since']} ({entry['change']}, {entry['cause']}): {entry['matched']}"
+            if "since" in entry
+            else "(no transition before then)"
+        )
+        print(f"  {name:<22} {value:<20} {why}")
     return 0
 
 
@@ -407,6 +432,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--events", nargs="+", required=True)
     p.add_argument("--rules", default=DEFAULT_RULES)
     p.add_argument("--as-of", type=_timestamp)
+    p.add_argument(
+        "--at",
+        type=_timestamp,
+        help="which segments the customer was in at this time, and why (from its timeline)",
+    )
     _partitions_argument(p)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_explain)

@@ -11,6 +11,7 @@ from pathlib import Path
 import orjson
 
 from segstream.core.rulelang import load_rules
+from segstream.core.timeutil import parse_timestamp
 from segstream.replay import replay
 from tests.integration.conftest import ROOT, Deployment, produce, read_all
 from tests.integration.test_renewal import line
@@ -90,3 +91,16 @@ def test_onboarding_ends_on_day_90_and_health_follows_tickets_and_the_clock(
     replay([events], load_rules(ROOT / "rules"), out=out, progress=False, errors=io.StringIO())
     offline = [orjson.loads(x) for x in out.getvalue().splitlines()]
     assert (of(offline, "onboarding"), of(offline, "health")) == (ONBOARDING, HEALTH)
+
+    # the membership timeline: which segments C1 was in at each of its changes, and why, the
+    # same from the worker (GET /customers/C1/timeline?at=) and from the replay's engine
+    engine, _ = replay([events], load_rules(ROOT / "rules"), out=None, progress=False, partitions=1)
+    served_timeline = worker.get("/customers/C1/timeline").json()["timeline"]
+    assert served_timeline == engine.timeline("C1")
+    settled_at = {(c["family"], c["at"]): c["to"] for c in streamed if c["customer_id"] == "C1"}
+    for (family, at), value in settled_at.items():
+        answer = worker.get(f"/customers/C1/timeline?at={at}").json()
+        assert answer["complete"] is True
+        assert answer["segments"][family]["value"] == value
+        expected = engine.segments_at("C1", parse_timestamp(at))
+        assert {k: v for k, v in answer.items() if k != "timeline"} == expected

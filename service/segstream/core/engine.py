@@ -701,6 +701,7 @@ class Engine:
         key = "\x1f".join(map(str, parts))
         reads = self.rules.reads.get(family, ())
         playbook = self._playbooks.get((family, segment), NO_PLAYBOOK)
+        self._remember(st, (at_ms, family, old, new, kind, cause, matched))
         return {
             "event_id": blake2b(key.encode(), digest_size=16).hexdigest(),
             "customer_id": st.customer_id,
@@ -842,6 +843,78 @@ class Engine:
         taken = dict(self.shadow_transitions)
         self.shadow_transitions.clear()
         return taken
+
+    # -- membership timeline -----------------------------------------------------------------
+
+    def _remember(
+        self, st: CustomerState, entry: tuple[int, str, Any, Any, str, str, str | None]
+    ) -> None:
+        limits = self.limits
+        if not limits.timeline_length or not limits.timeline_days:
+            return
+        timeline = st.timeline
+        timeline.append(entry)
+        oldest = entry[0] - limits.timeline_days * MS_PER_DAY
+        drop = max(len(timeline) - limits.timeline_length, 0)
+        while drop < len(timeline) and timeline[drop][0] < oldest:
+            drop += 1
+        if drop:
+            del timeline[:drop]
+
+    def timeline(self, customer_id: str) -> list[dict[str, Any]] | None:
+        """A customer's latest transitions, oldest first (None: unknown customer)."""
+        st = self.store.get(customer_id)
+        if st is None:
+            return None
+        return [
+            {
+                "at": to_rfc3339(at),
+                "segment": name,
+                "from": old,
+                "to": new,
+                "change": kind,
+                "cause": cause,
+                "matched": matched,
+            }
+            for at, name, old, new, kind, cause, matched in st.timeline
+        ]
+
+    def segments_at(self, customer_id: str, at_ms: int) -> dict[str, Any] | None:
+        """Which segments a customer was in at ``at_ms``, and why, from its timeline.
+
+        The timeline keeps the latest transitions, so it answers for any time from its oldest
+        entry on (and for any time at all while nothing was dropped): a segment's value then is
+        the ``from`` of its first transition after ``at_ms``, or, without one, its value now;
+        the transition before ``at_ms``, if kept, says since when and which condition matched.
+        For an earlier time ``complete`` is false and every value unknown (null)."""
+        st = self.store.get(customer_id)
+        if st is None:
+            return None
+        timeline = st.timeline
+        full = st.seq == len(timeline)  # no transition was ever dropped
+        covered = full or (bool(timeline) and timeline[0][0] <= at_ms)
+        segments: dict[str, Any] = {}
+        for name in self.rules.segment_names:
+            if not covered:
+                segments[name] = {"value": None, "known": False}
+                continue
+            mine = [t for t in timeline if t[1] == name]
+            after = next((t for t in mine if t[0] > at_ms), None)
+            before = [t for t in mine if t[0] <= at_ms]
+            default = False if name in self.rules.flags else None
+            value = after[2] if after is not None else st.segments.get(name, default)
+            entry: dict[str, Any] = {"value": value, "known": True}
+            if before:
+                at, _, _, _, kind, cause, matched = before[-1]
+                entry |= {"since": to_rfc3339(at), "change": kind, "cause": cause}
+                entry["matched"] = matched
+            segments[name] = entry
+        return {
+            "customer_id": customer_id,
+            "at": to_rfc3339(at_ms),
+            "complete": covered,
+            "segments": segments,
+        }
 
     # -- population --------------------------------------------------------------------------
 
@@ -1177,6 +1250,7 @@ class Engine:
                 name: {"when": f.source, "holds": f.holds(values)} | _playbook_fields(f.playbook)
                 for name, f in rules.flags.items()
             },
+            "timeline": self.timeline(customer_id),
         }
 
     def member_counts(self) -> dict[str, dict[str, int]]:

@@ -121,6 +121,10 @@ class Limits:
     # recognised only through the natural id of its order/ticket/survey/attribute. At least
     # the 60 days the activity counts read.
     event_id_memory_days: int = 2 * ACTIVITY_DAYS
+    # A customer's membership timeline (its latest transitions, for "which segments was it in
+    # at time T, and why"): at most this many, none older than ``timeline_days`` (0: none).
+    timeline_length: int = 32
+    timeline_days: int = 400
 
     def __post_init__(self) -> None:
         counts = (
@@ -128,6 +132,8 @@ class Limits:
             self.max_open_tickets,
             self.max_closed_ticket_ids,
             self.max_folded_ids,
+            self.timeline_length,
+            self.timeline_days,
         )
         if min(counts) < 0:
             raise ValueError("limits must not be negative")
@@ -165,6 +171,7 @@ class CustomerState:
         "seq",
         "surveys",
         "tickets",
+        "timeline",
     )
 
     def __init__(self, customer_id: str) -> None:
@@ -199,6 +206,9 @@ class CustomerState:
         # population held for this customer and which score its segments were computed with,
         # so a recovered customer is indexed without recomputing its state
         self.quantiles: dict[str, tuple[float | None, int]] = {}
+        # the latest transitions, oldest first: (at ms, segment name, from, to, change, cause,
+        # matched condition); bounded by Limits.timeline_length and timeline_days
+        self.timeline: list[tuple[int, str, Any, Any, str, str, str | None]] = []
         # Not state: how often each limit dropped something since the engine last took the
         # counts (:meth:`take_limit_hits`), for a metric. Not stored, not compared.
         self.limit_hits: dict[str, int] = {}
@@ -546,6 +556,7 @@ def dump_state(st: CustomerState) -> bytes:
         "seq": st.seq,
         "due_day": st.due_day,
         "quantiles": st.quantiles,
+        "timeline": st.timeline,
     }
     for name, empty in _EMPTY.items():
         if data[name] == empty and type(data[name]) is type(empty):
@@ -573,6 +584,7 @@ _EMPTY: dict[str, Any] = {
     "seq": 0,
     "due_day": None,
     "quantiles": {},
+    "timeline": [],
 }
 
 
@@ -604,6 +616,7 @@ def load_state(raw: bytes) -> CustomerState:
     st.seq = get("seq", 0)
     st.due_day = get("due_day")
     st.quantiles = {k: (q[0], q[1]) for k, q in get("quantiles", {}).items()}
+    st.timeline = [(t[0], t[1], t[2], t[3], t[4], t[5], t[6]) for t in get("timeline", ())]
     return st
 
 

@@ -130,7 +130,7 @@ class ControlTopics:
         engine = self.engine
         async with self.lock:
             engine.set_rules(rules)
-            self.metrics.set_rules(rules.version)
+            self.metrics.set_rules(rules.version, [*rules.segment_names, *rules.derived])
             customers = engine.customer_ids()
             await self.settle()
         log.info("rules %s active; re-evaluating %d customers", rules.version, len(customers))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
@@ -140,9 +142,13 @@ class Metrics:
     def render(self) -> bytes:
         return generate_latest(self.registry)
 
-    def set_rules(self, version: str) -> None:
+    def set_rules(self, version: str, evaluated: Iterable[str] = ()) -> None:
+        """The running rule set; its segments' and derived metrics' error counters start at 0,
+        so a query over them finds a series before the first error."""
         self.rules_info.clear()
         self.rules_info.labels(rules_version=version).set(1)
+        for name in evaluated:
+            self.rule_errors.labels(segment=name)
 
     def set_members(self, counts: dict[str, dict[str, int]]) -> None:
         self.members.clear()

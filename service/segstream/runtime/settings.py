@@ -187,6 +187,12 @@ class Settings(BaseSettings):
         description="days a customer's event ids are remembered to drop duplicates (at least"
         " the 60 days activity windows look back)",
     )
+    timeline_length: int = Field(
+        32, ge=0, description="transitions kept per customer for its timeline (0: none)"
+    )
+    timeline_days: int = Field(
+        400, ge=0, description="days a transition stays in a customer's timeline"
+    )
     demo_events_per_second: float = Field(200.0, gt=0)
     broker_wait_seconds: float = Field(
         30.0,
@@ -256,6 +262,8 @@ class Settings(BaseSettings):
             max_closed_ticket_ids=self.max_closed_ticket_ids,
             max_folded_ids=self.max_folded_ids,
             event_id_memory_days=self.event_id_memory_days,
+            timeline_length=self.timeline_length,
+            timeline_days=self.timeline_days,
         )
 
     def ssl_context(self) -> ssl.SSLContext:

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from faust.exceptions import ConsumerNotStarted
 
+from segstream.core.timeutil import parse_timestamp
 from segstream.runtime.health import broker_problem, lag_of, not_ready_reason
 from segstream.runtime.http import bearer_token_guard
 
@@ -73,6 +74,23 @@ def add_views(app: Any, worker: SegmentWorker) -> None:
 
     if not worker.settings.customer_api:
         return
+
+    @app.page("/customers/{customer_id}/timeline")
+    @guarded
+    @app.table_route(table=worker.table, match_info="customer_id")
+    async def timeline(web: Any, request: Any, customer_id: str) -> Any:
+        entries = worker.engine.timeline(customer_id)
+        if entries is None:
+            return web.json({"error": f"unknown customer {customer_id!r}"}, status=404)
+        at = request.query.get("at")
+        if at is None:
+            return web.json({"customer_id": customer_id, "timeline": entries})
+        try:
+            at_ms = parse_timestamp(int(at) if at.lstrip("-").isdigit() else at)
+        except ValueError as exc:
+            return web.json({"error": f"at: {exc}"}, status=400)
+        answer = worker.engine.segments_at(customer_id, at_ms) or {}
+        return web.json(answer | {"timeline": entries})
 
     @app.page("/customers/{customer_id}")
     @guarded  # before routing: a request is checked where it arrives and where it is routed

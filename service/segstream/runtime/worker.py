@@ -61,7 +61,7 @@ class SegmentWorker:
             limits=s.limits(),
             max_future_skew_ms=int(s.max_future_skew.total_seconds() * 1000),
         )
-        self.metrics.set_rules(rules.version)
+        self.metrics.set_rules(rules.version, [*rules.segment_names, *rules.derived])
         self.progress = Progress()
         self.app = self._build_app()
         self.producer = BatchProducer(lambda: self.app.producer._producer)
