@@ -38,6 +38,8 @@ from segstream.core.rulelang import RuleSet
 from segstream.core.rulelang.ruleset import NO_PLAYBOOK, Playbook, Score
 from segstream.core.shadow import ShadowReport, compare, label
 from segstream.core.state import (
+    CAUSE_KINDS,
+    CHANGE_KINDS,
     DAY_COUNTERS,
     DEFAULT_LIMITS,
     WINDOW_GROUPS,
@@ -150,6 +152,8 @@ class Lane:
 
 
 _NONE: frozenset[str] = frozenset()
+_CHANGE_CODE = {kind: i for i, kind in enumerate(CHANGE_KINDS)}
+_CAUSE_CODE = {kind: i for i, kind in enumerate(CAUSE_KINDS)}
 
 
 @dataclass(frozen=True, slots=True)
@@ -701,7 +705,7 @@ class Engine:
         key = "\x1f".join(map(str, parts))
         reads = self.rules.reads.get(family, ())
         playbook = self._playbooks.get((family, segment), NO_PLAYBOOK)
-        self._remember(st, (at_ms, family, old, new, kind, cause, matched))
+        self._remember(st, (at_ms, family, old, new, _CHANGE_CODE[kind], _CAUSE_CODE[cause]))
         return {
             "event_id": blake2b(key.encode(), digest_size=16).hexdigest(),
             "customer_id": st.customer_id,
@@ -846,9 +850,7 @@ class Engine:
 
     # -- membership timeline -----------------------------------------------------------------
 
-    def _remember(
-        self, st: CustomerState, entry: tuple[int, str, Any, Any, str, str, str | None]
-    ) -> None:
+    def _remember(self, st: CustomerState, entry: tuple[int, str, Any, Any, int, int]) -> None:
         limits = self.limits
         if not limits.timeline_length or not limits.timeline_days:
             return
@@ -861,6 +863,16 @@ class Engine:
         if drop:
             del timeline[:drop]
 
+    def _condition_of(self, name: str, value: Any) -> str | None:
+        """The current rules' condition of a segment value (what holds for a member)."""
+        rules = self.rules
+        if name in rules.flags:
+            return rules.flags[name].source if value is True else None
+        family = rules.families.get(name)
+        if family is None or not isinstance(value, str) or value not in family.ranks:
+            return None
+        return family.tiers[family.rank(value)].source
+
     def timeline(self, customer_id: str) -> list[dict[str, Any]] | None:
         """A customer's latest transitions, oldest first (None: unknown customer)."""
         st = self.store.get(customer_id)
@@ -872,11 +884,11 @@ class Engine:
                 "segment": name,
                 "from": old,
                 "to": new,
-                "change": kind,
-                "cause": cause,
-                "matched": matched,
+                "change": CHANGE_KINDS[kind],
+                "cause": CAUSE_KINDS[cause],
+                "matched": self._condition_of(name, new),
             }
-            for at, name, old, new, kind, cause, matched in st.timeline
+            for at, name, old, new, kind, cause in st.timeline
         ]
 
     def segments_at(self, customer_id: str, at_ms: int) -> dict[str, Any] | None:
@@ -905,9 +917,9 @@ class Engine:
             value = after[2] if after is not None else st.segments.get(name, default)
             entry: dict[str, Any] = {"value": value, "known": True}
             if before:
-                at, _, _, _, kind, cause, matched = before[-1]
-                entry |= {"since": to_rfc3339(at), "change": kind, "cause": cause}
-                entry["matched"] = matched
+                at, _, _, new, kind, cause = before[-1]
+                entry |= {"since": to_rfc3339(at), "change": CHANGE_KINDS[kind]}
+                entry |= {"cause": CAUSE_KINDS[cause], "matched": self._condition_of(name, new)}
             segments[name] = entry
         return {
             "customer_id": customer_id,

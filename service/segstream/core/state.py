@@ -52,6 +52,9 @@ STATE_FIELDS: dict[str, str] = {
     "csi": "float?",
     "nps": "float?",
 }
+# A timeline entry's change and cause, by index (docs/contracts.md, segment-change events).
+CHANGE_KINDS = ("entered", "exited", "upgraded", "downgraded")
+CAUSE_KINDS = ("event", "clock", "rules", "population", "erasure")
 # Counters that grow by one every day; the scheduler treats them specially.
 DAY_COUNTERS = ("recency_days", "tenure_days", "days_since_activity")
 
@@ -123,7 +126,7 @@ class Limits:
     event_id_memory_days: int = 2 * ACTIVITY_DAYS
     # A customer's membership timeline (its latest transitions, for "which segments was it in
     # at time T, and why"): at most this many, none older than ``timeline_days`` (0: none).
-    timeline_length: int = 32
+    timeline_length: int = 16
     timeline_days: int = 400
 
     def __post_init__(self) -> None:
@@ -206,9 +209,10 @@ class CustomerState:
         # population held for this customer and which score its segments were computed with,
         # so a recovered customer is indexed without recomputing its state
         self.quantiles: dict[str, tuple[float | None, int]] = {}
-        # the latest transitions, oldest first: (at ms, segment name, from, to, change, cause,
-        # matched condition); bounded by Limits.timeline_length and timeline_days
-        self.timeline: list[tuple[int, str, Any, Any, str, str, str | None]] = []
+        # the latest transitions, oldest first: (at ms, segment name, from, to, index of the
+        # change in CHANGE_KINDS, of the cause in CAUSE_KINDS): compact, it is stored with
+        # every write of the customer; bounded by Limits.timeline_length and timeline_days
+        self.timeline: list[tuple[int, str, Any, Any, int, int]] = []
         # Not state: how often each limit dropped something since the engine last took the
         # counts (:meth:`take_limit_hits`), for a metric. Not stored, not compared.
         self.limit_hits: dict[str, int] = {}
@@ -616,7 +620,7 @@ def load_state(raw: bytes) -> CustomerState:
     st.seq = get("seq", 0)
     st.due_day = get("due_day")
     st.quantiles = {k: (q[0], q[1]) for k, q in get("quantiles", {}).items()}
-    st.timeline = [(t[0], t[1], t[2], t[3], t[4], t[5], t[6]) for t in get("timeline", ())]
+    st.timeline = [(t[0], t[1], t[2], t[3], t[4], t[5]) for t in get("timeline", ())]
     return st
 
 

@@ -188,7 +188,7 @@ class Settings(BaseSettings):
         " the 60 days activity windows look back)",
     )
     timeline_length: int = Field(
-        32, ge=0, description="transitions kept per customer for its timeline (0: none)"
+        16, ge=0, description="transitions kept per customer for its timeline (0: none)"
     )
     timeline_days: int = Field(
         400, ge=0, description="days a transition stays in a customer's timeline"
