@@ -17,15 +17,18 @@ venv: $(BIN)/segstream
 # server scrapes a real worker in tests/integration/test_prometheus.py. node and npm run the
 # official AsyncAPI parser on docs/asyncapi.yaml (tests/unit/test_asyncapi.py). Debian's
 # docker-compose (v1) validates docker-compose.yml (`config -q`; no Docker engine needed).
+# Chromium and its driver run the marketers' page in a real headless browser
+# (tests/integration/test_marketing_page.py).
 APT_NEEDS := $(if $(shell command -v promtool),,prometheus) \
 	$(if $(shell command -v prometheus),,prometheus) \
 	$(if $(shell command -v node),,nodejs) $(if $(shell command -v npm),,npm) \
-	$(if $(shell command -v docker-compose),,docker-compose)
+	$(if $(shell command -v docker-compose),,docker-compose) \
+	$(if $(shell command -v chromium),,chromium) $(if $(shell command -v chromedriver),,chromium-driver)
 ASYNCAPI := tools/asyncapi
 
 tools: $(ASYNCAPI)/node_modules/.package-lock.json
 	@test -z "$(strip $(APT_NEEDS))" || { apt-get update -qq \
-		&& apt-get install -y -qq $(sort $(APT_NEEDS)) >/dev/null; }
+		&& DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(sort $(APT_NEEDS)) >/dev/null; }
 
 # @asyncapi/parser, pinned by package-lock.json, in a project-local node_modules (not in git)
 $(ASYNCAPI)/node_modules/.package-lock.json: $(ASYNCAPI)/package.json $(ASYNCAPI)/package-lock.json

@@ -122,6 +122,8 @@ class BatchHandler:
         self.metrics = metrics
         self.commit_max_items = commit_max_items
         self.on_change = on_change
+        # (family, from, to) -> customers moved since this process started (the page's flows)
+        self.flows: Counter[tuple[str, str, str]] = Counter()
 
     async def handle(self, records: Sequence[InputRecord], wall_ms: int) -> None:
         """Apply one fetched batch. A large fetch goes in slices of about
@@ -213,6 +215,7 @@ class BatchHandler:
                     self.on_change(change)
         self._health(commits)
         for (family, old, new, kind), n in transitions.items():
+            self.flows[(family, old, new)] += n
             self.metrics.transitions.labels(
                 family=family, from_segment=old, to_segment=new, change=kind
             ).inc(n)

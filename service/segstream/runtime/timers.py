@@ -12,6 +12,8 @@ from segstream.core.engine import Engine
 from segstream.runtime.groups import GroupExchange
 from segstream.runtime.settings import Settings
 
+HISTORY_DAYS = 30
+
 
 @dataclass
 class Progress:
@@ -21,6 +23,8 @@ class Progress:
     ready: bool = False
     next_offset: dict[tuple[str, int], int] = field(default_factory=dict)
     last_input_at: dict[int, float] = field(default_factory=dict)  # partition -> monotonic
+    # UTC day (YYYY-MM-DD) -> segment sizes at the day's last clock tick, the latest 30 days
+    size_history: dict[str, dict[str, dict[str, int]]] = field(default_factory=dict)
 
 
 class Timers:
@@ -40,7 +44,16 @@ class Timers:
         self.assigned = assigned
         self.settle = settle
 
+    def record_sizes(self) -> None:
+        if not self.progress.ready:
+            return
+        history = self.progress.size_history
+        history[time.strftime("%Y-%m-%d", time.gmtime())] = self.engine.member_counts()
+        for day in sorted(history)[:-HISTORY_DAYS]:
+            del history[day]
+
     async def tick_clock(self) -> None:
+        self.record_sizes()
         if self.settings.clock != "wall" or not self.progress.ready:
             return
         async with self.progress.lock:

@@ -3,6 +3,8 @@ kubelet; customer and group data need the bearer token when one is set."""
 
 from __future__ import annotations
 
+import functools
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from faust.exceptions import ConsumerNotStarted
@@ -60,6 +62,38 @@ def add_views(app: Any, worker: SegmentWorker) -> None:
             return web.json({"error": f"unknown group {name!r}; groups: {listed}"}, status=404)
         return web.json(worker.groups.view(name, assigned_or_none(worker)))
 
+    @app.page("/marketing")
+    async def marketing_page(web: Any, request: Any) -> Any:
+        return web.bytes(static("marketing.html"), content_type="text/html")
+
+    @app.page("/marketing/app.js")
+    async def marketing_script(web: Any, request: Any) -> Any:
+        return web.bytes(static("marketing.js"), content_type="text/javascript")
+
+    @app.page("/marketing/chart.js")
+    async def charting_library(web: Any, request: Any) -> Any:
+        return web.bytes(static("chart.umd.min.js"), content_type="text/javascript")
+
+    @app.page("/marketing/data")
+    @guarded
+    async def marketing_data(web: Any, request: Any) -> Any:
+        engine = worker.engine
+        flows: dict[str, list[dict[str, Any]]] = {name: [] for name in engine.rules.segment_names}
+        for (family, old, new), n in sorted(worker.handler.flows.items()):
+            flows.setdefault(family, []).append({"from": old, "to": new, "customers": n})
+        history = worker.progress.size_history
+        return web.json(
+            {
+                "rules_version": engine.rules.version,
+                "partitions": sorted(assigned_or_none(worker)),
+                "of": worker.settings.partitions,
+                "sizes": engine.member_counts(),
+                "history": [{"day": day, "sizes": history[day]} for day in sorted(history)],
+                "flows": flows,
+                "shadow": engine.shadow_report(),
+            }
+        )
+
     @app.page("/rules/shadow")
     @guarded
     async def shadow(web: Any, request: Any) -> Any:
@@ -100,6 +134,16 @@ def add_views(app: Any, worker: SegmentWorker) -> None:
         if explained is None:
             return web.json({"error": f"unknown customer {customer_id!r}"}, status=404)
         return web.json(explained)
+
+
+STATIC = Path(__file__).resolve().parent / "static"
+
+
+@functools.cache
+def static(name: str) -> bytes:
+    """The page and its scripts are static: the data comes from /marketing/data, behind the
+    token, so serving them needs none."""
+    return (STATIC / name).read_bytes()
 
 
 def assigned_or_none(worker: SegmentWorker) -> set[int]:
