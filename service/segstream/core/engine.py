@@ -35,7 +35,7 @@ from segstream.core.groups import GroupLane, GroupSpec, contribution
 from segstream.core.partitioning import partition_for
 from segstream.core.population import Population
 from segstream.core.rulelang import RuleSet
-from segstream.core.rulelang.ruleset import NO_PLAYBOOK, Playbook, Score
+from segstream.core.rulelang.ruleset import NO_PLAYBOOK, Condition, Family, Playbook, Score
 from segstream.core.shadow import ShadowReport, compare, label
 from segstream.core.state import (
     CAUSE_KINDS,
@@ -576,8 +576,15 @@ class Engine:
             st.quantiles = {
                 s.name: (values[s.field], values[s.name]) for s in self._quantile_scores
             }
-        self._schedule(lane, st, self._next_change_day(lane.clock_day, values, exits))
+        if self._held:
+            self._hold(st, values, lane.clock_day)
         changes = self._diff(st, values, cause, event_id, at_ms)
+        due = self._next_change_day(lane.clock_day, values, exits)
+        if self._dwelling:
+            until = self._dwell_ends(st, lane.clock_day)
+            if until is not None and (due is None or until < due):
+                due = until
+        self._schedule(lane, st, due)
         if lane.groups:
             self._group_update(st, lane)
         if self._shadow is not None:
@@ -615,6 +622,8 @@ class Engine:
                 condition = family.tiers[family.rank(old)]
                 failed = None if condition.holds(values) else condition.source
             segments[name] = new
+            if name in self._dwelling:
+                self._enter(st, name, new is not None, at_ms)
             changes.append(
                 self._change(
                     st,
@@ -638,6 +647,8 @@ class Engine:
             self._count(name, new_flag, 1)
             self._count(name, old_flag, -1)
             segments[name] = new_flag
+            if name in self._dwelling:
+                self._enter(st, name, new_flag, at_ms)
             kind = "entered" if new_flag else "exited"
             changes.append(
                 self._change(
@@ -848,6 +859,61 @@ class Engine:
         self.shadow_transitions.clear()
         return taken
 
+    # -- hysteresis and dwell ----------------------------------------------------------------
+
+    def _hold(self, st: CustomerState, values: dict[str, Any], day: int) -> None:
+        """Keep a member in its segment while the segment's ``stay_while`` holds, or for its
+        ``min_days``. Only exits and downgrades are held back: an upgrade always happens."""
+        segments = st.segments
+        for name, held in self._held:
+            current = segments.get(name)
+            new = values[name]
+            if isinstance(held, Family):
+                if not isinstance(current, str) or current == new or current not in held.ranks:
+                    continue
+                if new is not None and held.rank(new) < held.rank(current):
+                    continue
+                condition = held.tiers[held.rank(current)]
+            else:
+                if new or current is not True:
+                    continue
+                condition = held
+            stay = condition.stay
+            if (stay is not None and stay.holds(values)) or self._in_dwell(
+                st, name, condition.min_days, day
+            ):
+                values[name] = current
+
+    @staticmethod
+    def _in_dwell(st: CustomerState, name: str, min_days: int, day: int) -> bool:
+        entered = st.entered.get(name)
+        return bool(min_days) and entered is not None and day - entered < min_days
+
+    def _enter(self, st: CustomerState, name: str, member: bool, at_ms: int) -> None:
+        if member:
+            st.entered[name] = day_of(at_ms)
+        else:
+            st.entered.pop(name, None)
+
+    def _dwell_ends(self, st: CustomerState, day: int) -> int | None:
+        """The first day a dwell of the customer's current segments ends (it may then exit)."""
+        best: int | None = None
+        for name, entered in st.entered.items():
+            min_days = self._min_days_of(name, st.segments.get(name))
+            end = entered + min_days
+            if min_days and end > day and (best is None or end < best):
+                best = end
+        return best
+
+    def _min_days_of(self, name: str, value: Any) -> int:
+        rules = self.rules
+        if name in rules.flags:
+            return rules.flags[name].min_days
+        family = rules.families.get(name)
+        if family is None or not isinstance(value, str) or value not in family.ranks:
+            return 0
+        return family.tiers[family.rank(value)].min_days
+
     # -- membership timeline -----------------------------------------------------------------
 
     def _remember(self, st: CustomerState, entry: tuple[int, str, Any, Any, int, int]) -> None:
@@ -935,6 +1001,21 @@ class Engine:
         including which clock-driven changes can matter to the rules."""
         rules = self.rules
         self._reading = Reading.of(rules)
+        # segments with hysteresis (a tier's or flag's stay_while or min_days), and those
+        # whose entry day is kept for a min_days dwell
+        self._held: list[tuple[str, Family | Condition]] = [
+            (name, family)
+            for name, family in rules.families.items()
+            if any(t.stay is not None or t.min_days for t in family.tiers)
+        ] + [
+            (name, flag)
+            for name, flag in rules.flags.items()
+            if flag.stay is not None or flag.min_days
+        ]
+        self._dwelling = frozenset(
+            [n for n, f in rules.families.items() if any(t.min_days for t in f.tiers)]
+            + [n for n, f in rules.flags.items() if f.min_days]
+        )
         self._segment_set = frozenset(rules.segment_names)
         used, opaque, bounds = rules.used_fields, rules.opaque_fields, rules.boundaries
         self._every_exit: list[str] = []

@@ -159,6 +159,7 @@ class CustomerState:
         "compacted_day",
         "customer_id",
         "due_day",
+        "entered",
         "folded_amount",
         "folded_count",
         "folded_first_day",
@@ -203,6 +204,9 @@ class CustomerState:
         self.last_event_ms = 0
         self.compacted_day = -(10**9)
         self.segments: dict[str, str | bool | None] = {}
+        # segment name -> the day the customer entered its current value, for segments with
+        # a min_days dwell (docs/rules.md, Hysteresis and dwell)
+        self.entered: dict[str, int] = {}
         self.seq = 0
         self.due_day: int | None = None
         # quantile score name -> (field value, score) at the last evaluation: what the
@@ -561,6 +565,7 @@ def dump_state(st: CustomerState) -> bytes:
         "due_day": st.due_day,
         "quantiles": st.quantiles,
         "timeline": st.timeline,
+        "entered": st.entered,
     }
     for name, empty in _EMPTY.items():
         if data[name] == empty and type(data[name]) is type(empty):
@@ -589,6 +594,7 @@ _EMPTY: dict[str, Any] = {
     "due_day": None,
     "quantiles": {},
     "timeline": [],
+    "entered": {},
 }
 
 
@@ -621,6 +627,7 @@ def load_state(raw: bytes) -> CustomerState:
     st.due_day = get("due_day")
     st.quantiles = {k: (q[0], q[1]) for k, q in get("quantiles", {}).items()}
     st.timeline = [(t[0], t[1], t[2], t[3], t[4], t[5]) for t in get("timeline", ())]
+    st.entered = get("entered", {})
     return st
 
 

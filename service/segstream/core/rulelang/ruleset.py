@@ -123,6 +123,7 @@ class Score:
 DEFAULT_OWNERS = ("marketing", "customer_success", "sales")
 TOUCH_MODELS = ("high", "low", "tech")
 _PLAYBOOK_KEYS = ("action", "owner", "touch")
+_HOLD_KEYS = ("stay_while", "min_days")
 _GROUP_KEYS = ("by", "metrics", "period", "max_values", "keep", "description")
 _MAX_ACTION = 500
 
@@ -149,6 +150,10 @@ class Condition:
     reads: tuple[str, ...]
     test: Callable[[dict[str, Any]], bool]
     playbook: Playbook = field(default_factory=lambda: NO_PLAYBOOK)
+    # hysteresis: a member stays while ``stay`` holds (a looser condition than its own), and
+    # for at least ``min_days`` after it entered (docs/rules.md, Hysteresis and dwell)
+    stay: Condition | None = None
+    min_days: int = 0
 
     def holds(self, values: dict[str, Any]) -> bool:
         try:
@@ -345,7 +350,9 @@ class _Compiler:
         checked: dict[str, list[tuple[str, expr.Checked]]] = {}
         locations: dict[str, tuple[str, tuple[Any, ...]]] = {}
 
-        def check(owner: str, label: str, source: Any, file: str, path: tuple[Any, ...]) -> None:
+        def check(
+            owner: str, label: str, source: Any, file: str, path: tuple[Any, ...], keep: bool = True
+        ) -> expr.Checked | None:
             if isinstance(source, bool):
                 source = str(source)
             try:
@@ -362,10 +369,12 @@ class _Compiler:
                         str(exc),
                     )
                 )
-                return
+                return None
             result.source = str(source)
-            checked.setdefault(owner, []).append((label, result))
-            locations[owner] = (file, path)
+            if keep:
+                checked.setdefault(owner, []).append((label, result))
+                locations[owner] = (file, path)
+            return result
 
         for name, (file, path, source) in derived_raw.items():
             check(name, name, source, file, path)
@@ -377,6 +386,36 @@ class _Compiler:
             if isinstance(source, dict):
                 source, path = source.get("when"), (*path, "when")
             check(name, name, source, file, path)
+        # stay_while conditions are checked like the rest, but evaluated by the engine against
+        # a customer's current segment (hysteresis), not by the compiled rules function
+        stays: dict[tuple[str, str], expr.Checked] = {}
+        dwell: dict[tuple[str, str], int] = {}
+        held = [
+            (fam, str(tier.get("name")), file, (*path, i), tier)
+            for fam, (file, path, tiers) in families_raw.items()
+            for i, tier in enumerate(tiers if isinstance(tiers, list) else [])
+            if isinstance(tier, dict)
+        ] + [
+            (flag, flag, file, path, body)
+            for flag, (file, path, body) in flags_raw.items()
+            if isinstance(body, dict)
+        ]
+        for owner, label, file, path, body in held:
+            if "stay_while" in body:
+                stay = check(owner, label, body["stay_while"], file, (*path, "stay_while"), False)
+                if stay is not None:
+                    stays[(owner, label)] = stay
+            if "min_days" in body:
+                days = body["min_days"]
+                if isinstance(days, bool) or not isinstance(days, int) or not 1 <= days <= 3650:
+                    self.error(
+                        file,
+                        self.marks(file),
+                        (*path, "min_days"),
+                        "'min_days' is a whole number of days 1-3650",
+                    )
+                else:
+                    dwell[(owner, label)] = days
         owners = self.owners()
         playbooks = self.playbooks(families_raw, flags_raw, owners)
         order = self.topo_order(checked, locations)
@@ -384,6 +423,8 @@ class _Compiler:
         if self.errors:
             raise RuleErrors(self.errors)
         ruleset = self.assemble(
+            stays,
+            dwell,
             date_counters,
             owners,
             playbooks,
@@ -639,10 +680,11 @@ class _Compiler:
         for fam, (file, path, tiers) in families.items():
             for i, tier in enumerate(tiers if isinstance(tiers, list) else []):
                 if isinstance(tier, dict) and isinstance(tier.get("name"), str):
-                    entries.append((fam, tier["name"], file, (*path, i), tier, ("name", "when")))
+                    own = ("name", "when", *_HOLD_KEYS)
+                    entries.append((fam, tier["name"], file, (*path, i), tier, own))
         for flag, (file, path, body) in flags.items():
             if isinstance(body, dict):
-                entries.append((flag, flag, file, path, body, ("when",)))
+                entries.append((flag, flag, file, path, body, ("when", *_HOLD_KEYS)))
         for owner, label, file, path, body, own_keys in entries:
             marks = self.marks(file)
             allowed = (*own_keys, *_PLAYBOOK_KEYS)
@@ -853,6 +895,8 @@ class _Compiler:
 
     def assemble(
         self,
+        stays: dict[tuple[str, str], expr.Checked],
+        dwell: dict[tuple[str, str], int],
         date_counters: dict[str, tuple[str, int]],
         owners: tuple[str, ...],
         playbooks: dict[tuple[str, str], Playbook],
@@ -915,28 +959,41 @@ class _Compiler:
         source = "\n".join(lines) + "\n"
         exec(compile(source, "<rules>", "exec"), namespace)
 
-        def condition(name: str, c: expr.Checked, playbook: Playbook) -> Condition:
+        def condition(
+            name: str, c: expr.Checked, playbook: Playbook, owner: str | None = None
+        ) -> Condition:
             test = eval(compile(f"lambda s: {expr.to_python(c)}", "<rule>", "eval"), namespace)
-            return Condition(name, c.source, tuple(sorted(c.names)), test, playbook)
+            stay = stays.get((owner, name)) if owner is not None else None
+            return Condition(
+                name,
+                c.source,
+                tuple(sorted(c.names)),
+                test,
+                playbook,
+                condition(f"{name} (stay)", stay, NO_PLAYBOOK) if stay is not None else None,
+                dwell.get((owner, name), 0) if owner is not None else 0,
+            )
 
         families = {
             f: Family(
                 f,
                 tuple(
-                    condition(t, c, playbooks.get((f, t), NO_PLAYBOOK))
+                    condition(t, c, playbooks.get((f, t), NO_PLAYBOOK), f)
                     for t, c in checked.get(f, [])
                 ),
             )
             for f in family_names
         }
         flags = {
-            f: condition(f, checked[f][0][1], playbooks.get((f, f), NO_PLAYBOOK))
+            f: condition(f, checked[f][0][1], playbooks.get((f, f), NO_PLAYBOOK), f)
             for f in flag_names
             if f in checked
         }
         derived = {d: checked[d][0][1].source for d in derived_names if d in checked}
         # names each segment reads, through derived metrics and scores down to state fields
         direct = {owner: {n for _, c in items for n in c.names} for owner, items in checked.items()}
+        for (owner, _), stay in stays.items():
+            direct.setdefault(owner, set()).update(stay.names)
         score_fields = {s.name: s.field for s in scores.values()}
 
         def closure(names: set[str]) -> set[str]:
@@ -958,11 +1015,10 @@ class _Compiler:
         tracked = TRACKED_FIELDS | frozenset(date_counters)
         points: dict[str, set[int]] = {}
         opaque: set[str] = set()
-        for items in checked.values():
-            for _, c in items:
-                for name, values in c.thresholds.items():
-                    points.setdefault(name, set()).update(values)
-                opaque |= expr.opaque_names(c, tracked)
+        for c in [c for items in checked.values() for _, c in items] + list(stays.values()):
+            for name, values in c.thresholds.items():
+                points.setdefault(name, set()).update(values)
+            opaque |= expr.opaque_names(c, tracked)
         for name in derived_names:
             opaque |= {n for n in direct.get(name, ()) if n in tracked}
         for s in scores.values():
