@@ -7,7 +7,6 @@ import contextlib
 import logging
 import os
 import random
-import signal
 import socket
 import subprocess
 import sys
@@ -15,14 +14,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-import faust
 import orjson
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaConnectionError, KafkaError
 
 from segstream.core.rulelang import RuleErrors, load_rules
 from segstream.present import describe_change
-from segstream.runtime import logs
+from segstream.runtime import faust_compat, logs
 from segstream.runtime.connection import unreachable
 from segstream.runtime.settings import Settings, SettingsError, load_settings
 from segstream.runtime.topics import TopicLayoutError, ensure_topics
@@ -41,12 +39,11 @@ class BrokerUnreachable(RuntimeError):
     """No broker of ``bootstrap_servers`` answered within ``broker_wait_seconds``."""
 
 
-class _Worker(faust.Worker):
+class _Worker(faust_compat.Worker):
     """faust's worker, with one line on Ctrl-C instead of mode's ``-INT-`` banner."""
 
-    def _on_sigint(self) -> None:
+    def on_interrupt(self) -> None:
         log.warning("interrupted (SIGINT): stopping")
-        self._schedule_shutdown(signal.SIGINT)
 
 
 def run_worker(*, demo: bool = False) -> int:
@@ -58,6 +55,14 @@ def run_worker(*, demo: bool = False) -> int:
         print(f"segstream worker: {exc}", file=sys.stderr)
         return 2
     logs.configure(fmt, quiet=DEMO_QUIET if demo else ())
+    incompatible = faust_compat.incompatibility()
+    if incompatible is not None:
+        log.error(
+            "the installed stream libraries do not fit this segstream: %s; install the versions"
+            " pyproject.toml pins",
+            incompatible,
+        )
+        return 2
     try:
         settings = load_settings()
     except SettingsError as exc:

@@ -37,6 +37,7 @@ from segstream.runtime.batching import (
     items_by_partition,
     lane_partition,
 )
+from segstream.runtime.faust_compat import kafka_producer
 from segstream.runtime.health import broker_problem, lag_of, not_ready_reason
 from segstream.runtime.http import MAX_REQUEST_BYTES, bearer_token_guard
 from segstream.runtime.metrics import Metrics
@@ -120,7 +121,7 @@ class SegmentWorker:
         # partition -> base offset of the last changelog batch this process wrote there
         self.changelog_written: dict[int, int] = {}
         self.app = self._build_app()
-        self.producer = BatchProducer(lambda: self.app.producer._producer)
+        self.producer = BatchProducer(lambda: kafka_producer(self.app))
 
     # -- wiring ------------------------------------------------------------------------------
 
@@ -166,7 +167,7 @@ class SegmentWorker:
             name: app.topic(name, key_type=bytes, value_type=bytes, partitions=s.partitions)
             for name in s.input_topics
         }
-        self.writer = TableWriter(app, self.table, s.topic_orders)
+        self.writer = TableWriter(self.table, s.topic_orders)
         install_batch_handler(app, list(self.inputs.values()), self.on_batch)
         self.table.on_recover(self.on_recovered)
         app.on_partitions_revoked.connect(self._on_revoked)  # type: ignore[arg-type]
