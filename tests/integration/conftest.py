@@ -72,13 +72,17 @@ class Deployment:
             population_refresh_seconds="0.5",
         ) | {f"SEGSTREAM_{k.upper()}": v for k, v in (self.settings | settings).items()}
 
-    def start_worker(self, store: str = "memory://", data_of: int | None = None) -> WorkerProcess:
-        """Start ``segstream worker``; ``data_of`` reuses an earlier worker's data directory."""
+    def start_worker(
+        self, store: str = "memory://", data_of: int | None = None, module: str = "segstream.cli"
+    ) -> WorkerProcess:
+        """Start ``segstream worker``; ``data_of`` reuses an earlier worker's data directory;
+        ``module`` runs the command (tests/integration/held_fetch.py holds a fetch back)."""
         port = free_port()
         data = self.tmp / f"worker-{len(self.workers) if data_of is None else data_of}"
         env = self.env(web_port=str(port), data_dir=str(data), store=store)
         log_path = self.tmp / f"worker-{len(self.workers)}.log"
-        worker = WorkerProcess(spawn_worker(env, log_path), f"http://127.0.0.1:{port}", log_path)
+        process = spawn_worker(env, log_path, module)
+        worker = WorkerProcess(process, f"http://127.0.0.1:{port}", log_path)
         self.workers.append(worker)
         return worker
 

@@ -411,6 +411,26 @@ async def test_recovery_end_is_not_signalled_outside_fausts_wait_for_it(
     assert recovery.in_recovery and not recovery.signal_recovery_end.is_set()
 
 
+async def test_a_recovery_given_up_for_a_new_rebalance_does_not_reach_the_worker(
+    worker: SegmentWorker,
+) -> None:
+    """faust calls the tables' recover callbacks also for a recovery whose wait for the end it
+    gave up because another rebalance started; that rebalance's recovery calls them again."""
+    calls: list[str] = []
+
+    async def on_recovered() -> None:
+        calls.append("adopted")
+
+    callback = faust_compat.when_recovery_ended(worker.app, on_recovered)
+    recovery = worker.app.tables.recovery
+    recovery.signal_recovery_start.set()  # the rebalance that interrupted the recovery
+    await callback()
+    assert calls == []
+    recovery.signal_recovery_start.clear()  # faust's next round started, and ends
+    await callback()
+    assert calls == ["adopted"]
+
+
 # -- no private faust, mode or aiokafka name outside the fence ---------------------------------
 
 #: private names of the standard library that service/ may use

@@ -81,6 +81,7 @@ class BatchConsumer(FencedConsumer):
                 if not fetched.records or self.should_stop:
                     continue
                 if not self.flow_active:
+                    self._not_processed(fetched)
                     await self.perform_seek()  # as Consumer.getmany: drop and seek back
                     continue
                 held: list[tuple[TP, list[Record]]] = []
@@ -112,17 +113,12 @@ class BatchConsumer(FencedConsumer):
         current: no await between that check and the callback, so a rebalance either waits
         for the batch (``wait_empty``) or the batch is not processed."""
         callback = self.batch_callback
-        if not held or callback is None:
+        if callback is None:
             return
         if not self.current(fetched):
-            if self.app.consumer_generation_id != fetched.generation:
-                log.info(
-                    "not processing %d records fetched in consumer generation %d (now %d):"
-                    " they are read again from the committed offsets",
-                    sum(len(records) for _, records in held),
-                    fetched.generation,
-                    self.app.consumer_generation_id,
-                )
+            self._not_processed(fetched)
+            return
+        if not held:
             return
         batch: list[Record] = []
         spans: dict[TP, list[int]] = {}
@@ -135,6 +131,19 @@ class BatchConsumer(FencedConsumer):
             return
         self._batch_idle.clear()
         await self._finish(asyncio.ensure_future(self._process(callback, batch, spans)))
+
+    def _not_processed(self, fetched: Fetched) -> None:
+        if self.app.consumer_generation_id == fetched.generation:
+            return  # the flow stopped: faust seeks back before it resumes
+        inputs = sum(len(r) for tp, r in fetched.records.items() if tp.topic in self.batch_topics)
+        if inputs:
+            log.info(
+                "not processing %d input records fetched in consumer generation %d (now %d):"
+                " they are read again from the committed offsets",
+                inputs,
+                fetched.generation,
+                self.app.consumer_generation_id,
+            )
 
     async def _process(
         self, callback: BatchCallback, batch: list[Record], spans: dict[TP, list[int]]

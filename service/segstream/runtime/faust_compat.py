@@ -23,12 +23,13 @@ import dis
 import importlib
 import importlib.metadata
 import inspect
+import logging
 import re
 import signal
 import time
 import weakref
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, MutableMapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, MutableMapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol, TypeAlias, cast
 
@@ -40,6 +41,8 @@ from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP, AppT, CollectionT, ConsumerT, EventT, StoreT
 from faust.types.tuples import ack_lock
 from mode import ServiceT
+
+log = logging.getLogger(__name__)
 
 # aiokafka's ConsumerRecord (aiokafka ships no type information)
 Record: TypeAlias = Any
@@ -439,6 +442,28 @@ class FencedConsumer(faust_aiokafka.Consumer):
 
 def recovery_of(app: AppT) -> RecoveryState:
     return cast(TableManager, app.tables).recovery
+
+
+RecoverCallback = Callable[[], Awaitable[None]]
+
+
+def when_recovery_ended(app: AppT, callback: RecoverCallback) -> RecoverCallback:
+    """``callback`` as a table's recover callback, run only when faust's recovery really ended.
+
+    faust's ``Recovery._restart_recovery`` also completes a recovery whose wait for the end it
+    gave up because another rebalance started (it swallows that ``RebalanceAgain``): it calls
+    the tables' recover callbacks with a changelog not read to its end, then notices the new
+    generation, and the recovery of that rebalance calls them again. The rebalance that
+    interrupted it set ``signal_recovery_start``, which faust clears only once it is back in its
+    loop, after the callbacks started (the stores' ``on_recovery_completed`` do not await)."""
+
+    async def recovered() -> None:
+        if recovery_of(app).signal_recovery_start.is_set():
+            log.info("a rebalance interrupted the recovery: the tables are recovered again")
+            return
+        await callback()
+
+    return recovered
 
 
 class ChangelogMessage(NamedTuple):

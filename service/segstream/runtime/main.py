@@ -206,13 +206,16 @@ async def _ensure_topics(settings: Settings) -> None:
         quiet.setLevel(level)
 
 
-def spawn_worker(env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
+def spawn_worker(
+    env: dict[str, str], log_path: Path, module: str = "segstream.cli"
+) -> subprocess.Popen[bytes]:
     """``segstream worker`` as a subprocess in its own session (so a signal reaches all of it),
-    with ``env`` replacing every ``SEGSTREAM_*`` variable of this process."""
+    with ``env`` replacing every ``SEGSTREAM_*`` variable of this process; ``module`` runs it
+    (a test's wrapper of the command)."""
     base = {k: v for k, v in os.environ.items() if not k.startswith("SEGSTREAM_")}
     with log_path.open("wb") as log:
         return subprocess.Popen(
-            [sys.executable, "-m", "segstream.cli", "worker"],
+            [sys.executable, "-m", module, "worker"],
             env=base | env,
             stdout=log,
             stderr=subprocess.STDOUT,

@@ -37,7 +37,7 @@ from segstream.runtime.batching import (
     items_by_partition,
     lane_partition,
 )
-from segstream.runtime.faust_compat import kafka_producer
+from segstream.runtime.faust_compat import kafka_producer, when_recovery_ended
 from segstream.runtime.health import broker_problem, lag_of, not_ready_reason
 from segstream.runtime.http import MAX_REQUEST_BYTES, bearer_token_guard
 from segstream.runtime.metrics import Metrics
@@ -169,7 +169,7 @@ class SegmentWorker:
         }
         self.writer = TableWriter(self.table, s.topic_orders)
         install_batch_handler(app, list(self.inputs.values()), self.on_batch)
-        self.table.on_recover(self.on_recovered)
+        self.table.on_recover(when_recovery_ended(app, self.on_recovered))
         app.on_partitions_revoked.connect(self._on_revoked)  # type: ignore[arg-type]
         app.timer(s.clock_tick_seconds)(self.tick_clock)
         app.timer(s.population_refresh_seconds)(self.refresh_population)
