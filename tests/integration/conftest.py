@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -20,7 +19,7 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from segstream.runtime.broker import EmbeddedBroker
+from segstream.runtime.broker import EmbeddedBroker, free_port
 from segstream.runtime.main import spawn_worker
 from segstream.runtime.settings import isolated_env
 
@@ -38,12 +37,6 @@ def kafka_bootstrap() -> Iterator[str]:
     """Bootstrap string ("127.0.0.1:PORT") of a session-wide embedded broker."""
     with EmbeddedBroker() as broker:
         yield broker.bootstrap
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass

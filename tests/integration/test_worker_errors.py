@@ -15,7 +15,8 @@ from typing import Any
 
 import orjson
 
-from tests.integration.conftest import ROOT, Deployment, free_port
+from segstream.runtime.broker import free_port
+from tests.integration.conftest import ROOT, Deployment
 
 UNREACHABLE = "127.0.0.1:1"
 
