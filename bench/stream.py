@@ -22,16 +22,10 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from segstream.runtime.broker import free_port
 from segstream.runtime.main import spawn_worker
-from segstream.runtime.settings import isolated_env
+from segstream.runtime.settings import TOPIC_OF_TYPE, isolated_env
 
 ROOT = Path(__file__).resolve().parents[1]
 PARTITIONS = 4
-TOPIC_OF_TYPE = {
-    "order": "orders",
-    "support": "support",
-    "survey": "surveys",
-    "profile": "profiles",
-}
 
 
 async def create_topics(bootstrap: str, names: list[str], partitions: int = PARTITIONS) -> None:

@@ -21,15 +21,9 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from segstream.runtime.broker import EmbeddedBroker, free_port
 from segstream.runtime.main import spawn_worker
-from segstream.runtime.settings import isolated_env
+from segstream.runtime.settings import TOPIC_OF_TYPE, isolated_env
 
 ROOT = Path(__file__).resolve().parents[2]
-TOPIC_OF_TYPE = {
-    "order": "orders",
-    "support": "support",
-    "survey": "surveys",
-    "profile": "profiles",
-}
 
 
 @pytest.fixture(scope="session")

@@ -28,7 +28,6 @@ from segstream.runtime.worker import SegmentWorker
 from segstream.synth import SynthConfig, generate
 
 log = logging.getLogger("segstream.main")
-TOPIC_BY_TYPE = ("order", "support", "survey", "profile")
 #: loggers the demo keeps to warnings, so that its output is the segment changes
 DEMO_QUIET = ("faust", "mode", "aiokafka", "kafka", "segstream.runtime.batching")
 #: one attempt to reach the cluster; an unanswered connection must not hang the start
@@ -231,12 +230,7 @@ def _feeder(settings: Settings) -> Any:
     """A paced synthetic feed (1% invalid messages) for the demo."""
 
     async def feed(app: Any) -> None:
-        topics = {
-            "order": settings.topic_orders,
-            "support": settings.topic_support,
-            "survey": settings.topic_surveys,
-            "profile": settings.topic_profiles,
-        }
+        topics = settings.topic_of_type
         producer = AIOKafkaProducer(
             bootstrap_servers=settings.bootstrap_servers, **settings.kafka_client_options()
         )
