@@ -24,3 +24,14 @@ def test_core_and_replay_import_no_streaming_library() -> None:
     for path in files:
         bad = imported_roots(path) & (FORBIDDEN | {"segstream.runtime"})
         assert not bad, f"{path.relative_to(SERVICE)} imports {bad}"
+
+
+def test_one_place_computes_did_you_mean_suggestions() -> None:
+    """Every suggestion goes through ``core.rulelang.errors.did_you_mean``: rule files, settings
+    and config keys suggest the same way."""
+    computing = sorted(
+        str(path.relative_to(SERVICE))
+        for path in SERVICE.rglob("*.py")
+        if "difflib" in imported_roots(path) or "get_close_matches" in path.read_text()
+    )
+    assert computing == ["core/rulelang/errors.py"]
