@@ -12,7 +12,9 @@ changelog recovery. Both need state that faust and aiokafka keep in private name
   them: acking a batch with faust's bookkeeping and gaps (``Consumer.ack`` and the gap step of
   ``Consumer._drain_messages``), not processing records fetched in a consumer generation that
   changed (``Consumer.getmany``), faust's per-message path for other topics, and applying a
-  fetched changelog run then signalling the end of recovery (``Recovery._slurp_changelogs``).
+  fetched changelog run then signalling the end of recovery (``Recovery._slurp_changelogs``);
+- lets a table's recover callback run only when faust's recovery really ended
+  (``when_recovery_ended``).
 """
 
 from __future__ import annotations
@@ -323,10 +325,6 @@ class FencedConsumer(faust_aiokafka.Consumer):
         """``records`` from the read offset on, as the drain loop keeps them."""
         read = self._read_offset[tp]
         return records if read is None else [r for r in records if r.offset >= read]
-
-    @property
-    def read_offsets(self) -> MutableMapping[TP, int | None]:
-        return self._read_offset
 
     async def ack_batch(self, tp: TP, offsets: Sequence[int]) -> None:
         """Mark processed records of ``tp`` (``offsets`` ascending) done as faust's drain loop

@@ -27,8 +27,8 @@ PROBE_TIMEOUT_SECONDS = 1.5
 def consumed_offset(consumer: ConsumerT, tp: TP, processed: int | None = None) -> int | None:
     """The next offset this worker will process on ``tp``, or None while nobody knows yet.
 
-    The largest of: what the batch path processed (``processed``), faust's read offset (set
-    from the committed offset when partitions are assigned, then to a batch's last offset), faust's
+    The largest of: what the batch path processed (``processed``), faust's read offset (the
+    committed offset when partitions are assigned, then the last offset processed), faust's
     committed offset, and the fetch position of the aiokafka consumer (the committed offset
     right after an assignment, before faust has seeked). Each lags the others at some moment of
     a start or a rebalance; a default of 0 would report an idle partition's whole history.
