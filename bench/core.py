@@ -1,4 +1,5 @@
-"""Core benchmarks: the segmentation engine alone (no I/O), and the cost of a clock tick.
+"""Core benchmarks: the segmentation engine alone (no I/O), the rule set alone, and the cost of
+a clock tick.
 
 python -m bench.core [--events N] [--customers N] [--clock-customers N]
 """
@@ -53,6 +54,36 @@ def core_throughput(path: Path) -> dict[str, Any]:
     }
 
 
+def rules_evaluation(calls: int = 20_000) -> dict[str, Any]:
+    """The default rule set evaluated on one customer's values, alone: no parsing, no state."""
+    rules = load_rules(ROOT / "rules")
+    names = (
+        "recency_days",
+        "frequency",
+        "monetary",
+        "orders_total",
+        "tickets_open",
+        "tickets_30d",
+        "activity_30d",
+        "responses",
+        "promoters",
+        "capacity",
+        "brand_strength",
+        "order_attractiveness",
+        "failure_status",
+        "r",
+        "f",
+        "m",
+    )
+    values: dict[str, Any] = dict.fromkeys(names, 1)
+    values |= {"csi": 0.5, "industry": "", "size": "", "days_until__contract_renewal": 90}
+    started = time.perf_counter()
+    for _ in range(calls):
+        rules.evaluate(dict(values))
+    seconds = time.perf_counter() - started
+    return {"calls": calls, "us_per_customer": round(seconds / calls * 1e6, 2)}
+
+
 def clock_tick(customers: int, moving_fraction: float) -> dict[str, Any]:
     """Advance the clock one day over ``customers`` where ``moving_fraction`` change segment.
 
@@ -102,6 +133,7 @@ def main() -> None:
     args = parser.parse_args()
     result = core_throughput(events_file(args.events, args.customers))
     print(f"core: {result}")
+    print(f"rules: {rules_evaluation()}")
     for fraction in (0.001, 0.01, 0.1):
         print(f"clock: {clock_tick(args.clock_customers, fraction)}")
 

@@ -69,6 +69,8 @@ def main() -> None:
     if "core" in stages:
         results["core"] = core.core_throughput(path)
         print("core", results["core"], flush=True)
+        results["rules"] = core.rules_evaluation()
+        print("rules", results["rules"], flush=True)
         results["clock"] = [core.clock_tick(args.clock_customers, f) for f in (0.001, 0.01)]
         print("clock", results["clock"], flush=True)
         results["decode"] = decode.decode_speed(lines[:50_000])
@@ -182,6 +184,9 @@ def table(r: dict[str, Any]) -> str:
                 f"{parse['ratio_median']}x the reference path (orjson + pydantic), same run",
             )
         )
+    if "rules" in r:
+        us = r["rules"]["us_per_customer"]
+        rows.append(("rule set alone", f"{us} us per customer evaluated", "part of core alone"))
     if "latency" in r:
         p99 = r["latency"]["p99_ms"]
         rows.append(

@@ -7,7 +7,6 @@ import asyncio
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,23 +20,12 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
+from segstream.runtime.broker import free_port
 from segstream.runtime.main import spawn_worker
-from segstream.runtime.settings import isolated_env
+from segstream.runtime.settings import TOPIC_OF_TYPE, isolated_env
 
 ROOT = Path(__file__).resolve().parents[1]
 PARTITIONS = 4
-TOPIC_OF_TYPE = {
-    "order": "orders",
-    "support": "support",
-    "survey": "surveys",
-    "profile": "profiles",
-}
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 async def create_topics(bootstrap: str, names: list[str], partitions: int = PARTITIONS) -> None:

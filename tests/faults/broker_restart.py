@@ -22,11 +22,11 @@ from pathlib import Path
 import httpx
 from aiokafka import AIOKafkaConsumer
 
-from segstream.runtime.broker import EmbeddedBroker
+from segstream.runtime.broker import EmbeddedBroker, free_port
 from tests.faults.fuzz import metrics
 from tests.faults.harness import _feed, _Progress
 from tests.faults.workload import Workload, generate_lines
-from tests.integration.conftest import Deployment, WorkerProcess, free_port, read_all
+from tests.integration.conftest import Deployment, WorkerProcess, read_all
 
 NOISE = re.compile(r"\[(WARNING|ERROR|CRITICAL)\]|Traceback|Error|exception", re.IGNORECASE)
 

@@ -38,11 +38,12 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from segstream.core.rulelang import load_rules
 from segstream.runtime.broker import EmbeddedBroker
+from segstream.runtime.settings import TOPIC_OF_TYPE
 from tests.faults.checker import ChangeReport, SegmentDiff, check_changes, compare_segments
 from tests.faults.checker import final_segments as segments_from_changes
 from tests.faults.reference import RULES, Reference, replay_reference
 from tests.faults.workload import Workload, generate_lines
-from tests.integration.conftest import TOPIC_OF_TYPE, Deployment, WorkerProcess, read_all
+from tests.integration.conftest import Deployment, WorkerProcess, read_all
 from tests.integration.test_worker import wait_for
 
 Ends = dict[TopicPartition, int]  # end offset of every input partition the feed wrote

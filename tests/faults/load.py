@@ -20,8 +20,9 @@ import httpx
 import orjson
 from aiokafka import AIOKafkaProducer
 
+from segstream.runtime.settings import TOPIC_OF_TYPE
 from segstream.synth import SynthConfig, generate
-from tests.integration.conftest import TOPIC_OF_TYPE, Deployment, WorkerProcess
+from tests.integration.conftest import Deployment, WorkerProcess
 
 LAG = "segstream_consumer_lag_messages"
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -20,17 +19,11 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from segstream.runtime.broker import EmbeddedBroker
+from segstream.runtime.broker import EmbeddedBroker, free_port
 from segstream.runtime.main import spawn_worker
-from segstream.runtime.settings import isolated_env
+from segstream.runtime.settings import TOPIC_OF_TYPE, isolated_env
 
 ROOT = Path(__file__).resolve().parents[2]
-TOPIC_OF_TYPE = {
-    "order": "orders",
-    "support": "support",
-    "survey": "surveys",
-    "profile": "profiles",
-}
 
 
 @pytest.fixture(scope="session")
@@ -38,12 +31,6 @@ def kafka_bootstrap() -> Iterator[str]:
     """Bootstrap string ("127.0.0.1:PORT") of a session-wide embedded broker."""
     with EmbeddedBroker() as broker:
         yield broker.bootstrap
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass
@@ -72,13 +59,17 @@ class Deployment:
             population_refresh_seconds="0.5",
         ) | {f"SEGSTREAM_{k.upper()}": v for k, v in (self.settings | settings).items()}
 
-    def start_worker(self, store: str = "memory://", data_of: int | None = None) -> WorkerProcess:
-        """Start ``segstream worker``; ``data_of`` reuses an earlier worker's data directory."""
+    def start_worker(
+        self, store: str = "memory://", data_of: int | None = None, module: str = "segstream.cli"
+    ) -> WorkerProcess:
+        """Start ``segstream worker``; ``data_of`` reuses an earlier worker's data directory;
+        ``module`` runs the command (tests/integration/held_fetch.py holds a fetch back)."""
         port = free_port()
         data = self.tmp / f"worker-{len(self.workers) if data_of is None else data_of}"
         env = self.env(web_port=str(port), data_dir=str(data), store=store)
         log_path = self.tmp / f"worker-{len(self.workers)}.log"
-        worker = WorkerProcess(spawn_worker(env, log_path), f"http://127.0.0.1:{port}", log_path)
+        process = spawn_worker(env, log_path, module)
+        worker = WorkerProcess(process, f"http://127.0.0.1:{port}", log_path)
         self.workers.append(worker)
         return worker
 

@@ -7,9 +7,9 @@ import time
 import uuid
 from pathlib import Path
 
-from segstream.runtime.broker import EmbeddedBroker
+from segstream.runtime.broker import EmbeddedBroker, free_port
 from segstream.runtime.recovery import EXIT_CLUSTER_LOST
-from tests.integration.conftest import Deployment, free_port, load_events, produce
+from tests.integration.conftest import Deployment, load_events, produce
 from tests.integration.test_worker import SAMPLE, metric, wait_for
 
 

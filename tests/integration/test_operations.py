@@ -15,13 +15,12 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from segstream.core.partitioning import partition_for
-from segstream.runtime.broker import EmbeddedBroker
+from segstream.runtime.broker import EmbeddedBroker, free_port
 from segstream.runtime.main import spawn_worker
 from tests.integration.conftest import (
     ROOT,
     Deployment,
     WorkerProcess,
-    free_port,
     load_events,
     produce,
     read_all,

@@ -25,8 +25,9 @@ import yaml
 from segstream.core.contracts import RejectReason
 from segstream.core.partitioning import partition_for
 from segstream.core.rulelang import load_rules
+from segstream.runtime.broker import free_port
 from segstream.runtime.handler import transition_label
-from tests.integration.conftest import ROOT, Deployment, free_port, produce
+from tests.integration.conftest import ROOT, Deployment, produce
 from tests.integration.test_worker import _send_raw
 
 PROMETHEUS = ROOT / "deploy" / "prometheus"

@@ -10,8 +10,9 @@ from collections import defaultdict
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
+from segstream.runtime.settings import TOPIC_OF_TYPE
 from segstream.synth import SynthConfig, generate
-from tests.integration.conftest import TOPIC_OF_TYPE, Deployment, produce, read_all
+from tests.integration.conftest import Deployment, produce, read_all
 from tests.integration.test_worker import wait_for
 
 GOOD = {

@@ -15,7 +15,8 @@ from typing import Any
 
 import orjson
 
-from tests.integration.conftest import ROOT, Deployment, free_port
+from segstream.runtime.broker import free_port
+from tests.integration.conftest import ROOT, Deployment
 
 UNREACHABLE = "127.0.0.1:1"
 
@@ -109,6 +110,32 @@ def test_other_local_mistakes(tmp_path: Path) -> None:
     assert done.returncode == 2 and done.stderr.splitlines() == [
         "segstream worker: SEGSTREAM_LOG_FORMAT='xml': use json or console"
     ]
+
+
+# the worker with faust-streaming's version lookup answering an older release
+OLDER_FAUST = """
+import sys
+from segstream.runtime import faust_compat
+real = faust_compat.installed_version
+faust_compat.installed_version = lambda p: "0.15.1" if p == "faust-streaming" else real(p)
+from segstream.cli import main
+sys.exit(main(["worker"]))
+"""
+
+
+def test_an_unsupported_faust_stops_the_worker_before_anything_else() -> None:
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("SEGSTREAM_", "KAFKA_"))}
+    done = subprocess.run(
+        [sys.executable, "-c", OLDER_FAUST],
+        env=base | {"SEGSTREAM_WEB_PORT": "not checked yet"},
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=60,
+        check=False,
+    )
+    message = one_log_line(done, 2)["message"]
+    assert "faust-streaming 0.15.1 is not supported (>=0.15.3,<0.16)" in message
 
 
 def test_console_format_on_request() -> None:

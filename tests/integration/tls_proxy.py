@@ -19,16 +19,10 @@ import time
 from pathlib import Path
 from types import TracebackType
 
-from segstream.runtime.broker import find_tansu_binary
+from segstream.runtime.broker import find_tansu_binary, free_port
 from tests.certs import TlsFiles
 
 LOOPBACK = "127.0.0.1"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((LOOPBACK, 0))
-        return int(sock.getsockname()[1])
 
 
 async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -50,7 +44,7 @@ class TlsProxy:
         self.context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         self.context.load_cert_chain(files.cert, files.key)
         self.target_port = target_port
-        self.port = _free_port()
+        self.port = free_port()
         self.connections = 0  # TLS handshakes completed
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
@@ -93,7 +87,7 @@ class TlsCluster:
 
     def __init__(self, files: TlsFiles, log_path: Path) -> None:
         self.files = files
-        self.tansu_port = _free_port()
+        self.tansu_port = free_port()
         self.proxy = TlsProxy(files, self.tansu_port)
         self.log_path = log_path
         self._proc: subprocess.Popen[bytes] | None = None

@@ -50,3 +50,14 @@ def test_the_runtime_reads_the_engine_through_its_methods_and_running_rules_only
 def test_the_batch_handler_is_faust_free() -> None:
     roots = imported_roots(SERVICE / "runtime" / "handler.py")
     assert not roots & {"faust", "aiokafka", "mode"}, roots
+
+
+def test_one_place_computes_did_you_mean_suggestions() -> None:
+    """Every suggestion goes through ``core.rulelang.errors.did_you_mean``: rule files, settings
+    and config keys suggest the same way."""
+    computing = sorted(
+        str(path.relative_to(SERVICE))
+        for path in SERVICE.rglob("*.py")
+        if "difflib" in imported_roots(path) or "get_close_matches" in path.read_text()
+    )
+    assert computing == ["core/rulelang/errors.py"]

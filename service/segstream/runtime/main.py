@@ -7,7 +7,6 @@ import contextlib
 import logging
 import os
 import random
-import signal
 import socket
 import subprocess
 import sys
@@ -15,14 +14,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-import faust
 import orjson
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaConnectionError, KafkaError
 
 from segstream.core.rulelang import RuleErrors, load_rules
 from segstream.present import describe_change
-from segstream.runtime import logs
+from segstream.runtime import faust_compat, logs
 from segstream.runtime.connection import unreachable
 from segstream.runtime.settings import Settings, SettingsError, load_settings
 from segstream.runtime.topics import TopicLayoutError, ensure_topics
@@ -30,7 +28,6 @@ from segstream.runtime.worker import SegmentWorker
 from segstream.synth import SynthConfig, generate
 
 log = logging.getLogger("segstream.main")
-TOPIC_BY_TYPE = ("order", "support", "survey", "profile")
 #: loggers the demo keeps to warnings, so that its output is the segment changes
 DEMO_QUIET = ("faust", "mode", "aiokafka", "kafka", "segstream.runtime.batching")
 #: one attempt to reach the cluster; an unanswered connection must not hang the start
@@ -41,12 +38,11 @@ class BrokerUnreachable(RuntimeError):
     """No broker of ``bootstrap_servers`` answered within ``broker_wait_seconds``."""
 
 
-class _Worker(faust.Worker):
+class _Worker(faust_compat.Worker):
     """faust's worker, with one line on Ctrl-C instead of mode's ``-INT-`` banner."""
 
-    def _on_sigint(self) -> None:
+    def on_interrupt(self) -> None:
         log.warning("interrupted (SIGINT): stopping")
-        self._schedule_shutdown(signal.SIGINT)
 
 
 def run_worker(*, demo: bool = False) -> int:
@@ -58,6 +54,14 @@ def run_worker(*, demo: bool = False) -> int:
         print(f"segstream worker: {exc}", file=sys.stderr)
         return 2
     logs.configure(fmt, quiet=DEMO_QUIET if demo else ())
+    incompatible = faust_compat.incompatibility()
+    if incompatible is not None:
+        log.error(
+            "the installed stream libraries do not fit this segstream: %s; install the versions"
+            " pyproject.toml pins",
+            incompatible,
+        )
+        return 2
     try:
         settings = load_settings()
     except SettingsError as exc:
@@ -201,13 +205,16 @@ async def _ensure_topics(settings: Settings) -> None:
         quiet.setLevel(level)
 
 
-def spawn_worker(env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
+def spawn_worker(
+    env: dict[str, str], log_path: Path, module: str = "segstream.cli"
+) -> subprocess.Popen[bytes]:
     """``segstream worker`` as a subprocess in its own session (so a signal reaches all of it),
-    with ``env`` replacing every ``SEGSTREAM_*`` variable of this process."""
+    with ``env`` replacing every ``SEGSTREAM_*`` variable of this process; ``module`` runs it
+    (a test's wrapper of the command)."""
     base = {k: v for k, v in os.environ.items() if not k.startswith("SEGSTREAM_")}
     with log_path.open("wb") as log:
         return subprocess.Popen(
-            [sys.executable, "-m", "segstream.cli", "worker"],
+            [sys.executable, "-m", module, "worker"],
             env=base | env,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -223,12 +230,7 @@ def _feeder(settings: Settings) -> Any:
     """A paced synthetic feed (1% invalid messages) for the demo."""
 
     async def feed(app: Any) -> None:
-        topics = {
-            "order": settings.topic_orders,
-            "support": settings.topic_support,
-            "survey": settings.topic_surveys,
-            "profile": settings.topic_profiles,
-        }
+        topics = settings.topic_of_type
         producer = AIOKafkaProducer(
             bootstrap_servers=settings.bootstrap_servers, **settings.kafka_client_options()
         )

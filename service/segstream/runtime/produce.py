@@ -39,13 +39,13 @@ class BatchProducer:
     because faust creates its producer when the app starts)."""
 
     def __init__(self, producer: Callable[[], Any]) -> None:
-        self._producer = producer
+        self._current = producer
         self._partitions: dict[str, list[int]] = {}
 
     async def partitions(self, topic: str) -> list[int]:
         known = self._partitions.get(topic)
         if known is None:
-            found = await self._producer().client._wait_on_metadata(topic)
+            found = await self._current().partitions_for(topic)
             known = self._partitions[topic] = sorted(found)
         return known
 
@@ -59,7 +59,7 @@ class BatchProducer:
             groups.setdefault((topic, partition), []).append(record)
         if not groups:
             return []
-        producer = self._producer()
+        producer = self._current()
         pending: list[tuple[str, int, int, asyncio.Future[Any]]] = []
         for (topic, partition), items in groups.items():
             batch, count = producer.create_batch(), 0
@@ -86,7 +86,7 @@ class BatchProducer:
         """Send ``records`` to one topic-partition as ONE record batch, which a broker appends
         whole or not at all: a commit that a crash cannot cut in half. Returns where they
         landed and whether they fitted; records beyond ``max_bytes`` go in further batches."""
-        producer = self._producer()
+        producer = self._current()
         pending: list[tuple[int, asyncio.Future[Any]]] = []
         batch, count = BatchBuilder(max_bytes, 0), 0
         for _, key, value, _, headers in records:

@@ -248,12 +248,12 @@ class Settings(BaseSettings):
     @property
     def input_topics(self) -> dict[str, str]:
         """Input topic name -> the event type it is expected to carry."""
-        return {
-            self.topic_orders: "order",
-            self.topic_support: "support",
-            self.topic_surveys: "survey",
-            self.topic_profiles: "profile",
-        }
+        return {getattr(self, field): kind for kind, field in INPUT_TOPIC_FIELDS.items()}
+
+    @property
+    def topic_of_type(self) -> dict[str, str]:
+        """Event type -> the input topic that carries it."""
+        return {kind: getattr(self, field) for kind, field in INPUT_TOPIC_FIELDS.items()}
 
     def limits(self) -> Limits:
         return Limits(
@@ -397,6 +397,19 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     except ValidationError as exc:
         lines = [_describe(error, environ, config) for error in exc.errors()]
         raise SettingsError("; ".join(lines)) from None
+
+
+#: event type -> the setting that names its input topic
+INPUT_TOPIC_FIELDS = {
+    "order": "topic_orders",
+    "support": "topic_support",
+    "survey": "topic_surveys",
+    "profile": "topic_profiles",
+}
+#: event type -> its input topic under the default names (tests and benchmarks prefix them)
+TOPIC_OF_TYPE = {
+    kind: str(Settings.model_fields[field].default) for kind, field in INPUT_TOPIC_FIELDS.items()
+}
 
 
 def isolated_env(prefix: str, bootstrap: str, **settings: str) -> dict[str, str]:

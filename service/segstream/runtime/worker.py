@@ -30,6 +30,7 @@ from segstream.runtime.batching import (
     install_batch_handler,
 )
 from segstream.runtime.control import ControlTopics
+from segstream.runtime.faust_compat import kafka_producer, when_recovery_ended
 from segstream.runtime.groups import GroupExchange
 from segstream.runtime.handler import BatchHandler, Topics
 from segstream.runtime.http import MAX_REQUEST_BYTES
@@ -64,8 +65,8 @@ class SegmentWorker:
         self.metrics.set_rules(rules.version, [*rules.segment_names, *rules.derived])
         self.progress = Progress()
         self.app = self._build_app()
-        self.producer = BatchProducer(lambda: self.app.producer._producer)
-        self.writer = TableWriter(self.app, self.table, s.topic_orders)
+        self.producer = BatchProducer(lambda: kafka_producer(self.app))
+        self.writer = TableWriter(self.table, s.topic_orders)
         self.state_log = ChangelogStateLog(
             self.writer, self.producer, s.commit_max_bytes, self.metrics
         )
@@ -146,7 +147,7 @@ class SegmentWorker:
     def _wire(self, app: Any) -> None:
         s = self.settings
         install_batch_handler(app, list(self.inputs.values()), self.on_batch)
-        self.table.on_recover(self.recovery.on_recovered)
+        self.table.on_recover(when_recovery_ended(app, self.recovery.on_recovered))
         app.on_partitions_revoked.connect(self._on_revoked)
         app.timer(s.clock_tick_seconds)(self.timers.tick_clock)
         app.timer(s.population_refresh_seconds)(self.timers.refresh_population)
