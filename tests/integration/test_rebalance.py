@@ -14,7 +14,7 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from segstream.runtime.worker import partition_for
+from segstream.core.partitioning import partition_for
 from tests.faults.checker import check_changes, compare_segments, final_segments
 from tests.integration.conftest import Deployment, WorkerProcess, load_events, produce, read_all
 from tests.integration.test_worker import SAMPLE, metric, offline_segments, wait_for

@@ -20,7 +20,11 @@ from tests.unit.data.make_states import fields
 DATA = Path(__file__).parent / "data"
 RELEASES = ["states-format2-cdfb6de", "states-format3-5fc2257"]
 #: fields added since an older release wrote its states, and what a state loaded from it holds
-ADDED_SINCE = {"states-format2-cdfb6de": {"closed_ids": []}}
+SINCE_5FC2257 = {"timeline": [], "entered": {}}  # membership timeline, min_days dwell
+ADDED_SINCE = {
+    "states-format2-cdfb6de": {"closed_ids": []} | SINCE_5FC2257,
+    "states-format3-5fc2257": SINCE_5FC2257,
+}
 
 
 @pytest.mark.parametrize("release", RELEASES)
