@@ -225,24 +225,26 @@ class BatchHandler:
 
     def _health(self, commits: list[Commit]) -> None:
         """Segment health: when each segment last moved anyone, how long after their window
-        boundary clock-driven exits go out, and rule evaluation errors."""
+        boundary clock-driven exits go out, and rule evaluation errors. One metric update per
+        segment and slice, not per change: label lookups cost more than the rest of it."""
         metrics = self.metrics
         now = time.time()
+        moved: set[tuple[str, str]] = set()
         for commit in commits:
             for change in commit.changes:
-                family = change["family"]
-                metrics.segment_last_change.labels(family=family, segment=change["segment"]).set(
-                    now
-                )
+                moved.add((change["family"], change["segment"]))
                 if change["cause"]["kind"] == "clock" and change["change"] in LEAVING:
                     due = parse_timestamp(change["at"]) / 1000
-                    metrics.exit_delay.labels(family=family).observe(max(now - due, 0.0))
-        for segment, n in self.engine.rules.take_errors().items():
+                    metrics.exit_delay.labels(family=change["family"]).observe(max(now - due, 0.0))
+        for family, segment in moved:
+            metrics.segment_last_change.labels(family=family, segment=segment).set(now)
+        errors = self.engine.rules.take_errors()
+        for segment, n in errors.items():
             metrics.rule_errors.labels(segment=segment).inc(n)
+        moved_in_shadow = self.engine.take_shadow_transitions()
         shadow = self.engine.shadow_rules
-        moved = self.engine.take_shadow_transitions()
         if shadow is not None:
-            for (family, old, new, kind), n in moved.items():
+            for (family, old, new, kind), n in moved_in_shadow.items():
                 metrics.shadow_transitions.labels(
                     ruleset=shadow.version,
                     family=family,
