@@ -115,15 +115,7 @@ class ControlTopics:
         await self.compare_shadow(customers)
 
     async def compare_shadow(self, customers: list[str]) -> None:
-        engine = self.engine
-        shadow = engine.shadow_rules
-        size = self.settings.rules_chunk_size
-        for start in range(0, len(customers), size):
-            async with self.lock:
-                if engine.shadow_rules is not shadow:
-                    return  # replaced meanwhile
-                engine.observe_shadow(customers[start : start + size])
-            await asyncio.sleep(0)
+        await compare_with_shadow(self.engine, self.lock, customers, self.settings.rules_chunk_size)
 
     async def switch_rules(self, rules: RuleSet) -> None:
         """Re-evaluate every customer in chunks, yielding to the batch path between chunks."""
@@ -146,3 +138,17 @@ class ControlTopics:
             if engine.rules is rules:
                 engine.rules_done()
                 await self.settle()
+
+
+async def compare_with_shadow(
+    engine: Engine, lock: asyncio.Lock, customers: list[str], chunk: int
+) -> None:
+    """Compare customers with the shadow set in chunks, yielding to the batch path between
+    them; stops if the shadow set is replaced meanwhile."""
+    shadow = engine.shadow_rules
+    for start in range(0, len(customers), chunk):
+        async with lock:
+            if engine.shadow_rules is not shadow:
+                return
+            engine.observe_shadow(customers[start : start + chunk])
+        await asyncio.sleep(0)

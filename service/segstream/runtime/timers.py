@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from segstream.core.engine import Engine
+from segstream.runtime.control import compare_with_shadow
 from segstream.runtime.groups import GroupExchange
 from segstream.runtime.settings import Settings
 
@@ -87,15 +88,8 @@ class Timers:
         if not self.progress.ready or self.engine.shadow_rules is None:
             return
         engine = self.engine
-        shadow = engine.shadow_rules
-        customers = engine.customer_ids()
-        size = self.settings.rules_chunk_size
-        for start in range(0, len(customers), size):
-            async with self.progress.lock:
-                if engine.shadow_rules is not shadow:
-                    return
-                engine.observe_shadow(customers[start : start + size])
-            await asyncio.sleep(0)
+        chunk = self.settings.rules_chunk_size
+        await compare_with_shadow(engine, self.progress.lock, engine.customer_ids(), chunk)
 
     async def publish_groups(self) -> None:
         """Share this worker's partitions' group figures; emit snapshots of closed quarters."""
