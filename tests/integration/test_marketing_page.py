@@ -41,7 +41,10 @@ def browser() -> Iterator[webdriver.Chrome]:
 
 
 def test_the_marketers_page_shows_segments_flows_and_a_customer(
-    deployment: Deployment, browser: webdriver.Chrome, tmp_path: Path
+    deployment: Deployment,
+    browser: webdriver.Chrome,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     deployment.partitions = 2
     deployment.settings["api_token"] = TOKEN
@@ -81,7 +84,8 @@ def test_the_marketers_page_shows_segments_flows_and_a_customer(
     screenshot = tmp_path / "marketing-page.png"
     browser.save_screenshot(str(screenshot))
     assert screenshot.stat().st_size > 10_000
-    print(f"\nscreenshot of the marketers' page: {screenshot}")
+    with capsys.disabled():  # in the test output whether the test passes or not
+        print(f"\nscreenshot of the marketers' page: {screenshot}")
 
 
 def _consumed(worker: WorkerProcess) -> float:
