@@ -33,6 +33,9 @@ CUSTOMERS = ("A", "B", "C", "D", "E", "F", "G", "H")
 ORDER_IDS = ("o1", "o2", "o3", "o4", "o5", "o6", "o7", "o8")
 TICKET_IDS = ("t1", "t2", "t3", "t4", "t5", "t6")
 SURVEY_IDS = (None, None, "s1", "s2", "s3")
+# amounts whose sums round at Decimal's 28 digits (so the order of additions matters), and
+# other spellings
+ODD_AMOUNTS = ("0.0000000000001", "999999999999999.9999999999999", "1E+3", "1e15", "-0", "7.1")
 # declared by the default rules (capacity, brand_strength... int; account_manager str;
 # contract_renewal date) plus undeclared names that only fill the attribute cap
 DECLARED = ("capacity", "brand_strength", "order_attractiveness", "failure_status")
@@ -154,6 +157,8 @@ def event_body(draw: st.DrawFn, number: int, day: int, customers: int) -> dict[s
         amount = draw(st.decimals(0, 900, places=2, allow_nan=False, allow_infinity=False))
         body |= {"type": "order", "order_id": draw(st.sampled_from(ORDER_IDS))}
         body["amount"] = str(amount) if draw(st.booleans()) else float(amount)
+        if draw(st.integers(0, 15)) == 0:  # sums that need more than 28 digits round
+            body["amount"] = draw(st.sampled_from(ODD_AMOUNTS))
     elif kind == "refund":
         body |= {
             "type": "order",
