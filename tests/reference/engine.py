@@ -1,0 +1,1100 @@
+"""Frozen reference copy (see tests/reference/__init__.py) of segstream.core.engine.
+
+The segmentation engine: apply events, evaluate rules, detect and describe changes.
+
+One :class:`Engine` holds the customers of one process (all of them in ``replay``, the owned
+partitions in a worker). Everything here is synchronous and I/O free: the worker hands it whole
+Kafka batches and the replay command hands it file lines, and both get the same changes.
+
+Every decision that does not come from a customer's own events (the clock, population cut
+points) is taken per partition, in a :class:`Lane`, from that partition's input alone: the
+changes of a partition are a function of the order in which its records were applied and of
+its recovered lane. A worker writes what a lane decided (customer states, the lane record with
+its clock, cut points and the changes not yet known to be emitted) as one atomic commit before
+it emits any change, so a crash never makes it decide twice (docs/runtime.md, "Determinism").
+"""
+
+from __future__ import annotations
+
+import heapq
+from bisect import bisect_right
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field, replace
+from hashlib import blake2b
+from typing import Any
+
+from segstream.core.contracts import (
+    DEFAULT_MAX_MESSAGE_BYTES,
+    Event,
+    ProfileEvent,
+    Rejection,
+    RejectReason,
+    parse_event,
+)
+from segstream.core.groups import GroupLane, GroupSpec, contribution
+from segstream.core.partitioning import partition_for
+from segstream.core.rulelang import RuleSet
+from segstream.core.rulelang.ruleset import NO_PLAYBOOK, Playbook
+from segstream.core.timeutil import (
+    DEFAULT_MAX_FUTURE_SKEW_MS,
+    MS_PER_DAY,
+    day_of,
+    parse_date_day,
+    to_rfc3339,
+)
+from tests.reference.population import Population
+from tests.reference.state import (
+    DAY_COUNTERS,
+    DEFAULT_LIMITS,
+    WINDOW_GROUPS,
+    CustomerState,
+    Exits,
+    Limits,
+)
+
+Change = dict[str, Any]
+CLOCK_EVENT = "event"
+CLOCK_WALL = "wall"
+LANE_FORMAT = 1
+
+
+@dataclass(slots=True)
+class BatchResult:
+    changes: list[Change] = field(default_factory=list)
+    rejections: list[tuple[int, Rejection]] = field(default_factory=list)
+    events: int = 0
+    duplicates: int = 0
+
+
+@dataclass(slots=True)
+class Commit:
+    """What one partition decided since its previous commit, to be written atomically before
+    any of ``changes`` is emitted: the customers it touched and its lane record (which carries
+    every change not yet confirmed as emitted, these included)."""
+
+    partition: int
+    states: list[CustomerState]
+    lane: dict[str, Any]
+    changes: list[Change]
+    erased: list[str] = field(default_factory=list)  # customers to delete (tombstones)
+
+
+class Lane:
+    """The per-partition context of evaluation: clock, due index, population, pending work."""
+
+    __slots__ = (
+        "clock_day",
+        "clock_ms",
+        "customers",
+        "dirty",
+        "due",
+        "due_days",
+        "erased",
+        "erasures",
+        "fresh",
+        "groups",
+        "partition",
+        "populations",
+        "rules_version",
+        "snapshots",
+        "touched",
+        "unconfirmed",
+    )
+
+    def __init__(self, partition: int) -> None:
+        self.partition = partition
+        self.clock_ms: int | None = None
+        self.clock_day = 0
+        self.customers: set[str] = set()
+        self.due: dict[int, set[str]] = {}
+        self.due_days: list[int] = []
+        self.populations: dict[str, Population] = {}
+        self.dirty: set[str] = set()  # customers changed in any way since the last commit
+        self.fresh: list[Change] = []  # changes since the last commit
+        self.unconfirmed: list[Change] = []  # committed changes not yet confirmed as emitted
+        self.rules_version: str | None = None
+        self.erased: set[str] = set()  # customers erased since the last commit: tombstones
+        # digest of an erased customer's id -> (erasure time, last seq)
+        self.erasures: dict[str, tuple[int, int]] = {}
+        self.groups: dict[str, GroupLane] = {}
+        # group -> the last closed quarter whose group-snapshot events were emitted (kept in
+        # the lane record of the partition whose owner emits them)
+        self.snapshots: dict[str, str] = {}
+        self.touched = False  # the lane record changed (a quarter closed) since the last commit
+
+    def set_clock(self, now_ms: int) -> None:
+        self.clock_ms = now_ms
+        self.clock_day = day_of(now_ms)
+
+    def pending(self) -> int:
+        """Work since the last commit (customers to write + changes): the runtime commits in
+        slices so one commit stays one producer batch."""
+        return len(self.dirty) + len(self.fresh) + len(self.erased) + self.touched
+
+    def record(self) -> dict[str, Any]:
+        return {
+            "format": LANE_FORMAT,
+            "partition": self.partition,
+            "clock_ms": self.clock_ms,
+            "rules_version": self.rules_version,
+            "populations": {
+                name: {"cuts": list(p.cuts), "updates": p.updates_since_refresh}
+                for name, p in sorted(self.populations.items())
+            },
+            "unconfirmed": self.unconfirmed,
+            "erasures": {k: list(v) for k, v in sorted(self.erasures.items())},
+            "groups": {name: g.record() for name, g in sorted(self.groups.items())},
+            "snapshots": dict(sorted(self.snapshots.items())),
+        }
+
+
+class Engine:
+    """Per-customer state plus the compiled rules; the only implementation of every rule."""
+
+    def __init__(
+        self,
+        rules: RuleSet,
+        *,
+        clock: str = CLOCK_EVENT,
+        currency: str = "USD",
+        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+        refresh_fraction: float = 0.05,
+        partitions: int = 1,
+        limits: Limits = DEFAULT_LIMITS,
+        max_future_skew_ms: int = DEFAULT_MAX_FUTURE_SKEW_MS,
+    ) -> None:
+        if clock not in (CLOCK_EVENT, CLOCK_WALL):
+            raise ValueError(f"clock must be 'event' or 'wall', not {clock!r}")
+        if partitions < 1:
+            raise ValueError(f"partitions must be at least 1, not {partitions}")
+        self.rules = rules
+        self.store: dict[str, CustomerState] = {}
+        self.clock = clock
+        self.currency = currency
+        self.max_message_bytes = max_message_bytes
+        self.refresh_fraction = refresh_fraction
+        self.partitions = partitions
+        self.base_limits = limits
+        self.limits = limits
+        self.max_future_skew_ms = max_future_skew_ms
+        self.limit_hits: Counter[str] = Counter()
+        self.lanes: dict[int, Lane] = {}
+        self.partition_of: dict[str, int] = {}
+        self.rejections: Counter[RejectReason] = Counter()
+        self.evaluations = 0
+        self._members: Counter[tuple[str, str]] = Counter()  # (segment name, tier) -> customers
+        self._configure_rules()
+
+    # -- lanes and clock ---------------------------------------------------------------------
+
+    def lane(self, partition: int) -> Lane:
+        lane = self.lanes.get(partition)
+        if lane is None:
+            lane = self.lanes[partition] = Lane(partition)
+            lane.rules_version = self.rules.version
+            self._configure_lane(lane)
+        return lane
+
+    @property
+    def clock_ms(self) -> int | None:
+        """The latest clock of any partition (for reports; evaluation reads its own lane's)."""
+        clocks = [lane.clock_ms for lane in self.lanes.values() if lane.clock_ms is not None]
+        return max(clocks) if clocks else None
+
+    def advance(self, now_ms: int, partitions: Iterable[int] | None = None) -> list[Change]:
+        """Move the clock of every lane (or of ``partitions``) forward to ``now_ms``."""
+        changes: list[Change] = []
+        chosen = sorted(self.lanes) if partitions is None else partitions
+        for partition in chosen:
+            changes += self._advance(self.lane(partition), now_ms)
+        return changes
+
+    def _advance(self, lane: Lane, now_ms: int) -> list[Change]:
+        """Re-evaluate only the customers due by the new day; a first clock (a fresh or
+        recovered lane) runs everything already due, so a restart catches up at once."""
+        if lane.clock_ms is not None and now_ms <= lane.clock_ms:
+            return []
+        old_day = None if lane.clock_ms is None else lane.clock_day
+        lane.set_clock(now_ms)
+        if old_day is not None and lane.clock_day == old_day:
+            return []
+        if lane.erasures:
+            horizon = (lane.clock_day - self.limits.event_id_memory_days) * MS_PER_DAY
+            lane.erasures = {k: v for k, v in lane.erasures.items() if v[0] >= horizon}
+        if lane.groups:
+            self._roll_groups(lane)
+        changes = self._run_due(lane, lane.clock_day)
+        return changes + self._refresh_if_stale(lane)
+
+    def _run_due(self, lane: Lane, day: int) -> list[Change]:
+        changes: list[Change] = []
+        at = day * MS_PER_DAY
+        for customer_id in self._pop_due(lane, day):
+            st = self.store.get(customer_id)
+            if st is not None and st.due_day is not None and st.due_day <= day:
+                st.due_day = None
+                changes += self._evaluate(st, lane, "clock", None, at)
+        return changes
+
+    @staticmethod
+    def _pop_due(lane: Lane, day: int) -> Iterator[str]:
+        while lane.due_days and lane.due_days[0] <= day:
+            d = heapq.heappop(lane.due_days)
+            yield from sorted(lane.due.pop(d, ()))
+
+    @staticmethod
+    def _schedule(lane: Lane, st: CustomerState, day: int | None) -> None:
+        if day == st.due_day:
+            return
+        if st.due_day is not None:
+            members = lane.due.get(st.due_day)
+            if members is not None:
+                members.discard(st.customer_id)
+        st.due_day = day
+        if day is not None:
+            members = lane.due.get(day)
+            if members is None:
+                lane.due[day] = members = set()
+                heapq.heappush(lane.due_days, day)
+            members.add(st.customer_id)
+
+    def _next_change_day(self, today: int, values: dict[str, Any], exits: Exits) -> int | None:
+        """The first day after today on which a rule reading a time-dependent value may flip.
+
+        Window counts compared only with literals matter when they cross a boundary, so a
+        customer with 9 recent events and a rule ``activity_30d >= 3`` is due when the 7th of
+        them leaves the window, not at each exit. Everything else is due at its next exit.
+        """
+        best: int | None = None
+        for group in self._every_exit:
+            days = exits[group]
+            if days:
+                first = min(days)
+                if best is None or first < best:
+                    best = first
+        for group, count, bounds in self._boundary_exit:
+            days = exits[group]
+            value = values[count]
+            i = bisect_right(bounds, value)
+            if i == 0 or not days:
+                continue
+            k = value - bounds[i - 1] + 1
+            if k <= len(days):
+                day = heapq.nsmallest(k, days)[-1]
+                if best is None or day < best:
+                    best = day
+        for counter, every_day, bounds, step in self._counters:
+            value = values[counter]
+            if value is None:
+                continue
+            i = bisect_right(bounds, value)
+            if every_day:
+                candidate = today + 1
+            elif step > 0:  # rising: it reaches the next threshold above it
+                if i == len(bounds):
+                    continue
+                candidate = today + bounds[i] - value
+            else:  # falling: it drops below the highest threshold at or under it
+                if i == 0:
+                    continue
+                candidate = today + value - bounds[i - 1] + 1
+            if best is None or candidate < best:
+                best = candidate
+        return best
+
+    # -- events ------------------------------------------------------------------------------
+
+    def parse(self, raw: bytes | str, now_ms: int | None = None) -> Event | Rejection:
+        """``now_ms`` is the wall clock the event must not lie too far ahead of."""
+        result = parse_event(
+            raw,
+            currency=self.currency,
+            max_bytes=self.max_message_bytes,
+            now_ms=now_ms,
+            max_future_skew_ms=self.max_future_skew_ms,
+        )
+        if self._date_attributes and isinstance(result, ProfileEvent):
+            result = self._check_dates(result)
+        if isinstance(result, Rejection):
+            self.rejections[result.reason] += 1
+        return result
+
+    def _check_dates(self, event: ProfileEvent) -> ProfileEvent | Rejection:
+        """A declared date attribute must hold a date: a bad one is an invalid event, so it
+        cannot silently move a customer out of a renewal window."""
+        for name in self._date_attributes:
+            value = event.attributes.get(name)
+            if value is not None and (not isinstance(value, str) or parse_date_day(value) is None):
+                return Rejection(
+                    RejectReason.INVALID_FIELD,
+                    f"attributes.{name}: {value!r} is not an RFC 3339 date (2027-03-31) or"
+                    " timestamp between 1970 and 2199",
+                )
+        return event
+
+    def partition_for(self, customer_id: str) -> int:
+        """Where a customer lives: where it already is, else Kafka's default partitioner."""
+        known = self.partition_of.get(customer_id)
+        if known is not None:
+            return known
+        return partition_for(customer_id, self.partitions) if self.partitions > 1 else 0
+
+    def belongs(self, customer_id: str, partition: int) -> bool:
+        """Whether events of this customer are applied in ``partition``: where it lives, or
+        where Kafka's default partitioner puts its key. A record keyed by something else,
+        read elsewhere, must be sent on to that partition first."""
+        known = self.partition_of.get(customer_id)
+        if known == partition:
+            return True
+        return partition_for(customer_id, self.partitions) == partition
+
+    def partitions_held(self) -> list[int]:
+        """The partitions whose lanes this engine holds, in order."""
+        return sorted(self.lanes)
+
+    def customer_ids(self) -> list[str]:
+        return sorted(self.store)
+
+    def customer_count(self) -> int:
+        return len(self.store)
+
+    def take_limit_hits(self) -> dict[str, int]:
+        """How often each per-customer memory limit dropped something since the last call."""
+        hits = dict(self.limit_hits)
+        self.limit_hits.clear()
+        return hits
+
+    def process(
+        self,
+        raws: Iterable[bytes | str],
+        *,
+        now_ms: int | None = None,
+        partition: int | None = None,
+        wall_ms: int | None = None,
+    ) -> BatchResult:
+        """Parse and apply a batch of raw messages; no await, no I/O. Without ``partition``
+        each event goes to its customer's partition, as a keyed Kafka producer would send it.
+        ``now_ms`` moves the clock (wall clock); ``wall_ms`` bounds how far ahead an event's
+        time may be (default ``now_ms``; neither: only the absolute range is checked)."""
+        result = BatchResult()
+        if now_ms is not None:
+            result.changes += self.advance(now_ms)
+        checked_against = now_ms if wall_ms is None else wall_ms
+        for index, raw in enumerate(raws):
+            event = self.parse(raw, checked_against)
+            if isinstance(event, Rejection):
+                result.rejections.append((index, event))
+                continue
+            result.events += 1
+            target = self.partition_for(event.customer_id) if partition is None else partition
+            changes = self.apply(event, partition=target, now_ms=now_ms)
+            if changes is None:
+                result.duplicates += 1
+            else:
+                result.changes += changes
+        return result
+
+    def apply(
+        self, event: Event, *, partition: int = 0, now_ms: int | None = None
+    ) -> list[Change] | None:
+        """Apply one event; returns its changes, or None when it changed nothing (a duplicate).
+        With the wall clock, ``now_ms`` is the time it is applied at (a lane's first event is
+        evaluated on today's date, not on a clock that has not ticked yet)."""
+        lane = self.lane(partition)
+        changes: list[Change] = []
+        if self.clock == CLOCK_EVENT:
+            if lane.clock_ms is None or event.occurred_at > lane.clock_ms:
+                changes += self._advance(lane, event.occurred_at)
+        elif now_ms is not None:
+            changes += self._advance(lane, now_ms)
+        customer_id = event.customer_id
+        erased = lane.erasures.get(_digest(customer_id))
+        if erased is not None and event.occurred_at <= erased[0]:
+            return changes or None  # the customer was erased after this event: it stays gone
+        st = self.store.get(customer_id)
+        if isinstance(event, ProfileEvent) and event.erase:
+            return changes + self._erase(customer_id, st, lane, event)
+        if st is None:
+            st = CustomerState(customer_id)
+            if erased is not None:
+                st.seq = erased[1]  # its change ids must never repeat an erased one's
+            self.store[customer_id] = st
+            self.partition_of[customer_id] = partition
+            lane.customers.add(customer_id)
+        applied = st.apply(event, lane.clock_day, self.rules.windows, self.limits)
+        self._take_limit_hits(st)
+        if not applied:
+            return changes or None
+        changes += self._evaluate(st, lane, "event", event.event_id, lane.clock_ms or 0)
+        return changes + self._refresh_if_stale(lane)
+
+    def _erase(
+        self, customer_id: str, st: CustomerState | None, lane: Lane, event: ProfileEvent
+    ) -> list[Change]:
+        """GDPR erasure: the customer exits every segment (cause ``erasure``), then nothing of
+        it is kept but a digest of its id, its erasure time and last ``seq`` in the lane record
+        (so re-delivered older events cannot bring it back and new ids never repeat), for the
+        event-id memory's days."""
+        lane.erased.add(customer_id)  # a tombstone, and the lane record with the marker
+        known = lane.erasures.get(_digest(customer_id))
+        if st is None:  # unknown, or its events are still to come on other topics
+            seq = 0 if known is None else known[1]
+            lane.erasures[_digest(customer_id)] = (event.occurred_at, seq)
+            return []
+        at = lane.clock_ms or 0
+        changes: list[Change] = []
+        for name, old in sorted(st.segments.items(), key=lambda item: item[0]):
+            if old is None or old is False:
+                continue
+            self._count(name, old, -1)
+            is_flag = isinstance(old, bool)
+            segment = name if is_flag else str(old)
+            new: str | bool | None = False if is_flag else None
+            changes.append(
+                self._change(
+                    st,
+                    name,
+                    segment,
+                    old,
+                    new,
+                    "exited",
+                    "erasure",
+                    event.event_id,
+                    at,
+                    None,
+                    None,
+                    {},
+                )
+            )
+        st.segments.clear()
+        lane.erasures[_digest(customer_id)] = (event.occurred_at, st.seq)
+        del self.store[customer_id]
+        del self.partition_of[customer_id]
+        lane.customers.discard(customer_id)
+        lane.dirty.discard(customer_id)
+        for group in lane.groups.values():
+            group.update(customer_id, None, {})
+        if st.due_day is not None:
+            lane.due.get(st.due_day, set()).discard(customer_id)
+        for population in lane.populations.values():
+            if customer_id in population.by_customer:
+                population.discard(customer_id)
+                population.updates_since_refresh += 1
+        lane.fresh += changes
+        return changes
+
+    def _take_limit_hits(self, st: CustomerState) -> None:
+        hits = st.take_limit_hits()
+        if hits:
+            self.limit_hits.update(hits)
+
+    # -- evaluation --------------------------------------------------------------------------
+
+    def values(self, st: CustomerState) -> dict[str, Any]:
+        """Everything rules can read for one customer, with derived metrics and segments.
+        Reading changes nothing (no compaction): a look at a customer is not a state change."""
+        return self._values(st, self.lane(self.partition_for(st.customer_id)), compact=False)[0]
+
+    def _values(
+        self, st: CustomerState, lane: Lane, *, compact: bool = True
+    ) -> tuple[dict[str, Any], Exits]:
+        rules = self.rules
+        day = lane.clock_day
+        if compact:
+            st.compact(day, rules.windows, self.limits)
+            self._take_limit_hits(st)
+        values, exits = st.values(day, rules.windows, self._watch)
+        values.update(self._attribute_defaults)
+        declared = rules.attributes
+        for name, item in st.attrs.items():
+            attr = declared.get(name)
+            if attr is not None and item[2] is not None:
+                values[name] = attr.coerce(item[2])
+        for counter, attribute, step in self._date_counters:
+            date = values[attribute]
+            values[counter] = None if date is None else (day - date) * step
+        for score in self._bin_scores:
+            values[score.name] = score.from_bins(values[score.field])
+        populations = lane.populations
+        for score in self._quantile_scores:
+            values[score.name] = score.from_cuts(values[score.field], populations[score.field].cuts)
+        if self._has_rfm:
+            values["rfm"] = f"{values['r']}{values['f']}{values['m']}"
+        rules.evaluate(values)
+        return values, exits
+
+    def _evaluate(
+        self, st: CustomerState, lane: Lane, cause: str, event_id: str | None, at_ms: int
+    ) -> list[Change]:
+        self.evaluations += 1
+        values, exits = self._values(st, lane)
+        for field_name, population in lane.populations.items():
+            population.set(st.customer_id, values[field_name])
+        if self._quantile_scores:
+            st.quantiles = {
+                s.name: (values[s.field], values[s.name]) for s in self._quantile_scores
+            }
+        self._schedule(lane, st, self._next_change_day(lane.clock_day, values, exits))
+        changes = self._diff(st, values, cause, event_id, at_ms)
+        if lane.groups:
+            self._group_update(st, lane)
+        lane.dirty.add(st.customer_id)
+        lane.fresh += changes
+        return changes
+
+    def _diff(
+        self,
+        st: CustomerState,
+        values: dict[str, Any],
+        cause: str,
+        event_id: str | None,
+        at_ms: int,
+    ) -> list[Change]:
+        segments = st.segments
+        rules = self.rules
+        changes: list[Change] = []
+        for name, family in rules.families.items():
+            old, new = segments.get(name), values[name]
+            if old == new:
+                continue
+            self._count(name, old, -1)
+            self._count(name, new, 1)
+            if old is None:
+                kind = "entered"
+            elif new is None:
+                kind = "exited"
+            else:
+                kind = "upgraded" if family.rank(new) < family.rank(old) else "downgraded"
+            matched = family.tiers[family.rank(new)].source if new is not None else None
+            failed = None
+            if old is not None and family.rank(old) < len(family.tiers):
+                condition = family.tiers[family.rank(old)]
+                failed = None if condition.holds(values) else condition.source
+            segments[name] = new
+            changes.append(
+                self._change(
+                    st,
+                    name,
+                    new if new is not None else old,
+                    old,
+                    new,
+                    kind,
+                    cause,
+                    event_id,
+                    at_ms,
+                    matched,
+                    failed,
+                    values,
+                )
+            )
+        for name, flag in rules.flags.items():
+            old_flag, new_flag = bool(segments.get(name, False)), bool(values[name])
+            if old_flag == new_flag:
+                continue
+            self._count(name, new_flag, 1)
+            self._count(name, old_flag, -1)
+            segments[name] = new_flag
+            kind = "entered" if new_flag else "exited"
+            changes.append(
+                self._change(
+                    st,
+                    name,
+                    name,
+                    old_flag,
+                    new_flag,
+                    kind,
+                    cause,
+                    event_id,
+                    at_ms,
+                    flag.source if new_flag else None,
+                    None if new_flag else flag.source,
+                    values,
+                )
+            )
+        for name in [n for n in segments if n not in self._segment_set]:
+            old_value = segments.pop(name)
+            if old_value is None or old_value is False:
+                continue
+            self._count(name, old_value, -1)
+            segment = name if isinstance(old_value, bool) else str(old_value)
+            new_value: str | bool | None = False if isinstance(old_value, bool) else None
+            changes.append(
+                self._change(
+                    st,
+                    name,
+                    segment,
+                    old_value,
+                    new_value,
+                    "exited",
+                    cause,
+                    event_id,
+                    at_ms,
+                    None,
+                    None,
+                    values,
+                )
+            )
+        return changes
+
+    def _count(self, name: str, value: str | bool | None, delta: int) -> None:
+        if value is not None and value is not False:
+            self._members[(name, name if value is True else str(value))] += delta
+
+    def _change(
+        self,
+        st: CustomerState,
+        family: str,
+        segment: Any,
+        old: Any,
+        new: Any,
+        kind: str,
+        cause: str,
+        event_id: str | None,
+        at_ms: int,
+        matched: str | None,
+        failed: str | None,
+        values: dict[str, Any],
+    ) -> Change:
+        st.seq += 1
+        version = self.rules.version
+        parts = (st.customer_id, st.seq, family, old, new, cause, event_id, version)
+        key = "\x1f".join(map(str, parts))
+        reads = self.rules.reads.get(family, ())
+        playbook = self._playbooks.get((family, segment), NO_PLAYBOOK)
+        return {
+            "event_id": blake2b(key.encode(), digest_size=16).hexdigest(),
+            "customer_id": st.customer_id,
+            "family": family,
+            "segment": segment,
+            "from": old,
+            "to": new,
+            "change": kind,
+            "seq": st.seq,
+            "at": to_rfc3339(at_ms),
+            "cause": {"kind": cause, "event_id": event_id, "rules_version": version},
+            "reason": {"matched": matched, "failed": failed},
+            "state": {name: values.get(name) for name in reads},
+            "action": playbook.action,
+            "owner": playbook.owner,
+            "touch": playbook.touch,
+        }
+
+    # -- groups ------------------------------------------------------------------------------
+
+    def _group_value(self, st: CustomerState, spec: GroupSpec) -> str | None:
+        """The value a customer counts under: its tier of a family, or its attribute (the
+        declared default when absent; an empty text or null is no value)."""
+        if spec.by_family:
+            tier = st.segments.get(spec.by)
+            return tier if isinstance(tier, str) else None
+        attribute = self.rules.attributes[spec.by]
+        item = st.attrs.get(spec.by)
+        raw = attribute.default if item is None or item[2] is None else attribute.coerce(item[2])
+        if raw is None or raw == "":
+            return None
+        if isinstance(raw, bool):
+            return "true" if raw else "false"
+        return str(raw)
+
+    def _group_update(self, st: CustomerState, lane: Lane) -> None:
+        horizon = self.rules.windows.horizon
+        for group in lane.groups.values():
+            value = self._group_value(st, group.spec)
+            buckets = (
+                {}
+                if value is None
+                else contribution(
+                    group, st.surveys.values(), st.orders.items(), st.refunds, horizon
+                )
+            )
+            group.update(st.customer_id, value, buckets)
+
+    def _roll_groups(self, lane: Lane) -> None:
+        """The clock moved to a new day: close the quarters it passed. A lane's first clock
+        gives its groups their first period, so they count its customers from then on."""
+        first = [g for g in lane.groups.values() if g.current is None]
+        for group in lane.groups.values():
+            if group.roll(lane.clock_day):
+                lane.touched = True
+        if first and lane.customers:
+            self._refill_groups(lane)
+
+    def _refill_groups(self, lane: Lane) -> None:
+        """Recompute every customer's contribution (a recovered lane, new group definitions)."""
+        if lane.clock_ms is None:
+            return
+        for group in lane.groups.values():
+            group.roll(lane.clock_day)
+        for customer_id in sorted(lane.customers):
+            self._group_update(self.store[customer_id], lane)
+
+    def group_partial(self, partition: int) -> dict[str, Any]:
+        """What a partition contributes to every group: the groups topic's value for it, and
+        the input of :func:`segstream.core.groups.merge`."""
+        lane = self.lanes.get(partition)
+        groups = {} if lane is None else {n: g.partial() for n, g in sorted(lane.groups.items())}
+        return {
+            "format": 1,
+            "partition": partition,
+            "clock_ms": None if lane is None else lane.clock_ms,
+            "rules_version": self.rules.version,
+            "groups": groups,
+        }
+
+    def snapshots_emitted(self, partition: int) -> dict[str, str]:
+        """Group -> the last quarter whose snapshot events this partition's owner emitted."""
+        lane = self.lanes.get(partition)
+        return {} if lane is None else dict(lane.snapshots)
+
+    def mark_snapshots(self, partition: int, group: str, period: str) -> None:
+        """Record that a quarter's snapshot events were emitted (written with the next commit:
+        a crash before it emits them again, with the same ids)."""
+        lane = self.lane(partition)
+        lane.snapshots[group] = period
+        lane.touched = True
+
+    # -- population --------------------------------------------------------------------------
+
+    def _configure_rules(self) -> None:
+        """Precompute, per rule set, what the per-customer path needs (built once, not per event),
+        including which clock-driven changes can matter to the rules."""
+        rules = self.rules
+        self._attribute_defaults = {a.name: a.default for a in rules.attributes.values()}
+        self._segment_set = frozenset(rules.segment_names)
+        self._bin_scores = [s for s in rules.scores.values() if not s.quantiles]
+        self._has_rfm = {"r", "f", "m"} <= rules.scores.keys()
+        used, opaque, bounds = rules.used_fields, rules.opaque_fields, rules.boundaries
+        self._every_exit: list[str] = []
+        self._boundary_exit: list[tuple[str, str, tuple[int, ...]]] = []
+        for group, (count, names) in WINDOW_GROUPS.items():
+            read = used & names
+            if not read:
+                continue
+            if count is None or read - {count} or count in opaque:
+                self._every_exit.append(group)
+            elif count in bounds:
+                self._boundary_exit.append((group, count, bounds[count]))
+        self._watch = frozenset([*self._every_exit, *(g for g, _, _ in self._boundary_exit)])
+        # (counter, read other than against literals, thresholds, +1 or -1 a day)
+        self._counters: list[tuple[str, bool, tuple[int, ...], int]] = [
+            (c, c in opaque, bounds.get(c, ()), 1)
+            for c in DAY_COUNTERS
+            if c in opaque or c in bounds
+        ]
+        self._date_counters = [
+            (counter, attribute, step) for counter, (attribute, step) in rules.date_counters.items()
+        ]
+        self._counters += [
+            (c, c in opaque, bounds.get(c, ()), step)
+            for c, _, step in self._date_counters
+            if c in opaque or c in bounds
+        ]
+        self._date_attributes = [a.name for a in rules.attributes.values() if a.type == "date"]
+        self._playbooks: dict[tuple[str, Any], Playbook] = {
+            (name, tier.name): tier.playbook
+            for name, family in rules.families.items()
+            for tier in family.tiers
+        } | {(name, name): flag.playbook for name, flag in rules.flags.items()}
+        self._quantile_scores = list(rules.quantile_scores)
+        # declared attributes are never the ones a flood of new names pushes out
+        self.limits = replace(self.base_limits, keep_attributes=frozenset(rules.attributes))
+        self._wanted = {s.field: s.quantiles for s in self._quantile_scores}
+        self._groups = dict(rules.groups)
+        for lane in self.lanes.values():
+            self._configure_lane(lane)
+
+    def _configure_lane(self, lane: Lane) -> list[str]:
+        """Give a lane one population per quantile field of the rules, and its groups; returns
+        new population fields. A group whose definition changed starts over (its closed
+        quarters were figures of another definition); the caller refills it."""
+        for name in [n for n in lane.groups if n not in self._groups]:
+            del lane.groups[name]
+        for name, spec in self._groups.items():
+            group = lane.groups.get(name)
+            if group is None or group.spec != spec:
+                lane.groups[name] = GroupLane(spec)
+        wanted = self._wanted
+        for field_name in [f for f in lane.populations if f not in wanted]:
+            del lane.populations[field_name]
+        added: list[str] = []
+        for field_name, quantiles in wanted.items():
+            population = lane.populations.get(field_name)
+            if population is None or population.quantiles != quantiles:
+                lane.populations[field_name] = Population(field_name, quantiles)
+                added.append(field_name)
+        return added
+
+    def _stale(self, lane: Lane) -> bool:
+        fraction = self.refresh_fraction
+        return any(p.stale(fraction) for p in lane.populations.values())
+
+    def _refresh_if_stale(self, lane: Lane) -> list[Change]:
+        return self._refresh(lane, lane.clock_day * MS_PER_DAY) if self._stale(lane) else []
+
+    def has_pending_population(self, partition: int) -> bool:
+        """Values moved since the last refresh (below the refresh threshold)."""
+        lane = self.lanes.get(partition)
+        return lane is not None and any(p.updates_since_refresh for p in lane.populations.values())
+
+    def refresh_population(self, partitions: Iterable[int] | None = None) -> list[Change]:
+        """Recompute the cut points of every lane (or of ``partitions``) from its values."""
+        changes: list[Change] = []
+        chosen = sorted(self.lanes) if partitions is None else partitions
+        for partition in chosen:
+            lane = self.lane(partition)
+            changes += self._refresh(lane, lane.clock_day * MS_PER_DAY)
+        return changes
+
+    def _refresh(self, lane: Lane, at: int) -> list[Change]:
+        """New cut points; re-evaluate exactly the customers whose score moved, in id order."""
+        affected: set[str] = set()
+        for population in lane.populations.values():
+            population.updates_since_refresh = 0
+            old_cuts, new_cuts = population.cuts, population.compute_cuts()
+            if old_cuts == new_cuts:
+                continue
+            population.cuts = new_cuts
+            affected.update(population.moved(old_cuts, new_cuts))
+        return self._reevaluate(lane, sorted(affected), "population", at)
+
+    def _reevaluate(
+        self, lane: Lane, customer_ids: Iterable[str], cause: str, at: int
+    ) -> list[Change]:
+        changes: list[Change] = []
+        for customer_id in customer_ids:
+            st = self.store.get(customer_id)
+            if st is not None:
+                changes += self._evaluate(st, lane, cause, None, at)
+        return changes
+
+    # -- rules -------------------------------------------------------------------------------
+
+    def set_rules(self, rules: RuleSet) -> None:
+        """Switch rule sets; callers then re-evaluate customers (in slices) with cause 'rules'.
+        A quantile field new to the rules gets every customer's value at once, so its first
+        cut points describe the whole partition, not the customers re-evaluated first."""
+        self.rules = rules
+        self._configure_rules()
+        for lane in self.lanes.values():
+            added = self._configure_lane(lane)
+            if added:
+                for customer_id in sorted(lane.customers):
+                    values, _ = self._values(self.store[customer_id], lane, compact=False)
+                    for field_name in added:
+                        lane.populations[field_name].load(customer_id, values[field_name])
+            for population in lane.populations.values():
+                population.cuts = population.compute_cuts()
+                population.updates_since_refresh = 0
+            if lane.groups:
+                self._refill_groups(lane)
+
+    def reevaluate(self, customer_ids: Iterable[str], cause: str = "rules") -> list[Change]:
+        """Re-evaluate customers (each in its own lane); a lane whose customers were all
+        re-evaluated under the current rules records that version (see :meth:`rules_done`)."""
+        changes: list[Change] = []
+        for customer_id in customer_ids:
+            st = self.store.get(customer_id)
+            if st is not None:
+                lane = self.lanes[self.partition_of[customer_id]]
+                changes += self._evaluate(st, lane, cause, None, lane.clock_ms or 0)
+        return changes
+
+    def rules_done(self, partitions: Iterable[int] | None = None) -> None:
+        """Every customer of these lanes was re-evaluated under the current rules."""
+        for partition in sorted(self.lanes) if partitions is None else partitions:
+            lane = self.lane(partition)
+            if lane.rules_version != self.rules.version:
+                lane.rules_version = self.rules.version
+                lane.touched = True  # the lane record says so with the next commit
+
+    # -- commits, recovery and reading -------------------------------------------------------
+
+    def commit(self, partition: int) -> Commit | None:
+        """Take what a lane decided since its last commit; None when it decided nothing."""
+        lane = self.lanes.get(partition)
+        if lane is None or not (lane.dirty or lane.fresh or lane.erased or lane.touched):
+            return None
+        lane.touched = False
+        store = self.store
+        states = [store[c] for c in sorted(lane.dirty) if c in store]
+        erased = sorted(c for c in lane.erased if c not in store)
+        fresh, lane.fresh, lane.dirty, lane.erased = lane.fresh, [], set(), set()
+        lane.unconfirmed += fresh
+        return Commit(partition, states, lane.record(), fresh, erased)
+
+    def commits(self) -> list[Commit]:
+        return [c for p in sorted(self.lanes) if (c := self.commit(p)) is not None]
+
+    def drop_pending(self) -> None:
+        """Forget what the lanes decided since their last commit: for callers that keep no
+        changelog (``replay``), whose pending work would otherwise grow with the input."""
+        for lane in self.lanes.values():
+            lane.fresh, lane.dirty, lane.erased = [], set(), set()
+            lane.touched = False
+
+    def confirm(self, partitions: Iterable[int] | None = None) -> None:
+        """The changes committed so far were emitted (acknowledged): no longer re-sent."""
+        for partition in sorted(self.lanes) if partitions is None else partitions:
+            lane = self.lanes.get(partition)
+            if lane is not None:
+                lane.unconfirmed = []
+
+    def pending(self, partition: int) -> int:
+        lane = self.lanes.get(partition)
+        return 0 if lane is None else lane.pending()
+
+    def adopt_lane(self, partition: int, record: dict[str, Any]) -> None:
+        """Take over a recovered lane record: its clock, cut points, refresh counters, rules
+        version and the changes it had not confirmed as emitted (re-sent: same ids)."""
+        if record.get("format") != LANE_FORMAT:
+            raise ValueError(f"unknown lane record format {record.get('format')!r}")
+        lane = self.lane(partition)
+        if record["clock_ms"] is not None:
+            lane.set_clock(int(record["clock_ms"]))
+        lane.rules_version = record.get("rules_version")
+        for name, stored in record.get("populations", {}).items():
+            population = lane.populations.get(name)
+            if population is not None:
+                population.cuts = tuple(float(c) for c in stored["cuts"])
+                population.updates_since_refresh = int(stored["updates"])
+        lane.unconfirmed = []
+        lane.fresh = list(record.get("unconfirmed", ()))  # sent again with the next commit
+        lane.erasures = {k: (int(v[0]), int(v[1])) for k, v in record.get("erasures", {}).items()}
+        for name, stored_group in record.get("groups", {}).items():
+            group = lane.groups.get(name)
+            if group is not None:
+                group.restore(stored_group)
+        for group in lane.groups.values():
+            if group.current is None and lane.clock_ms is not None:
+                group.roll(lane.clock_day)  # a record written before the group existed
+        lane.snapshots = dict(record.get("snapshots", {}))
+
+    def adopt(self, st: CustomerState, partition: int) -> None:
+        """Take over a recovered customer: index its schedule and population values, no changes."""
+        lane = self.lane(partition)
+        self.store[st.customer_id] = st
+        self.partition_of[st.customer_id] = partition
+        lane.customers.add(st.customer_id)
+        for name, value in st.segments.items():
+            self._count(name, value, 1)
+        if lane.populations:
+            known = st.quantiles
+            if all(s.name in known for s in self._quantile_scores):
+                for s in self._quantile_scores:
+                    lane.populations[s.field].load(st.customer_id, known[s.name][0])
+            else:  # stored by an older version or under other rules: recompute
+                values, _ = st.values(lane.clock_day, self.rules.windows, self._watch)
+                for field_name, population in lane.populations.items():
+                    population.load(st.customer_id, values[field_name])
+        due, st.due_day = st.due_day, None  # not indexed in this process yet
+        self._schedule(lane, st, due)
+        if lane.groups and lane.clock_ms is not None:
+            self._group_update(st, lane)
+
+    def settle_adopted(self, partition: int, *, had_record: bool) -> list[Change]:
+        """After a lane's customers were adopted: finish what its last commit left half done.
+
+        A commit may end inside a clock day (customers still due) or inside a refresh (cut
+        points recorded, some customers not yet re-scored); the uncrashed worker would have
+        gone on with exactly those evaluations, in this order, so the recovered one does. A
+        lane recovered without its record (written by an older version) takes its clock from
+        its customers and computes its cut points."""
+        lane = self.lane(partition)
+        if not had_record:
+            if self.clock == CLOCK_EVENT:
+                latest = max((self.store[c].last_event_ms for c in lane.customers), default=None)
+                if latest:
+                    lane.set_clock(latest)
+            for population in lane.populations.values():
+                population.cuts = population.compute_cuts()
+            if lane.groups:
+                self._refill_groups(lane)
+        at = lane.clock_day * MS_PER_DAY
+        changes = self._run_due(lane, lane.clock_day) if lane.clock_ms is not None else []
+        changes += self._reevaluate(lane, self._off_cuts(lane), "population", at)
+        if lane.rules_version != self.rules.version:
+            changes += self._reevaluate(lane, sorted(lane.customers), "rules", lane.clock_ms or 0)
+            lane.rules_version = self.rules.version
+        return changes + self._refresh_if_stale(lane)
+
+    def _off_cuts(self, lane: Lane) -> list[str]:
+        """Customers whose stored quantile scores differ from the lane's current cut points."""
+        moved: list[str] = []
+        populations = lane.populations
+        for customer_id in sorted(lane.customers):
+            known = self.store[customer_id].quantiles
+            for s in self._quantile_scores:
+                item = known.get(s.name)
+                if item is None or s.from_cuts(item[0], populations[s.field].cuts) != item[1]:
+                    moved.append(customer_id)
+                    break
+        return moved
+
+    def release_partition(self, partition: int) -> None:
+        """Forget the customers and the lane of a partition this process no longer owns."""
+        lane = self.lanes.pop(partition, None)
+        if lane is None:
+            return
+        for customer_id in lane.customers:
+            st = self.store.pop(customer_id, None)
+            self.partition_of.pop(customer_id, None)
+            if st is not None:
+                for name, value in st.segments.items():
+                    self._count(name, value, -1)
+
+    def segments_of(self, customer_id: str) -> dict[str, Any] | None:
+        st = self.store.get(customer_id)
+        if st is None:
+            return None
+        return {
+            name: st.segments.get(name, False if name in self.rules.flags else None)
+            for name in self.rules.segment_names
+        }
+
+    def explain(self, customer_id: str) -> dict[str, Any] | None:
+        """State, segments, and for each family which tier conditions hold."""
+        st = self.store.get(customer_id)
+        if st is None:
+            return None
+        values = self.values(st)
+        rules = self.rules
+        lane = self.lanes[self.partition_of[customer_id]]
+        return {
+            "customer_id": customer_id,
+            "as_of": to_rfc3339(lane.clock_ms or 0),
+            "rules_version": rules.version,
+            "state": {
+                k: v for k, v in values.items() if k not in rules.families and k not in rules.flags
+            },
+            "segments": self.segments_of(customer_id),
+            "families": {
+                name: [
+                    {"tier": t.name, "when": t.source, "holds": t.holds(values)}
+                    | _playbook_fields(t.playbook)
+                    for t in fam.tiers
+                ]
+                for name, fam in rules.families.items()
+            },
+            "flags": {
+                name: {"when": f.source, "holds": f.holds(values)} | _playbook_fields(f.playbook)
+                for name, f in rules.flags.items()
+            },
+        }
+
+    def member_counts(self) -> dict[str, dict[str, int]]:
+        """Customers per segment, kept as segments change (a /metrics scrape is O(segments))."""
+        counts: dict[str, dict[str, int]] = {name: {} for name in self.rules.segment_names}
+        for (name, tier), n in self._members.items():
+            if n and name in counts:
+                counts[name][tier] = n
+        return counts
+
+
+def _digest(customer_id: str) -> str:
+    """What an erased customer leaves behind: 16 hex digits, not its id."""
+    return blake2b(customer_id.encode(), digest_size=8).hexdigest()
+
+
+def _playbook_fields(playbook: Playbook) -> dict[str, str | None]:
+    return {"action": playbook.action, "owner": playbook.owner, "touch": playbook.touch}
