@@ -1,10 +1,12 @@
 """The core as it stood before issue 15 ("Core at stream speed"), frozen as the reference.
 
 ``engine.py``, ``state.py`` and ``population.py`` are copies of ``segstream.core``'s modules at
-commit 65743e8, changed only to import each other. The production core is being rewritten for
-speed (running window aggregates, fewer evaluations); ``tests/unit/test_reference_equality.py``
-runs random streams through both and asserts that every change (all fields, in order), every
-stored state (``dump_state`` bytes) and every lane record are the same.
+commit a7e6387 (re-frozen there, once issues 12, 14 and 16 had landed: groups, shadow rule
+sets, timelines, hysteresis), changed only to import each other. The production core is
+being rewritten for speed (running window aggregates, fewer evaluations);
+``tests/unit/test_reference_equality.py`` runs random streams through both and asserts that
+every change (all fields, in order), every stored state (``dump_state`` bytes) and every lane
+record are the same.
 
 Do not "fix" these files: they define today's behaviour. A deliberate change of semantics in
 the production core is made here too, in the same commit, and says so.

@@ -16,6 +16,7 @@ it emits any change, so a crash never makes it decide twice (docs/runtime.md, "D
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 from bisect import bisect_right
 from collections import Counter
@@ -35,7 +36,8 @@ from segstream.core.contracts import (
 from segstream.core.groups import GroupLane, GroupSpec, contribution
 from segstream.core.partitioning import partition_for
 from segstream.core.rulelang import RuleSet
-from segstream.core.rulelang.ruleset import NO_PLAYBOOK, Playbook
+from segstream.core.rulelang.ruleset import NO_PLAYBOOK, Condition, Family, Playbook, Score
+from segstream.core.shadow import ShadowReport, compare, label
 from segstream.core.timeutil import (
     DEFAULT_MAX_FUTURE_SKEW_MS,
     MS_PER_DAY,
@@ -45,6 +47,8 @@ from segstream.core.timeutil import (
 )
 from tests.reference.population import Population
 from tests.reference.state import (
+    CAUSE_KINDS,
+    CHANGE_KINDS,
     DAY_COUNTERS,
     DEFAULT_LIMITS,
     WINDOW_GROUPS,
@@ -149,6 +153,35 @@ class Lane:
         }
 
 
+_NONE: frozenset[str] = frozenset()
+_CHANGE_CODE = {kind: i for i, kind in enumerate(CHANGE_KINDS)}
+_CAUSE_CODE = {kind: i for i, kind in enumerate(CAUSE_KINDS)}
+
+
+@dataclass(frozen=True, slots=True)
+class Reading:
+    """What computing a rule set's values needs, prepared once per rule set: the live rules'
+    and a shadow set's values come from the same code."""
+
+    rules: RuleSet
+    attribute_defaults: dict[str, Any]
+    date_counters: list[tuple[str, str, int]]
+    bin_scores: list[Score]
+    quantile_scores: list[Score]
+    has_rfm: bool
+
+    @classmethod
+    def of(cls, rules: RuleSet) -> Reading:
+        return cls(
+            rules,
+            {a.name: a.default for a in rules.attributes.values()},
+            [(c, attribute, step) for c, (attribute, step) in rules.date_counters.items()],
+            [s for s in rules.scores.values() if not s.quantiles],
+            list(rules.quantile_scores),
+            {"r", "f", "m"} <= rules.scores.keys(),
+        )
+
+
 class Engine:
     """Per-customer state plus the compiled rules; the only implementation of every rule."""
 
@@ -184,6 +217,11 @@ class Engine:
         self.rejections: Counter[RejectReason] = Counter()
         self.evaluations = 0
         self._members: Counter[tuple[str, str]] = Counter()  # (segment name, tier) -> customers
+        self._shadow: ShadowReport | None = None
+        self._shadow_reading: Reading | None = None
+        self._shadow_segments: dict[str, dict[str, Any]] = {}
+        # (family, from, to, kind) -> transitions the shadow set made between evaluations
+        self.shadow_transitions: Counter[tuple[str, str, str, str]] = Counter()
         self._configure_rules()
 
     # -- lanes and clock ---------------------------------------------------------------------
@@ -475,6 +513,9 @@ class Engine:
         lane.dirty.discard(customer_id)
         for group in lane.groups.values():
             group.update(customer_id, None, {})
+        if self._shadow is not None:
+            self._shadow.forget(customer_id)
+            self._shadow_segments.pop(customer_id, None)
         if st.due_day is not None:
             lane.due.get(st.due_day, set()).discard(customer_id)
         for population in lane.populations.values():
@@ -497,29 +538,31 @@ class Engine:
         return self._values(st, self.lane(self.partition_for(st.customer_id)), compact=False)[0]
 
     def _values(
-        self, st: CustomerState, lane: Lane, *, compact: bool = True
+        self, st: CustomerState, lane: Lane, *, compact: bool = True, reading: Reading | None = None
     ) -> tuple[dict[str, Any], Exits]:
-        rules = self.rules
+        """Everything ``reading``'s rules (default: the live rules) read for one customer."""
+        r = self._reading if reading is None else reading
+        rules = r.rules
         day = lane.clock_day
         if compact:
-            st.compact(day, rules.windows, self.limits)
+            st.compact(day, self.rules.windows, self.limits)
             self._take_limit_hits(st)
-        values, exits = st.values(day, rules.windows, self._watch)
-        values.update(self._attribute_defaults)
+        values, exits = st.values(day, rules.windows, self._watch if reading is None else _NONE)
+        values.update(r.attribute_defaults)
         declared = rules.attributes
         for name, item in st.attrs.items():
             attr = declared.get(name)
             if attr is not None and item[2] is not None:
                 values[name] = attr.coerce(item[2])
-        for counter, attribute, step in self._date_counters:
+        for counter, attribute, step in r.date_counters:
             date = values[attribute]
             values[counter] = None if date is None else (day - date) * step
-        for score in self._bin_scores:
+        for score in r.bin_scores:
             values[score.name] = score.from_bins(values[score.field])
         populations = lane.populations
-        for score in self._quantile_scores:
+        for score in r.quantile_scores:
             values[score.name] = score.from_cuts(values[score.field], populations[score.field].cuts)
-        if self._has_rfm:
+        if r.has_rfm:
             values["rfm"] = f"{values['r']}{values['f']}{values['m']}"
         rules.evaluate(values)
         return values, exits
@@ -535,10 +578,19 @@ class Engine:
             st.quantiles = {
                 s.name: (values[s.field], values[s.name]) for s in self._quantile_scores
             }
-        self._schedule(lane, st, self._next_change_day(lane.clock_day, values, exits))
+        if self._held:
+            self._hold(st, values, lane.clock_day)
         changes = self._diff(st, values, cause, event_id, at_ms)
+        due = self._next_change_day(lane.clock_day, values, exits)
+        if self._dwelling:
+            until = self._dwell_ends(st, lane.clock_day)
+            if until is not None and (due is None or until < due):
+                due = until
+        self._schedule(lane, st, due)
         if lane.groups:
             self._group_update(st, lane)
+        if self._shadow is not None:
+            self._observe_shadow(st, lane)
         lane.dirty.add(st.customer_id)
         lane.fresh += changes
         return changes
@@ -572,6 +624,8 @@ class Engine:
                 condition = family.tiers[family.rank(old)]
                 failed = None if condition.holds(values) else condition.source
             segments[name] = new
+            if name in self._dwelling:
+                self._enter(st, name, new is not None, at_ms)
             changes.append(
                 self._change(
                     st,
@@ -595,6 +649,8 @@ class Engine:
             self._count(name, new_flag, 1)
             self._count(name, old_flag, -1)
             segments[name] = new_flag
+            if name in self._dwelling:
+                self._enter(st, name, new_flag, at_ms)
             kind = "entered" if new_flag else "exited"
             changes.append(
                 self._change(
@@ -662,6 +718,7 @@ class Engine:
         key = "\x1f".join(map(str, parts))
         reads = self.rules.reads.get(family, ())
         playbook = self._playbooks.get((family, segment), NO_PLAYBOOK)
+        self._remember(st, (at_ms, family, old, new, _CHANGE_CODE[kind], _CAUSE_CODE[cause]))
         return {
             "event_id": blake2b(key.encode(), digest_size=16).hexdigest(),
             "customer_id": st.customer_id,
@@ -754,16 +811,214 @@ class Engine:
         lane.snapshots[group] = period
         lane.touched = True
 
+    # -- shadow rule sets --------------------------------------------------------------------
+
+    def set_shadow(self, rules: RuleSet | None) -> None:
+        """Evaluate ``rules`` beside the live set from now on (None: stop). Customers are
+        compared as they are evaluated; :meth:`observe_shadow` compares the others."""
+        self._shadow = self._shadow_reading = None
+        self._shadow_segments = {}
+        if rules is None or rules.version == self.rules.version:
+            return
+        for score in rules.quantile_scores:
+            if self._wanted.get(score.field) != score.quantiles:
+                raise ValueError(
+                    f"shadow rule set {rules.version}: quantile score {score.name!r} ranks"
+                    f" {score.field} in {score.quantiles} quantiles, which the live rules do not;"
+                    " a shadow set may rank only what the live set ranks, in as many quantiles"
+                )
+        self._shadow = ShadowReport(self.rules, rules)
+        self._shadow_reading = Reading.of(rules)
+
+    @property
+    def shadow_rules(self) -> RuleSet | None:
+        return None if self._shadow is None else self._shadow.rules
+
+    def observe_shadow(self, customer_ids: Iterable[str]) -> None:
+        for customer_id in customer_ids:
+            st = self.store.get(customer_id)
+            if st is not None and self._shadow is not None:
+                self._observe_shadow(st, self.lanes[self.partition_of[customer_id]])
+
+    def _observe_shadow(self, st: CustomerState, lane: Lane) -> None:
+        shadow, reading = self._shadow, self._shadow_reading
+        assert shadow is not None and reading is not None
+        values, _ = self._values(st, lane, compact=False, reading=reading)
+        segments = {name: values[name] for name in shadow.rules.segment_names}
+        before = self._shadow_segments.get(st.customer_id)
+        if before is not None:
+            for name, old, new, kind in compare(shadow.rules, shadow.rules, before, segments):
+                self.shadow_transitions[(name, label(old), label(new), kind)] += 1
+        self._shadow_segments[st.customer_id] = segments
+        shadow.observe(st.customer_id, st.segments, segments)
+
+    def shadow_report(self) -> dict[str, Any] | None:
+        """What promoting the shadow set now would move, per segment (None: no shadow set)."""
+        return None if self._shadow is None else self._shadow.summary()
+
+    def take_shadow_transitions(self) -> dict[tuple[str, str, str, str], int]:
+        taken = dict(self.shadow_transitions)
+        self.shadow_transitions.clear()
+        return taken
+
+    # -- hysteresis and dwell ----------------------------------------------------------------
+
+    def _hold(self, st: CustomerState, values: dict[str, Any], day: int) -> None:
+        """Keep a member in its segment while the segment's ``stay_while`` holds, or for its
+        ``min_days``. Only exits and downgrades are held back: an upgrade always happens."""
+        segments = st.segments
+        for name, held in self._held:
+            current = segments.get(name)
+            new = values[name]
+            if isinstance(held, Family):
+                if not isinstance(current, str) or current == new or current not in held.ranks:
+                    continue
+                if new is not None and held.rank(new) < held.rank(current):
+                    continue
+                condition = held.tiers[held.rank(current)]
+            else:
+                if new or current is not True:
+                    continue
+                condition = held
+            stay = condition.stay
+            if (stay is not None and stay.holds(values)) or self._in_dwell(
+                st, name, condition.min_days, day
+            ):
+                values[name] = current
+
+    @staticmethod
+    def _in_dwell(st: CustomerState, name: str, min_days: int, day: int) -> bool:
+        entered = st.entered.get(name)
+        return bool(min_days) and entered is not None and day - entered < min_days
+
+    def _enter(self, st: CustomerState, name: str, member: bool, at_ms: int) -> None:
+        if member:
+            st.entered[name] = day_of(at_ms)
+        else:
+            st.entered.pop(name, None)
+
+    def _dwell_ends(self, st: CustomerState, day: int) -> int | None:
+        """The first day a dwell of the customer's current segments ends (it may then exit)."""
+        best: int | None = None
+        for name, entered in st.entered.items():
+            min_days = self._min_days_of(name, st.segments.get(name))
+            end = entered + min_days
+            if min_days and end > day and (best is None or end < best):
+                best = end
+        return best
+
+    def _min_days_of(self, name: str, value: Any) -> int:
+        rules = self.rules
+        if name in rules.flags:
+            return rules.flags[name].min_days
+        family = rules.families.get(name)
+        if family is None or not isinstance(value, str) or value not in family.ranks:
+            return 0
+        return family.tiers[family.rank(value)].min_days
+
+    # -- membership timeline -----------------------------------------------------------------
+
+    def _remember(self, st: CustomerState, entry: tuple[int, str, Any, Any, int, int]) -> None:
+        limits = self.limits
+        if not limits.timeline_length or not limits.timeline_days:
+            return
+        timeline = st.timeline
+        timeline.append(entry)
+        oldest = entry[0] - limits.timeline_days * MS_PER_DAY
+        drop = max(len(timeline) - limits.timeline_length, 0)
+        while drop < len(timeline) and timeline[drop][0] < oldest:
+            drop += 1
+        if drop:
+            del timeline[:drop]
+
+    def _condition_of(self, name: str, value: Any) -> str | None:
+        """The current rules' condition of a segment value (what holds for a member)."""
+        rules = self.rules
+        if name in rules.flags:
+            return rules.flags[name].source if value is True else None
+        family = rules.families.get(name)
+        if family is None or not isinstance(value, str) or value not in family.ranks:
+            return None
+        return family.tiers[family.rank(value)].source
+
+    def timeline(self, customer_id: str) -> list[dict[str, Any]] | None:
+        """A customer's latest transitions, oldest first (None: unknown customer)."""
+        st = self.store.get(customer_id)
+        if st is None:
+            return None
+        return [
+            {
+                "at": to_rfc3339(at),
+                "segment": name,
+                "from": old,
+                "to": new,
+                "change": CHANGE_KINDS[kind],
+                "cause": CAUSE_KINDS[cause],
+                "matched": self._condition_of(name, new),
+            }
+            for at, name, old, new, kind, cause in st.timeline
+        ]
+
+    def segments_at(self, customer_id: str, at_ms: int) -> dict[str, Any] | None:
+        """Which segments a customer was in at ``at_ms``, and why, from its timeline.
+
+        The timeline keeps the latest transitions, so it answers for any time from its oldest
+        entry on (and for any time at all while nothing was dropped): a segment's value then is
+        the ``from`` of its first transition after ``at_ms``, or, without one, its value now;
+        the transition before ``at_ms``, if kept, says since when and which condition matched.
+        For an earlier time ``complete`` is false and every value unknown (null)."""
+        st = self.store.get(customer_id)
+        if st is None:
+            return None
+        timeline = st.timeline
+        full = st.seq == len(timeline)  # no transition was ever dropped
+        covered = full or (bool(timeline) and timeline[0][0] <= at_ms)
+        segments: dict[str, Any] = {}
+        for name in self.rules.segment_names:
+            if not covered:
+                segments[name] = {"value": None, "known": False}
+                continue
+            mine = [t for t in timeline if t[1] == name]
+            after = next((t for t in mine if t[0] > at_ms), None)
+            before = [t for t in mine if t[0] <= at_ms]
+            default = False if name in self.rules.flags else None
+            value = after[2] if after is not None else st.segments.get(name, default)
+            entry: dict[str, Any] = {"value": value, "known": True}
+            if before:
+                at, _, _, new, kind, cause = before[-1]
+                entry |= {"since": to_rfc3339(at), "change": CHANGE_KINDS[kind]}
+                entry |= {"cause": CAUSE_KINDS[cause], "matched": self._condition_of(name, new)}
+            segments[name] = entry
+        return {
+            "customer_id": customer_id,
+            "at": to_rfc3339(at_ms),
+            "complete": covered,
+            "segments": segments,
+        }
+
     # -- population --------------------------------------------------------------------------
 
     def _configure_rules(self) -> None:
         """Precompute, per rule set, what the per-customer path needs (built once, not per event),
         including which clock-driven changes can matter to the rules."""
         rules = self.rules
-        self._attribute_defaults = {a.name: a.default for a in rules.attributes.values()}
+        self._reading = Reading.of(rules)
+        # segments with hysteresis (a tier's or flag's stay_while or min_days), and those
+        # whose entry day is kept for a min_days dwell
+        self._held: list[tuple[str, Family | Condition]] = [
+            (name, family)
+            for name, family in rules.families.items()
+            if any(t.stay is not None or t.min_days for t in family.tiers)
+        ] + [
+            (name, flag)
+            for name, flag in rules.flags.items()
+            if flag.stay is not None or flag.min_days
+        ]
+        self._dwelling = frozenset(
+            [n for n, f in rules.families.items() if any(t.min_days for t in f.tiers)]
+            + [n for n, f in rules.flags.items() if f.min_days]
+        )
         self._segment_set = frozenset(rules.segment_names)
-        self._bin_scores = [s for s in rules.scores.values() if not s.quantiles]
-        self._has_rfm = {"r", "f", "m"} <= rules.scores.keys()
         used, opaque, bounds = rules.used_fields, rules.opaque_fields, rules.boundaries
         self._every_exit: list[str] = []
         self._boundary_exit: list[tuple[str, str, tuple[int, ...]]] = []
@@ -782,9 +1037,7 @@ class Engine:
             for c in DAY_COUNTERS
             if c in opaque or c in bounds
         ]
-        self._date_counters = [
-            (counter, attribute, step) for counter, (attribute, step) in rules.date_counters.items()
-        ]
+        self._date_counters = self._reading.date_counters
         self._counters += [
             (c, c in opaque, bounds.get(c, ()), step)
             for c, _, step in self._date_counters
@@ -876,6 +1129,12 @@ class Engine:
         cut points describe the whole partition, not the customers re-evaluated first."""
         self.rules = rules
         self._configure_rules()
+        shadow, self._shadow = self._shadow, None
+        if shadow is not None and shadow.rules.version != rules.version:
+            # the customers' re-evaluation under the new rules compares them again; a set no
+            # longer comparable with the new live rules is dropped
+            with contextlib.suppress(ValueError):
+                self.set_shadow(shadow.rules)
         for lane in self.lanes.values():
             added = self._configure_lane(lane)
             if added:
@@ -991,6 +1250,8 @@ class Engine:
         self._schedule(lane, st, due)
         if lane.groups and lane.clock_ms is not None:
             self._group_update(st, lane)
+        if self._shadow is not None:
+            self._observe_shadow(st, lane)
 
     def settle_adopted(self, partition: int, *, had_record: bool) -> list[Change]:
         """After a lane's customers were adopted: finish what its last commit left half done.
@@ -1036,6 +1297,10 @@ class Engine:
         lane = self.lanes.pop(partition, None)
         if lane is None:
             return
+        if self._shadow is not None:
+            self._shadow.forget_all(lane.customers)
+            for customer_id in lane.customers:
+                self._shadow_segments.pop(customer_id, None)
         for customer_id in lane.customers:
             st = self.store.pop(customer_id, None)
             self.partition_of.pop(customer_id, None)
@@ -1080,6 +1345,7 @@ class Engine:
                 name: {"when": f.source, "holds": f.holds(values)} | _playbook_fields(f.playbook)
                 for name, f in rules.flags.items()
             },
+            "timeline": self.timeline(customer_id),
         }
 
     def member_counts(self) -> dict[str, dict[str, int]]:

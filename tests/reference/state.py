@@ -54,6 +54,9 @@ STATE_FIELDS: dict[str, str] = {
     "csi": "float?",
     "nps": "float?",
 }
+# A timeline entry's change and cause, by index (docs/contracts.md, segment-change events).
+CHANGE_KINDS = ("entered", "exited", "upgraded", "downgraded")
+CAUSE_KINDS = ("event", "clock", "rules", "population", "erasure")
 # Counters that grow by one every day; the scheduler treats them specially.
 DAY_COUNTERS = ("recency_days", "tenure_days", "days_since_activity")
 
@@ -123,6 +126,10 @@ class Limits:
     # recognised only through the natural id of its order/ticket/survey/attribute. At least
     # the 60 days the activity counts read.
     event_id_memory_days: int = 2 * ACTIVITY_DAYS
+    # A customer's membership timeline (its latest transitions, for "which segments was it in
+    # at time T, and why"): at most this many, none older than ``timeline_days`` (0: none).
+    timeline_length: int = 16
+    timeline_days: int = 400
 
     def __post_init__(self) -> None:
         counts = (
@@ -130,6 +137,8 @@ class Limits:
             self.max_open_tickets,
             self.max_closed_ticket_ids,
             self.max_folded_ids,
+            self.timeline_length,
+            self.timeline_days,
         )
         if min(counts) < 0:
             raise ValueError("limits must not be negative")
@@ -152,6 +161,7 @@ class CustomerState:
         "compacted_day",
         "customer_id",
         "due_day",
+        "entered",
         "folded_amount",
         "folded_count",
         "folded_first_day",
@@ -167,6 +177,7 @@ class CustomerState:
         "seq",
         "surveys",
         "tickets",
+        "timeline",
     )
 
     def __init__(self, customer_id: str) -> None:
@@ -195,12 +206,19 @@ class CustomerState:
         self.last_event_ms = 0
         self.compacted_day = -(10**9)
         self.segments: dict[str, str | bool | None] = {}
+        # segment name -> the day the customer entered its current value, for segments with
+        # a min_days dwell (docs/rules.md, Hysteresis and dwell)
+        self.entered: dict[str, int] = {}
         self.seq = 0
         self.due_day: int | None = None
         # quantile score name -> (field value, score) at the last evaluation: what the
         # population held for this customer and which score its segments were computed with,
         # so a recovered customer is indexed without recomputing its state
         self.quantiles: dict[str, tuple[float | None, int]] = {}
+        # the latest transitions, oldest first: (at ms, segment name, from, to, index of the
+        # change in CHANGE_KINDS, of the cause in CAUSE_KINDS): compact, it is stored with
+        # every write of the customer; bounded by Limits.timeline_length and timeline_days
+        self.timeline: list[tuple[int, str, Any, Any, int, int]] = []
         # Not state: how often each limit dropped something since the engine last took the
         # counts (:meth:`take_limit_hits`), for a metric. Not stored, not compared.
         self.limit_hits: dict[str, int] = {}
@@ -548,6 +566,8 @@ def dump_state(st: CustomerState) -> bytes:
         "seq": st.seq,
         "due_day": st.due_day,
         "quantiles": st.quantiles,
+        "timeline": st.timeline,
+        "entered": st.entered,
     }
     for name, empty in _EMPTY.items():
         if data[name] == empty and type(data[name]) is type(empty):
@@ -575,6 +595,8 @@ _EMPTY: dict[str, Any] = {
     "seq": 0,
     "due_day": None,
     "quantiles": {},
+    "timeline": [],
+    "entered": {},
 }
 
 
@@ -606,6 +628,8 @@ def load_state(raw: bytes) -> CustomerState:
     st.seq = get("seq", 0)
     st.due_day = get("due_day")
     st.quantiles = {k: (q[0], q[1]) for k, q in get("quantiles", {}).items()}
+    st.timeline = [(t[0], t[1], t[2], t[3], t[4], t[5]) for t in get("timeline", ())]
+    st.entered = get("entered", {})
     return st
 
 
