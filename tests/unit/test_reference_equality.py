@@ -28,6 +28,7 @@ from segstream.core.timeutil import MS_PER_DAY, to_rfc3339
 from tests.reference import engine as reference
 from tests.reference import state as reference_state
 from tests.unit.factories import DAY0, ROOT
+from tests.unit.test_state_recovery import WINDOWS, bodies, parsed
 
 CUSTOMERS = ("A", "B", "C", "D", "E", "F", "G", "H")
 ORDER_IDS = ("o1", "o2", "o3", "o4", "o5", "o6", "o7", "o8")
@@ -379,6 +380,7 @@ def run_both(scenario: Scenario) -> None:
         assert said(mine.step(step)) == said(theirs.step(step)), f"step {number}: {step[0]}"
     assert said(mine.commit()) == said(theirs.commit()), "final commit"
     assert said(mine.final()) == said(theirs.final())
+    assert production_state._NO_DAYS == [] and production_state._NO_SURVEYS == []  # unfilled
 
 
 EQUALITY = settings(
@@ -413,3 +415,52 @@ def test_the_core_equals_the_reference_on_a_synthetic_feed() -> None:
         steps.append(("commit",) if start % 2000 else ("recover",))
     steps += [("refresh",), ("rules", "rich"), ("advance", 10_000), ("rules", "default")]
     run_both(Scenario(4, False, "default", "default", tuple(steps)))
+
+
+@settings(
+    max_examples=120,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+@seed(15)
+@given(
+    bodies(),
+    st.sampled_from(WINDOWS),
+    st.sampled_from(sorted(LIMITS)),
+    st.lists(st.integers(-40, 400), min_size=1, max_size=40),
+)
+def test_running_window_values_equal_the_reference_recount(
+    batch: list[dict[str, Any]], windows: Any, limits: str, reads: list[int]
+) -> None:
+    """One customer's state, read at the engine's clock and at other days (later: items age
+    out; earlier than the last read: recounted), equals the reference state's recount: every
+    value, and every exit day of every window group (the scheduler's input)."""
+    mine = production_state.CustomerState("C1")
+    theirs = reference_state.CustomerState("C1")
+    my_limits = production_state.Limits(**LIMITS[limits])
+    their_limits = reference_state.Limits(**LIMITS[limits])
+    clock = DAY0
+    for number, body in enumerate(batch):
+        event = parsed(body)
+        clock = max(clock, event.occurred_at // MS_PER_DAY)
+        assert mine.apply(event, clock, windows, my_limits) == theirs.apply(
+            event, clock, windows, their_limits
+        )
+        mine.compact(clock, windows, my_limits)
+        theirs.compact(clock, windows, their_limits)
+        for day in (clock, clock + reads[number % len(reads)]):
+            read_both(mine, theirs, day, windows)
+        assert production_state.dump_state(mine) == reference_state.dump_state(theirs)
+    for day in range(clock, clock + 400):  # every day: each item leaves on its very day
+        read_both(mine, theirs, day, windows)
+
+
+def read_both(mine: Any, theirs: Any, day: int, windows: Any) -> None:
+    groups = frozenset(production_state.WINDOW_GROUPS)
+    values, exits = mine.values(day, windows, groups)
+    expected, expected_exits = theirs.values(day, windows, groups)
+    assert said(values) == said(expected), day
+    assert {g: sorted(d) for g, d in exits.items()} == {
+        g: sorted(d) for g, d in expected_exits.items()
+    }, day

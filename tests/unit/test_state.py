@@ -77,6 +77,20 @@ def test_refund_removes_the_order_whichever_arrives_first() -> None:
         assert values["orders_total"] == 1
 
 
+def test_amounts_whose_sums_round_are_summed_in_the_orders_order() -> None:
+    """Decimal keeps 28 digits: a + a rounds, so a running total that adds a twice and takes
+    it away twice would keep 1e-13 of nothing. Such amounts are summed afresh, as always."""
+    big = "999999999999999.9999999999999"
+    values = values_after(
+        order(order_id="o1", amount=big),
+        order(order_id="o2", amount=big),
+        order(order_id="o1", amount=0, status="refunded", day=1),
+        order(order_id="o2", amount=0, status="refunded", day=1),
+    )
+    assert values["monetary_total"] == 0.0 and values["monetary"] == 0.0
+    assert values["orders_total"] == 0
+
+
 def test_duplicate_events_count_once() -> None:
     first = order(order_id="o1", amount=20)
     survey = event("survey", score=9)

@@ -44,8 +44,8 @@ from segstream.core.state import (
     DEFAULT_LIMITS,
     WINDOW_GROUPS,
     CustomerState,
-    Exits,
     Limits,
+    Windowed,
 )
 from segstream.core.timeutil import (
     DEFAULT_MAX_FUTURE_SKEW_MS,
@@ -151,7 +151,6 @@ class Lane:
         }
 
 
-_NONE: frozenset[str] = frozenset()
 _CHANGE_CODE = {kind: i for i, kind in enumerate(CHANGE_KINDS)}
 _CAUSE_CODE = {kind: i for i, kind in enumerate(CAUSE_KINDS)}
 
@@ -295,7 +294,9 @@ class Engine:
                 heapq.heappush(lane.due_days, day)
             members.add(st.customer_id)
 
-    def _next_change_day(self, today: int, values: dict[str, Any], exits: Exits) -> int | None:
+    def _next_change_day(
+        self, today: int, values: dict[str, Any], windowed: Windowed
+    ) -> int | None:
         """The first day after today on which a rule reading a time-dependent value may flip.
 
         Window counts compared only with literals matter when they cross a boundary, so a
@@ -304,22 +305,17 @@ class Engine:
         """
         best: int | None = None
         for group in self._every_exit:
-            days = exits[group]
-            if days:
-                first = min(days)
-                if best is None or first < best:
-                    best = first
+            first = windowed.first_exit(group)
+            if first is not None and (best is None or first < best):
+                best = first
         for group, count, bounds in self._boundary_exit:
-            days = exits[group]
-            value = values[count]
+            value = values[count]  # the group's items in its window
             i = bisect_right(bounds, value)
-            if i == 0 or not days:
+            if i == 0:
                 continue
-            k = value - bounds[i - 1] + 1
-            if k <= len(days):
-                day = heapq.nsmallest(k, days)[-1]
-                if best is None or day < best:
-                    best = day
+            day = windowed.kth_exit(group, value - bounds[i - 1] + 1)
+            if day is not None and (best is None or day < best):
+                best = day
         for counter, every_day, bounds, step in self._counters:
             value = values[counter]
             if value is None:
@@ -537,7 +533,7 @@ class Engine:
 
     def _values(
         self, st: CustomerState, lane: Lane, *, compact: bool = True, reading: Reading | None = None
-    ) -> tuple[dict[str, Any], Exits]:
+    ) -> tuple[dict[str, Any], Windowed]:
         """Everything ``reading``'s rules (default: the live rules) read for one customer."""
         r = self._reading if reading is None else reading
         rules = r.rules
@@ -545,7 +541,7 @@ class Engine:
         if compact:
             st.compact(day, self.rules.windows, self.limits)
             self._take_limit_hits(st)
-        values, exits = st.values(day, rules.windows, self._watch if reading is None else _NONE)
+        values, windowed = st.read(day, rules.windows)
         values.update(r.attribute_defaults)
         declared = rules.attributes
         for name, item in st.attrs.items():
@@ -563,13 +559,13 @@ class Engine:
         if r.has_rfm:
             values["rfm"] = f"{values['r']}{values['f']}{values['m']}"
         rules.evaluate(values)
-        return values, exits
+        return values, windowed
 
     def _evaluate(
         self, st: CustomerState, lane: Lane, cause: str, event_id: str | None, at_ms: int
     ) -> list[Change]:
         self.evaluations += 1
-        values, exits = self._values(st, lane)
+        values, windowed = self._values(st, lane)
         for field_name, population in lane.populations.items():
             population.set(st.customer_id, values[field_name])
         if self._quantile_scores:
@@ -579,7 +575,7 @@ class Engine:
         if self._held:
             self._hold(st, values, lane.clock_day)
         changes = self._diff(st, values, cause, event_id, at_ms)
-        due = self._next_change_day(lane.clock_day, values, exits)
+        due = self._next_change_day(lane.clock_day, values, windowed)
         if self._dwelling:
             until = self._dwell_ends(st, lane.clock_day)
             if until is not None and (due is None or until < due):
@@ -1241,7 +1237,7 @@ class Engine:
                 for s in self._quantile_scores:
                     lane.populations[s.field].load(st.customer_id, known[s.name][0])
             else:  # stored by an older version or under other rules: recompute
-                values, _ = st.values(lane.clock_day, self.rules.windows, self._watch)
+                values, _ = st.read(lane.clock_day, self.rules.windows)
                 for field_name, population in lane.populations.items():
                     population.load(st.customer_id, values[field_name])
         due, st.due_day = st.due_day, None  # not indexed in this process yet

@@ -6,11 +6,17 @@ any order, any number of times, gives the same state. Memory stays bounded becau
 :meth:`CustomerState.compact` folds orders older than the retention horizon into totals and
 drops items that no window can see any more; :class:`Limits` caps what a misbehaving producer
 could otherwise grow without end (attribute names, open tickets, remembered ids).
+
+What rules read comes from an index of the items' days (:class:`Windowed`), kept sorted as
+items arrive, change and go: a window is a slice of it found by bisection, so a read does not
+walk the items and nothing is done as days pass. The index is derived from the items, never
+stored: a loaded state builds it on its first read.
 """
 
 from __future__ import annotations
 
 import heapq
+from bisect import bisect_left, insort
 from dataclasses import dataclass, field
 from decimal import Decimal
 from hashlib import blake2b
@@ -176,6 +182,7 @@ class CustomerState:
         "surveys",
         "tickets",
         "timeline",
+        "windowed",
     )
 
     def __init__(self, customer_id: str) -> None:
@@ -220,6 +227,10 @@ class CustomerState:
         # Not state: how often each limit dropped something since the engine last took the
         # counts (:meth:`take_limit_hits`), for a metric. Not stored, not compared.
         self.limit_hits: dict[str, int] = {}
+        # Not state: the index of the items' days the windows are read from, derived from the
+        # items above (built on the first read, then kept up to date by every change of an
+        # item). Not stored, not compared.
+        self.windowed: Windowed | None = None
 
     def take_limit_hits(self) -> dict[str, int]:
         """The limit counts since the last call, then zero; empty when no limit bit."""
@@ -242,6 +253,8 @@ class CustomerState:
         changed = False
         if clock_day - day < limits.event_id_memory_days:
             self.activity[event.event_id] = day
+            if self.windowed is not None:
+                self.windowed.activity(day, 1)
             changed = True
         if self.last_activity_day is None or day > self.last_activity_day:
             self.last_activity_day = day
@@ -259,9 +272,12 @@ class CustomerState:
             # no window can see it, and compaction would drop it again (a late re-send)
             if clock_day - day < _survey_days(windows):
                 key = event.survey_id if event.survey_id is not None else "\x00" + event.event_id
-                changed |= _lww(
-                    self.surveys, key, (event.occurred_at, event.event_id, day, event.score)
-                )
+                old = self.surveys.get(key)
+                if old is None or (old[0], old[1]) < (event.occurred_at, event.event_id):
+                    self._windowed_survey(key, -1)
+                    self.surveys[key] = (event.occurred_at, event.event_id, day, event.score)
+                    self._windowed_survey(key, 1)
+                    changed = True
         elif isinstance(event, ProfileEvent):
             for name, value in event.attributes.items():
                 changed |= _lww(self.attrs, name, (event.occurred_at, event.event_id, value))
@@ -287,6 +303,7 @@ class CustomerState:
         if excess <= 0:
             return
         for _, _, ticket_id in heapq.nsmallest(excess, open_):
+            self._windowed_ticket(ticket_id, -1)
             del self.tickets[ticket_id]
         self._hit(LIMIT_OPEN_TICKETS, excess)
 
@@ -303,7 +320,9 @@ class CustomerState:
             known = self.refunds.get(event.order_id)
             if known is not None and known <= day:
                 return False
+            self._windowed_order(event.order_id, -1)
             self.refunds[event.order_id] = day
+            self._windowed_order(event.order_id, 1)
             return True
         if _digest(event.order_id) in self.folded_ids:
             return False
@@ -313,9 +332,13 @@ class CustomerState:
             self._fold(event.order_id, day, event.amount)
             self._cap_folded_ids(limits)
             return True
-        return _lww(
-            self.orders, event.order_id, (event.occurred_at, event.event_id, day, event.amount)
-        )
+        old = self.orders.get(event.order_id)
+        if old is not None and (old[0], old[1]) >= (event.occurred_at, event.event_id):
+            return False
+        self._windowed_order(event.order_id, -1)
+        self.orders[event.order_id] = (event.occurred_at, event.event_id, day, event.amount)
+        self._windowed_order(event.order_id, 1)
+        return True
 
     def _refunded(self, order_id: str, day: int, horizon: int) -> bool:
         """Refunded or cancelled within a horizon of the order's day (later ones do not undo
@@ -336,16 +359,50 @@ class CustomerState:
             # a horizon old, so this late one (a duplicate, a re-send) must not reopen it
             return False
         opened = day if event.status == "opened" else -1
+        record: tuple[int, str, str, int]
         if old is not None:
             if old[3] >= 0 and (opened < 0 or old[3] < opened):
                 opened = old[3]
             if (old[0], old[1]) >= (event.occurred_at, event.event_id):
                 if opened == old[3]:
                     return False
-                self.tickets[event.ticket_id] = (old[0], old[1], old[2], opened)
-                return True
-        self.tickets[event.ticket_id] = (event.occurred_at, event.event_id, event.status, opened)
+                record = (old[0], old[1], old[2], opened)
+            else:
+                record = (event.occurred_at, event.event_id, event.status, opened)
+        else:
+            record = (event.occurred_at, event.event_id, event.status, opened)
+        self._windowed_ticket(event.ticket_id, -1)
+        self.tickets[event.ticket_id] = record
+        self._windowed_ticket(event.ticket_id, 1)
         return True
+
+    # -- keeping the window index (an item is taken out before it changes, put back after) ----
+
+    def _windowed_order(self, order_id: str, sign: int) -> None:
+        windowed = self.windowed
+        if windowed is None:
+            return
+        order = self.orders.get(order_id)
+        if order is None:
+            return
+        refunded = self.refunds.get(order_id)
+        if refunded is not None and refunded - order[2] < windowed.horizon:
+            return  # not counted (see :meth:`_refunded`)
+        windowed.order(order[2], sign)
+
+    def _windowed_ticket(self, ticket_id: str, sign: int) -> None:
+        windowed = self.windowed
+        if windowed is not None:
+            ticket = self.tickets.get(ticket_id)
+            if ticket is not None:
+                windowed.ticket(ticket[2] != "closed", ticket[3], sign)
+
+    def _windowed_survey(self, key: str, sign: int) -> None:
+        windowed = self.windowed
+        if windowed is not None:
+            survey = self.surveys.get(key)
+            if survey is not None:
+                windowed.survey(survey, sign)
 
     def _fold(self, order_id: str, day: int, amount: Decimal) -> None:
         self.folded_ids.add(_digest(order_id))
@@ -368,6 +425,7 @@ class CustomerState:
         held = horizon + LATE_DAYS
         for order_id, (_, _, day, amount) in list(self.orders.items()):
             if clock_day - day >= held:
+                self._windowed_order(order_id, -1)
                 del self.orders[order_id]
                 if self._refunded(order_id, day, horizon):
                     del self.refunds[order_id]
@@ -381,16 +439,21 @@ class CustomerState:
         survey_days = _survey_days(windows)
         for key, survey in list(self.surveys.items()):
             if clock_day - survey[2] >= survey_days:
+                self._windowed_survey(key, -1)
                 del self.surveys[key]
         for ticket_id, (ms, _, status, opened) in list(self.tickets.items()):
             if status == "closed" and clock_day - max(day_of(ms), opened) >= horizon:
+                self._windowed_ticket(ticket_id, -1)
                 del self.tickets[ticket_id]
                 self.closed_ids.add(_digest(ticket_id))
         dropped = _keep_smallest(self.closed_ids, limits.max_closed_ticket_ids)
         self._hit(LIMIT_CLOSED_TICKET_IDS, dropped)
+        windowed = self.windowed
         for event_id, day in list(self.activity.items()):
             if clock_day - day >= limits.event_id_memory_days:
                 del self.activity[event_id]
+                if windowed is not None:
+                    windowed.activity(day, -1)
 
     # -- reading -----------------------------------------------------------------------------
 
@@ -399,111 +462,260 @@ class CustomerState:
     ) -> tuple[dict[str, Any], Exits]:
         """The state names rules read as of ``clock_day``, and for each window group in
         ``watch`` the days its current items leave it (so the scheduler knows when to look)."""
-        rfm_days = windows.rfm_days
-        csi_days = windows.csi_days
-        exits: Exits = {group: [] for group in watch}
-        x_rfm, x_o30, x_o90 = exits.get("rfm"), exits.get("o30"), exits.get("o90")
-        x_t30, x_s90, x_csi = exits.get("t30"), exits.get("s90"), exits.get("csi")
-        x_a30, x_a60 = exits.get("a30"), exits.get("a60")
-        frequency = orders_30d = orders_90d = counted = 0
-        monetary = ZERO
-        total = self.folded_amount
-        first = self.folded_first_day
-        last = self.folded_last_day
-        refunds = self.refunds
-        rfm_horizon = windows.horizon
-        for order_id, (_, _, day, amount) in self.orders.items():
-            refunded = refunds.get(order_id)
-            if refunded is not None and refunded - day < rfm_horizon:
-                continue
-            counted += 1
-            total += amount
-            if first is None or day < first:
-                first = day
-            if last is None or day > last:
-                last = day
-            age = clock_day - day
-            if age < rfm_days:  # each window on its own: rfm_days may be shorter than 90 or 30
-                frequency += 1
-                monetary += amount
-                if x_rfm is not None:
-                    x_rfm.append(day + rfm_days)
-            if age < 90:
-                orders_90d += 1
-                if x_o90 is not None:
-                    x_o90.append(day + 90)
-                if age < 30:
-                    orders_30d += 1
-                    if x_o30 is not None:
-                        x_o30.append(day + 30)
-        tickets_open = tickets_30d = 0
-        for _, _, status, opened in self.tickets.values():
-            if status != "closed":
-                tickets_open += 1
-            if opened >= 0 and clock_day - opened < 30:
-                tickets_30d += 1
-                if x_t30 is not None:
-                    x_t30.append(opened + 30)
-        promoters = detractors = responses = surveys_90d = nps_pro = nps_det = 0
-        last_score: int | None = None
-        last_key: tuple[int, str] | None = None
-        for ms, eid, day, score in self.surveys.values():
-            age = clock_day - day
-            if age < 90:
-                surveys_90d += 1
-                if x_s90 is not None:
-                    x_s90.append(day + 90)
-            if age < csi_days:
-                if x_csi is not None:
-                    x_csi.append(day + csi_days)
-                responses += 1
+        values, windowed = self.read(clock_day, windows)
+        return values, {group: windowed.exit_days(group) for group in watch}
+
+    def read(self, clock_day: int, windows: Windows) -> tuple[dict[str, Any], Windowed]:
+        """The state names rules read as of ``clock_day``, and the window index they come from
+        (whose :meth:`Windowed.first_exit` and :meth:`Windowed.kth_exit` say when items leave
+        their windows). Reading changes no item."""
+        w = self.windowed
+        if w is None or w.horizon != windows.horizon:
+            w = self._rebuild(windows)
+        rfm_days, csi_days = windows.rfm_days, windows.csi_days
+        w.day, w.rfm_days, w.csi_days = clock_day, rfm_days, csi_days
+        days = w.order_days
+        counted = len(days)
+        lo = bisect_left(days, clock_day - rfm_days + 1)
+        frequency = counted - lo
+        folded = self.folded_count
+        if w.money_version != w.version or w.money_lo != lo or w.money_folded != folded:
+            # summed again only when the counted orders, the RFM window's slice of them or the
+            # folded ones moved (Decimal sums round at 28 digits: always in the orders' order)
+            exact_monetary, exact_total = self._sums(clock_day, windows)
+            w.monetary, w.monetary_total = float(exact_monetary), float(exact_total)
+            w.money_version, w.money_lo, w.money_folded = w.version, lo, folded
+        if counted:
+            first: int | None = days[0]
+            last: int | None = days[-1]
+        else:
+            first = last = None
+        folded_first = self.folded_first_day
+        if folded_first is not None:
+            first = folded_first if first is None or folded_first < first else first
+            folded_last = self.folded_last_day
+            assert folded_last is not None
+            last = folded_last if last is None or folded_last > last else last
+        opened = w.opened_days
+        survey_days = w.survey_days
+        n_surveys = len(survey_days)
+        lo = bisect_left(survey_days, clock_day - csi_days + 1)
+        responses = n_surveys - lo
+        promoters = detractors = 0
+        if responses:
+            nps = 0
+            for survey in w.surveys[lo:]:
+                score = survey[3]
                 if score >= 8:
                     promoters += 1
                     if score >= 9:
-                        nps_pro += 1
+                        nps += 1
                 elif 1 <= score <= 3:
                     detractors += 1
                 if score <= 6:
-                    nps_det += 1
-                if last_key is None or (ms, eid) > last_key:
-                    last_key = (ms, eid)
-                    last_score = score
-        recent = previous = 0
-        for day in self.activity.values():
-            age = clock_day - day
-            if age < ACTIVITY_DAYS:
-                recent += 1
-                if x_a30 is not None:
-                    x_a30.append(day + ACTIVITY_DAYS)
-            elif age < 2 * ACTIVITY_DAYS:
-                previous += 1
-                if x_a60 is not None:
-                    x_a60.append(day + 2 * ACTIVITY_DAYS)
+                    nps -= 1
+            last_score: int | None = w.surveys[-1][3]  # the latest is dated last: inside
+            csi: float | None = promoters / max(detractors, 1)
+            nps_value: float | None = 100.0 * nps / responses
+        else:
+            last_score = csi = nps_value = None
+        activity = w.activity_days
+        n_activity = len(activity)
+        lo30 = bisect_left(activity, clock_day - ACTIVITY_DAYS + 1)
+        recent = n_activity - lo30
+        last_activity = self.last_activity_day
         values = {
             "recency_days": None if last is None else clock_day - last,
             "frequency": frequency,
-            "monetary": float(monetary),
+            "monetary": w.monetary,
             "orders_total": self.folded_count + counted,
-            "monetary_total": float(total),
+            "monetary_total": w.monetary_total,
             "tenure_days": None if first is None else clock_day - first,
-            "orders_30d": orders_30d,
-            "orders_90d": orders_90d,
-            "tickets_open": tickets_open,
-            "tickets_30d": tickets_30d,
-            "surveys_90d": surveys_90d,
+            "orders_30d": counted - bisect_left(days, clock_day - 29),
+            "orders_90d": counted - bisect_left(days, clock_day - 89),
+            "tickets_open": w.tickets_open,
+            "tickets_30d": len(opened) - bisect_left(opened, clock_day - 29),
+            "surveys_90d": n_surveys - bisect_left(survey_days, clock_day - 89),
             "activity_30d": recent,
-            "activity_trend": recent - previous,
-            "days_since_activity": (
-                None if self.last_activity_day is None else clock_day - self.last_activity_day
-            ),
+            "activity_trend": recent
+            - (lo30 - bisect_left(activity, clock_day - 2 * ACTIVITY_DAYS + 1)),
+            "days_since_activity": None if last_activity is None else clock_day - last_activity,
             "promoters": promoters,
             "detractors": detractors,
             "responses": responses,
             "last_score": last_score,
-            "csi": promoters / max(detractors, 1) if responses else None,
-            "nps": 100.0 * (nps_pro - nps_det) / responses if responses else None,
+            "csi": csi,
+            "nps": nps_value,
         }
-        return values, exits
+        return values, w
+
+    def _rebuild(self, windows: Windows) -> Windowed:
+        """The window index, from every item."""
+        w = self.windowed = Windowed(windows.horizon)
+        for order_id in self.orders:
+            self._windowed_order(order_id, 1)
+        for ticket_id in self.tickets:
+            self._windowed_ticket(ticket_id, 1)
+        for survey in self.surveys.values():
+            w.survey(survey, 1)
+        for day in self.activity.values():
+            w.activity(day, 1)
+        return w
+
+    def _sums(self, clock_day: int, windows: Windows) -> tuple[Decimal, Decimal]:
+        """Monetary and monetary_total, summed in the orders' order."""
+        monetary = ZERO
+        total = self.folded_amount
+        refunds = self.refunds
+        horizon = windows.horizon
+        rfm_days = windows.rfm_days
+        for order_id, (_, _, day, amount) in self.orders.items():
+            refunded = refunds.get(order_id)
+            if refunded is not None and refunded - day < horizon:
+                continue
+            total += amount
+            if clock_day - day < rfm_days:
+                monetary += amount
+        return monetary, total
+
+
+class Windowed:
+    """The days of a customer's items, sorted, for reading its windows at any day.
+
+    Every window is "younger than n days": its items as of day ``c`` are those dated from
+    ``c - n + 1`` on, a slice found by bisection, and an item dated ``d`` leaves it on day
+    ``d + n``. An item that arrives, changes or goes is added or removed (each change of the
+    items calls :meth:`order`, :meth:`ticket`, :meth:`survey` or :meth:`activity`), so a read
+    never walks the items and nothing is done as days pass. Derived, never stored; which orders
+    count depends on the horizon (a refund undoes an order within one), so it is rebuilt when
+    the horizon changes.
+    """
+
+    __slots__ = (
+        "activity_days",
+        "csi_days",
+        "day",
+        "horizon",
+        "monetary",
+        "monetary_total",
+        "money_folded",
+        "money_lo",
+        "money_version",
+        "opened_days",
+        "order_days",
+        "rfm_days",
+        "survey_days",
+        "surveys",
+        "tickets_open",
+        "version",
+    )
+
+    def __init__(self, horizon: int) -> None:
+        self.horizon = horizon
+        # the day and windows of the last read (the ones exits are asked about)
+        self.day = 0
+        self.rfm_days = self.csi_days = 0
+        # the days of the counted orders (not refunded within a horizon), sorted
+        self.order_days: list[int] = _NO_DAYS  # (shared empty lists until the first item)
+        self.version = 0  # counts the changes of the counted orders
+        # monetary and monetary_total as of (version, the RFM window's first index in
+        # order_days, folded orders)
+        self.monetary = self.monetary_total = 0.0
+        self.money_version = self.money_lo = self.money_folded = -1
+        self.tickets_open = 0
+        self.opened_days = _NO_DAYS  # of the tickets with an opened day
+        # the kept survey records, sorted by (occurred_at, event_id), so also by day
+        self.surveys: list[tuple[int, str, int, int]] = _NO_SURVEYS
+        self.survey_days = _NO_DAYS
+        self.activity_days = _NO_DAYS
+
+    # -- items in and out --------------------------------------------------------------------
+
+    def order(self, day: int, sign: int) -> None:
+        """A counted order comes (+1) or goes (-1)."""
+        self.version += 1
+        self.order_days = _moved(self.order_days, day, sign)
+
+    def ticket(self, is_open: bool, opened: int, sign: int) -> None:
+        if is_open:
+            self.tickets_open += sign
+        if opened >= 0:
+            self.opened_days = _moved(self.opened_days, opened, sign)
+
+    def survey(self, survey: tuple[int, str, int, int], sign: int) -> None:
+        if sign < 0:
+            self.surveys.remove(survey)
+        elif self.surveys is _NO_SURVEYS:
+            self.surveys = [survey]
+        else:
+            insort(self.surveys, survey)
+        self.survey_days = _moved(self.survey_days, survey[2], sign)
+
+    def activity(self, day: int, sign: int) -> None:
+        self.activity_days = _moved(self.activity_days, day, sign)
+
+    # -- when items leave their windows (as of the last read) ---------------------------------
+
+    def _window(self, group: str) -> tuple[list[int], int, int, int]:
+        """A window group's sorted days, the slice of them inside it, and its length."""
+        day = self.day
+        if group in ("rfm", "o30", "o90"):
+            days = self.order_days
+            length = self.rfm_days if group == "rfm" else _LENGTH[group]
+        elif group in ("s90", "csi"):
+            days = self.survey_days
+            length = self.csi_days if group == "csi" else _LENGTH[group]
+        elif group == "t30":
+            days, length = self.opened_days, 30
+        else:
+            days, length = self.activity_days, _LENGTH[group]
+            if group == "a60":  # 30 to 59 days old
+                lo = bisect_left(days, day - length + 1)
+                return days, lo, bisect_left(days, day - ACTIVITY_DAYS + 1), length
+        return days, bisect_left(days, day - length + 1), len(days), length
+
+    def first_exit(self, group: str) -> int | None:
+        """The first day an item of a window group leaves it."""
+        days, lo, hi, length = self._window(group)
+        return days[lo] + length if lo < hi else None
+
+    def kth_exit(self, group: str, k: int) -> int | None:
+        """The day the ``k``-th item (from 1) of a window group leaves it; None if fewer."""
+        days, lo, hi, length = self._window(group)
+        return days[lo + k - 1] + length if 0 < k <= hi - lo else None
+
+    def exit_days(self, group: str) -> list[int]:
+        """Every exit day of a window group, one per item, in order."""
+        days, lo, hi, length = self._window(group)
+        return [day + length for day in days[lo:hi]]
+
+
+def _moved(days: list[int], day: int, sign: int) -> list[int]:
+    """``days`` with ``day`` added (+1) or removed (-1), sorted."""
+    if sign < 0:
+        del days[bisect_left(days, day)]
+    elif days is _NO_DAYS:
+        return [day]
+    else:
+        insort(days, day)
+    return days
+
+
+# The lists of a Windowed without items of a kind: shared, never changed (a list is made on
+# the first item; most customers have no tickets or surveys).
+_NO_DAYS: list[int] = []
+_NO_SURVEYS: list[tuple[int, str, int, int]] = []
+
+
+# Days in the fixed-length windows, by group (rfm and csi are the rules' windows).
+_LENGTH = {
+    "o30": 30,
+    "o90": 90,
+    "t30": 30,
+    "s90": 90,
+    "a30": ACTIVITY_DAYS,
+    "a60": 2 * ACTIVITY_DAYS,
+}
 
 
 def _digest(natural_id: str) -> int:

@@ -33,10 +33,14 @@ def fields(state: CustomerState) -> dict[str, Any]:
     """A state's stored fields in JSON terms: decimals as text, sets sorted, tuples as lists."""
     out: dict[str, Any] = {}
     for name in sorted(type(state).__slots__):
-        if name == "limit_hits" or not hasattr(state, name):
+        if name in _NOT_STATE or not hasattr(state, name):
             continue
         out[name] = orjson.loads(orjson.dumps(getattr(state, name), default=_plain))
     return out
+
+
+# slots that are not stored: the limit counts for a metric, the window index (derived)
+_NOT_STATE = ("limit_hits", "windowed")
 
 
 def _plain(value: Any) -> Any:
