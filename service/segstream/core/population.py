@@ -49,8 +49,8 @@ class Population:
 
     def stale(self, fraction: float) -> bool:
         """Enough values moved since the last refresh to recompute the cut points."""
-        threshold = max(REFRESH_MIN_UPDATES, int(fraction * len(self.by_customer)))
-        return self.updates_since_refresh >= threshold
+        updates = self.updates_since_refresh  # checked after every event: the cheap test first
+        return updates >= REFRESH_MIN_UPDATES and updates >= int(fraction * len(self.by_customer))
 
     def compute_cuts(self) -> tuple[float, ...]:
         """Cut point i (1 <= i < quantiles) is the smallest value with at least i/quantiles of

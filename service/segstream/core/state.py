@@ -90,11 +90,13 @@ Exits = dict[str, list[int]]
 class Windows:
     rfm_days: int = 365
     csi_days: int = 365
+    # Days after which no window can see an item; older orders fold into totals. (Computed
+    # once: it is read for every event and evaluation.)
+    horizon: int = field(init=False, repr=False, compare=False)
 
-    @property
-    def horizon(self) -> int:
-        """Days after which no window can see an item; older orders fold into totals."""
-        return max(self.rfm_days, self.csi_days, 90, 2 * ACTIVITY_DAYS)
+    def __post_init__(self) -> None:
+        horizon = max(self.rfm_days, self.csi_days, 90, 2 * ACTIVITY_DAYS)
+        object.__setattr__(self, "horizon", horizon)
 
 
 # Names of the limits, as counted in ``CustomerState.limit_hits`` (stable metric labels).

@@ -73,15 +73,25 @@ def parse_timestamp(value: object) -> int:
 
 @lru_cache(maxsize=4096)
 def to_rfc3339(ms: int) -> str:
-    """Epoch milliseconds to an RFC 3339 UTC string with a ``Z`` suffix.
+    """Epoch milliseconds to an RFC 3339 UTC string with a ``Z`` suffix: what
+    ``datetime.isoformat`` writes, with milliseconds unless they are zero.
 
     Never raises: a change or an explanation must always be writable. Accepted events keep
     every clock inside datetime's range; anything outside it is pinned to the nearest end.
     """
     ms = min(max(ms, _DATETIME_MIN_MS), _DATETIME_MAX_MS)
-    dt = _EPOCH + timedelta(milliseconds=ms)
-    spec = "milliseconds" if ms % 1000 else "seconds"
-    return dt.replace(tzinfo=None).isoformat(timespec=spec) + "Z"
+    day, rest = divmod(ms, MS_PER_DAY)  # every change carries one: no datetime per call
+    hours, rest = divmod(rest, 3_600_000)
+    minutes, rest = divmod(rest, 60_000)
+    seconds, millis = divmod(rest, 1000)
+    if millis:
+        return f"{_date_text(day)}T{hours:02}:{minutes:02}:{seconds:02}.{millis:03}Z"
+    return f"{_date_text(day)}T{hours:02}:{minutes:02}:{seconds:02}Z"
+
+
+@lru_cache(maxsize=4096)
+def _date_text(day: int) -> str:
+    return (_EPOCH + timedelta(days=day)).date().isoformat()
 
 
 @lru_cache(maxsize=65536)
