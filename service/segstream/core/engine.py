@@ -441,7 +441,7 @@ class Engine:
         elif now_ms is not None:
             changes += self._advance(lane, now_ms)
         customer_id = event.customer_id
-        erased = lane.erasures.get(_digest(customer_id))
+        erased = lane.erasures.get(_digest(customer_id)) if lane.erasures else None
         if erased is not None and event.occurred_at <= erased[0]:
             return changes or None  # the customer was erased after this event: it stays gone
         st = self.store.get(customer_id)
