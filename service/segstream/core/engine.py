@@ -1024,7 +1024,6 @@ class Engine:
                 self._every_exit.append(group)
             elif count in bounds:
                 self._boundary_exit.append((group, count, bounds[count]))
-        self._watch = frozenset([*self._every_exit, *(g for g, _, _ in self._boundary_exit)])
         # (counter, read other than against literals, thresholds, +1 or -1 a day)
         self._counters: list[tuple[str, bool, tuple[int, ...], int]] = [
             (c, c in opaque, bounds.get(c, ()), 1)
