@@ -5,10 +5,11 @@ orders and refunds/cancels of earlier orders, exact re-sends, late and out-of-or
 clock jumps of months and years (compaction, folding, the late-correction horizon), tickets,
 surveys, profile updates (declared attributes, dates, invalid dates, tombstones, a flood of
 undeclared names), erasures, population refreshes, rule changes (windows, new quantile fields,
-opaque reads, groups), commits and crash recoveries from the committed states. After every step
-both engines must have said exactly the same thing: every change with all its fields in the
-same order, the same rejections and duplicates, and the same commits (stored state bytes, lane
-records); at the end the same state bytes, values and segments for every customer.
+opaque reads, groups, hysteresis and dwell), shadow rule sets (other windows than the live
+set's), commits and crash recoveries from the committed states. After every step both engines
+must have said exactly the same thing: every change with all its fields in the same order, the
+same rejections and duplicates, the same shadow report, and the same commits (stored state
+bytes, lane records); at the end the same state bytes, values and segments for every customer.
 """
 
 from __future__ import annotations
@@ -101,6 +102,25 @@ flags:
   frequent: "frequency >= 3"
 """
 
+# Hysteresis and dwell: looser conditions to stay, days a member is held (entry days stored,
+# a dwell's end scheduled), on window counts and a day counter.
+HELD = """
+version: 1
+windows:
+  rfm_days: 200
+families:
+  held:
+    - name: busy
+      when: "orders_30d >= 2"
+      stay_while: "orders_90d >= 1"
+      min_days: 20
+    - {name: some, when: "orders_90d >= 1 or tickets_30d >= 1", min_days: 45}
+    - {name: rest, when: "True"}
+flags:
+  talker: {when: "surveys_90d >= 2", stay_while: "responses >= 1", min_days: 10}
+  recent: {when: "recency_days is not None and recency_days <= 14", min_days: 30}
+"""
+
 RULES: dict[str, RuleSet] = {
     "default": compile_rules(DEFAULT_FILES),
     # the default rules with shorter windows: the horizon, folding and survey keeping change
@@ -114,7 +134,9 @@ RULES: dict[str, RuleSet] = {
     ),
     "rich": compile_rules({"rich.yaml": RICH}),
     "counts": compile_rules({"counts.yaml": COUNTS}),
+    "held": compile_rules({"held.yaml": HELD}),
 }
+SHADOWS = ("default", "short", "held")  # other horizons than the live set's, and the same
 LIMITS = {
     "default": {},
     "tight": {
@@ -212,7 +234,8 @@ class Scenario:
 @st.composite
 def scenarios(draw: st.DrawFn, partitions: int, wall: bool) -> Scenario:
     """Steps: ("events", [raw...], wall day), ("advance", day) (alone, or day after day for a
-    while), ("refresh",), ("rules", name), ("commit",), ("recover",). Days move forward from 0
+    while), ("refresh",), ("rules", name), ("shadow", name or None), ("commit",),
+    ("recover",). Days move forward from 0
     with jumps; events are dated around the current day, some long before it (late ones,
     re-sends of old orders), or a window's length after an order they correct."""
     day = 0
@@ -223,7 +246,7 @@ def scenarios(draw: st.DrawFn, partitions: int, wall: bool) -> Scenario:
         step = draw(
             st.sampled_from(
                 ("events",) * 8
-                + ("jump", "jump", "advance", "walk", "refresh", "rules", "commit")
+                + ("jump", "jump", "advance", "walk", "refresh", "rules", "shadow", "commit")
                 + ("recover",)
             )
         )
@@ -262,12 +285,14 @@ def scenarios(draw: st.DrawFn, partitions: int, wall: bool) -> Scenario:
                 steps.append(("advance", day))
         elif step == "rules":
             steps.append(("rules", draw(st.sampled_from(sorted(RULES)))))
+        elif step == "shadow":  # None ends the shadow run
+            steps.append(("shadow", draw(st.sampled_from((None, *SHADOWS)))))
         else:
             steps.append((step,))
     return Scenario(
         partitions=partitions,
         wall=wall,
-        rules=draw(st.sampled_from(("default", "rich", "counts"))),
+        rules=draw(st.sampled_from(("default", "rich", "counts", "held"))),
         limits=draw(st.sampled_from(sorted(LIMITS))),
         steps=tuple(steps),
     )
@@ -317,6 +342,13 @@ class Side:
             changes = engine.reevaluate(ids[:half]) + engine.reevaluate(ids[half:])
             engine.rules_done()
             return changes
+        if kind == "shadow":
+            try:
+                engine.set_shadow(None if step[1] is None else RULES[step[1]])
+            except ValueError as error:  # ranks what the live set does not: refused
+                return str(error)
+            engine.observe_shadow(engine.customer_ids())
+            return engine.shadow_report(), sorted(engine.take_shadow_transitions().items())
         if kind == "commit":
             return self.commit()
         if kind == "recover":
@@ -359,6 +391,8 @@ class Side:
             "clock": engine.clock_ms,
             "limit_hits": engine.take_limit_hits(),
             "rejections": dict(engine.rejections),
+            "shadow": engine.shadow_report(),
+            "shadow_transitions": sorted(engine.take_shadow_transitions().items()),
         }
 
 
