@@ -541,7 +541,7 @@ class Engine:
         if compact:
             st.compact(day, self.rules.windows, self.limits)
             self._take_limit_hits(st)
-        values, windowed = st.read(day, rules.windows)
+        values, windowed = st.read(day, rules.windows, keep=reading is None)
         values.update(r.attribute_defaults)
         declared = rules.attributes
         for name, item in st.attrs.items():

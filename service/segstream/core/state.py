@@ -467,13 +467,21 @@ class CustomerState:
         values, windowed = self.read(clock_day, windows)
         return values, {group: windowed.exit_days(group) for group in watch}
 
-    def read(self, clock_day: int, windows: Windows) -> tuple[dict[str, Any], Windowed]:
+    def read(
+        self, clock_day: int, windows: Windows, *, keep: bool = True
+    ) -> tuple[dict[str, Any], Windowed]:
         """The state names rules read as of ``clock_day``, and the window index they come from
         (whose :meth:`Windowed.first_exit` and :meth:`Windowed.kth_exit` say when items leave
-        their windows). Reading changes no item."""
+        their windows). Reading changes no item.
+
+        An index for another horizon than the kept one is built from the items; ``keep=False``
+        (a shadow rule set's read) leaves the kept one in place, so the live rules' reads stay
+        incremental while a shadow set with other windows runs."""
         w = self.windowed
         if w is None or w.horizon != windows.horizon:
-            w = self._rebuild(windows)
+            w = self._build(windows.horizon)
+            if keep:
+                self.windowed = w
         rfm_days, csi_days = windows.rfm_days, windows.csi_days
         w.day, w.rfm_days, w.csi_days = clock_day, rfm_days, csi_days
         days = w.order_days
@@ -551,13 +559,16 @@ class CustomerState:
         }
         return values, w
 
-    def _rebuild(self, windows: Windows) -> Windowed:
-        """The window index, from every item."""
-        w = self.windowed = Windowed(windows.horizon)
-        for order_id in self.orders:
-            self._windowed_order(order_id, 1)
-        for ticket_id in self.tickets:
-            self._windowed_ticket(ticket_id, 1)
+    def _build(self, horizon: int) -> Windowed:
+        """The window index for a horizon, from every item."""
+        w = Windowed(horizon)
+        refunds = self.refunds
+        for order_id, (_, _, day, _) in self.orders.items():
+            refunded = refunds.get(order_id)
+            if refunded is None or refunded - day >= horizon:  # counted (see _refunded)
+                w.order(day, 1)
+        for _, _, status, opened in self.tickets.values():
+            w.ticket(status != "closed", opened, 1)
         for survey in self.surveys.values():
             w.survey(survey, 1)
         for day in self.activity.values():
