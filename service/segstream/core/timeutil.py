@@ -77,11 +77,26 @@ def to_rfc3339(ms: int) -> str:
 
     Never raises: a change or an explanation must always be writable. Accepted events keep
     every clock inside datetime's range; anything outside it is pinned to the nearest end.
+
+    Every change event carries one, mostly of a time not seen before (events have their own
+    milliseconds), so the time of day is plain integer arithmetic and only the date goes
+    through datetime, once per day (:func:`_date_text`); the text is exactly what
+    ``datetime.isoformat`` writes (seconds, or milliseconds when there are any).
     """
     ms = min(max(ms, _DATETIME_MIN_MS), _DATETIME_MAX_MS)
-    dt = _EPOCH + timedelta(milliseconds=ms)
-    spec = "milliseconds" if ms % 1000 else "seconds"
-    return dt.replace(tzinfo=None).isoformat(timespec=spec) + "Z"
+    day, rest = divmod(ms, MS_PER_DAY)
+    seconds, millis = divmod(rest, 1000)
+    minutes, second = divmod(seconds, 60)
+    hour, minute = divmod(minutes, 60)
+    if millis:
+        return f"{_date_text(day)}T{hour:02d}:{minute:02d}:{second:02d}.{millis:03d}Z"
+    return f"{_date_text(day)}T{hour:02d}:{minute:02d}:{second:02d}Z"
+
+
+@lru_cache(maxsize=4096)
+def _date_text(day: int) -> str:
+    """``YYYY-MM-DD`` of a day number (days since 1970-01-01, UTC)."""
+    return (_EPOCH + timedelta(days=day)).date().isoformat()
 
 
 @lru_cache(maxsize=65536)
