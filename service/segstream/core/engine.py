@@ -23,6 +23,8 @@ from dataclasses import dataclass, field, replace
 from hashlib import blake2b
 from typing import Any
 
+from segstream.core.changes import Change as Change  # re-exported: the runtime imports it here
+from segstream.core.changes import ChangeBuilder
 from segstream.core.contracts import (
     DEFAULT_MAX_MESSAGE_BYTES,
     Event,
@@ -35,7 +37,7 @@ from segstream.core.groups import GroupLane, GroupSpec, contribution
 from segstream.core.partitioning import partition_for
 from segstream.core.population import Population
 from segstream.core.rulelang import RuleSet
-from segstream.core.rulelang.ruleset import NO_PLAYBOOK, Condition, Family, Playbook, Score
+from segstream.core.rulelang.ruleset import Condition, Family, Playbook, Score
 from segstream.core.shadow import ShadowReport, compare, label
 from segstream.core.state import (
     CAUSE_KINDS,
@@ -55,7 +57,6 @@ from segstream.core.timeutil import (
     to_rfc3339,
 )
 
-Change = dict[str, Any]
 CLOCK_EVENT = "event"
 CLOCK_WALL = "wall"
 LANE_FORMAT = 1
@@ -710,30 +711,25 @@ class Engine:
         failed: str | None,
         values: dict[str, Any],
     ) -> Change:
+        """One change event (the builder of the current rules writes it), remembered in the
+        customer's timeline."""
         st.seq += 1
-        version = self.rules.version
-        parts = (st.customer_id, st.seq, family, old, new, cause, event_id, version)
-        key = "\x1f".join(map(str, parts))
-        reads = self.rules.reads.get(family, ())
-        playbook = self._playbooks.get((family, segment), NO_PLAYBOOK)
         self._remember(st, (at_ms, family, old, new, _CHANGE_CODE[kind], _CAUSE_CODE[cause]))
-        return {
-            "event_id": blake2b(key.encode(), digest_size=16).hexdigest(),
-            "customer_id": st.customer_id,
-            "family": family,
-            "segment": segment,
-            "from": old,
-            "to": new,
-            "change": kind,
-            "seq": st.seq,
-            "at": to_rfc3339(at_ms),
-            "cause": {"kind": cause, "event_id": event_id, "rules_version": version},
-            "reason": {"matched": matched, "failed": failed},
-            "state": {name: values.get(name) for name in reads},
-            "action": playbook.action,
-            "owner": playbook.owner,
-            "touch": playbook.touch,
-        }
+        return self._changes.build(
+            st.customer_id,
+            st.seq,
+            family,
+            segment,
+            old,
+            new,
+            kind,
+            cause,
+            event_id,
+            at_ms,
+            matched,
+            failed,
+            values,
+        )
 
     # -- groups ------------------------------------------------------------------------------
 
@@ -917,13 +913,20 @@ class Engine:
     # -- membership timeline -----------------------------------------------------------------
 
     def _remember(self, st: CustomerState, entry: tuple[int, str, Any, Any, int, int]) -> None:
-        limits = self.limits
-        if not limits.timeline_length or not limits.timeline_days:
+        """Append a transition to the customer's timeline, dropping what is too many or too old.
+
+        Nearly always nothing is dropped: that is two comparisons (length, oldest entry's time)
+        before the general trim, which drops exactly what it always dropped."""
+        keep = self._timeline_keep
+        if keep is None:
             return
+        length, span = keep
         timeline = st.timeline
         timeline.append(entry)
-        oldest = entry[0] - limits.timeline_days * MS_PER_DAY
-        drop = max(len(timeline) - limits.timeline_length, 0)
+        oldest = entry[0] - span
+        if len(timeline) <= length and timeline[0][0] >= oldest:
+            return
+        drop = max(len(timeline) - length, 0)
         while drop < len(timeline) and timeline[drop][0] < oldest:
             drop += 1
         if drop:
@@ -1042,14 +1045,17 @@ class Engine:
             if c in opaque or c in bounds
         ]
         self._date_attributes = [a.name for a in rules.attributes.values() if a.type == "date"]
-        self._playbooks: dict[tuple[str, Any], Playbook] = {
-            (name, tier.name): tier.playbook
-            for name, family in rules.families.items()
-            for tier in family.tiers
-        } | {(name, name): flag.playbook for name, flag in rules.flags.items()}
+        self._changes = ChangeBuilder(rules)
         self._quantile_scores = list(rules.quantile_scores)
         # declared attributes are never the ones a flood of new names pushes out
         self.limits = replace(self.base_limits, keep_attributes=frozenset(rules.attributes))
+        # the timeline's bounds (length, span in ms); None: no timeline is kept
+        limits = self.limits
+        self._timeline_keep: tuple[int, int] | None = (
+            (limits.timeline_length, limits.timeline_days * MS_PER_DAY)
+            if limits.timeline_length and limits.timeline_days
+            else None
+        )
         self._wanted = {s.field: s.quantiles for s in self._quantile_scores}
         self._groups = dict(rules.groups)
         for lane in self.lanes.values():
