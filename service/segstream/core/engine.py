@@ -18,9 +18,10 @@ import contextlib
 import heapq
 from bisect import bisect_right
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from hashlib import blake2b
+from operator import itemgetter
 from typing import Any
 
 from segstream.core.changes import Change as Change  # re-exported: the runtime imports it here
@@ -602,28 +603,48 @@ class Engine:
         event_id: str | None,
         at_ms: int,
     ) -> list[Change]:
+        """The changes between a customer's stored segments and its new values, in order:
+        families, flags (both in rule order), then segments the rules no longer have.
+
+        Most evaluations move nothing: the stored segments with their defaults (a family's
+        None, a flag's False) are compared with the new values at once, and nothing else is
+        done when they are equal and nothing is left of other rules. Equal values are equal
+        truth values too (bools, None, tier names), so no flag moved either. Otherwise every
+        family and flag is compared as before, with ranks, tiers and conditions prepared per
+        rule set (:meth:`_configure_rules`) and the member counts kept inline, in the order
+        :meth:`_count` would update them (the counter's key order is what it reports)."""
         segments = st.segments
-        rules = self.rules
+        known = self._segment_defaults | segments
+        if len(known) == len(self._segment_defaults):
+            segments_of = self._segments_of
+            if segments_of(known) == segments_of(values):
+                return []
+        members = self._members
+        dwelling = self._dwelling
         changes: list[Change] = []
-        for name, family in rules.families.items():
+        for name, ranks, last, tiers in self._family_order:
             old, new = segments.get(name), values[name]
             if old == new:
                 continue
-            self._count(name, old, -1)
-            self._count(name, new, 1)
+            if old is not None and old is not False:
+                members[(name, name if old is True else str(old))] -= 1
+            if new is not None and new is not False:
+                members[(name, name if new is True else str(new))] += 1
             if old is None:
                 kind = "entered"
             elif new is None:
                 kind = "exited"
             else:
-                kind = "upgraded" if family.rank(new) < family.rank(old) else "downgraded"
-            matched = family.tiers[family.rank(new)].source if new is not None else None
+                kind = "upgraded" if ranks.get(new, last) < ranks.get(old, last) else "downgraded"
+            matched = tiers[ranks.get(new, last)].source if new is not None else None
             failed = None
-            if old is not None and family.rank(old) < len(family.tiers):
-                condition = family.tiers[family.rank(old)]
-                failed = None if condition.holds(values) else condition.source
+            if old is not None:
+                old_rank = ranks.get(old, last)
+                if old_rank < last:
+                    condition = tiers[old_rank]
+                    failed = None if condition.holds(values) else condition.source
             segments[name] = new
-            if name in self._dwelling:
+            if name in dwelling:
                 self._enter(st, name, new is not None, at_ms)
             changes.append(
                 self._change(
@@ -641,14 +662,13 @@ class Engine:
                     values,
                 )
             )
-        for name, flag in rules.flags.items():
+        for name, source in self._flag_order:
             old_flag, new_flag = bool(segments.get(name, False)), bool(values[name])
             if old_flag == new_flag:
                 continue
-            self._count(name, new_flag, 1)
-            self._count(name, old_flag, -1)
+            members[(name, name)] += 1 if new_flag else -1
             segments[name] = new_flag
-            if name in self._dwelling:
+            if name in dwelling:
                 self._enter(st, name, new_flag, at_ms)
             kind = "entered" if new_flag else "exited"
             changes.append(
@@ -662,11 +682,13 @@ class Engine:
                     cause,
                     event_id,
                     at_ms,
-                    flag.source if new_flag else None,
-                    None if new_flag else flag.source,
+                    source if new_flag else None,
+                    None if new_flag else source,
                     values,
                 )
             )
+        if len(known) == len(self._segment_defaults):
+            return changes  # no segment of other rules to drop
         for name in [n for n in segments if n not in self._segment_set]:
             old_value = segments.pop(name)
             if old_value is None or old_value is False:
@@ -1020,6 +1042,17 @@ class Engine:
             + [n for n, f in rules.flags.items() if f.min_days]
         )
         self._segment_set = frozenset(rules.segment_names)
+        # for _diff: every segment's value when absent, all of them read at once, and per family
+        # (name, rank by tier, rank of a tier it lacks, tiers) and per flag (name, condition)
+        self._segment_defaults: dict[str, bool | None] = dict.fromkeys(rules.families, None)
+        self._segment_defaults |= dict.fromkeys(rules.flags, False)
+        self._segments_of = _reader(rules.segment_names)
+        # (ranks are looked up with any stored value: a tier of other rules, a flag's bool)
+        self._family_order: list[tuple[str, dict[Any, int], int, tuple[Condition, ...]]] = [
+            (name, family.ranks, len(family.tiers), family.tiers)
+            for name, family in rules.families.items()
+        ]
+        self._flag_order = [(name, flag.source) for name, flag in rules.flags.items()]
         used, opaque, bounds = rules.used_fields, rules.opaque_fields, rules.boundaries
         self._every_exit: list[str] = []
         self._boundary_exit: list[tuple[str, str, tuple[int, ...]]] = []
@@ -1359,6 +1392,15 @@ class Engine:
             if n and name in counts:
                 counts[name][tier] = n
         return counts
+
+
+def _reader(names: list[str]) -> Callable[[dict[str, Any]], Any]:
+    """A function reading ``names`` of a dict in one step (a value, or a tuple of them)."""
+    return itemgetter(*names) if names else _nothing
+
+
+def _nothing(_: dict[str, Any]) -> tuple[()]:
+    return ()
 
 
 def _digest(customer_id: str) -> str:
