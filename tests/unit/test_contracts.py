@@ -1,3 +1,4 @@
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import orjson
@@ -153,6 +154,16 @@ def test_formatting_a_timestamp_never_raises(ms: int) -> None:
 @given(st.integers(MIN_OCCURRED_AT_MS, MAX_OCCURRED_AT_MS))
 def test_formatting_round_trips_over_the_whole_accepted_range(ms: int) -> None:
     assert parse_timestamp(to_rfc3339(ms)) == ms
+
+
+@given(st.integers(-(2**50), 2**50))
+def test_formatting_writes_what_datetime_isoformat_writes(ms: int) -> None:
+    """The arithmetic formatter is byte for byte datetime's text (change ids and outputs rely
+    on it), including before the epoch and at datetime's pinned ends."""
+    pinned = min(max(ms, -62_135_596_800_000), 253_402_300_799_999)
+    moment = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(milliseconds=pinned)
+    spec = "milliseconds" if pinned % 1000 else "seconds"
+    assert to_rfc3339(ms) == moment.replace(tzinfo=None).isoformat(timespec=spec) + "Z"
 
 
 def test_money_is_exact() -> None:

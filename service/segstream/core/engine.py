@@ -18,11 +18,14 @@ import contextlib
 import heapq
 from bisect import bisect_right
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from hashlib import blake2b
+from operator import itemgetter
 from typing import Any
 
+from segstream.core.changes import Change as Change  # re-exported: the runtime imports it here
+from segstream.core.changes import ChangeBuilder
 from segstream.core.contracts import (
     DEFAULT_MAX_MESSAGE_BYTES,
     Event,
@@ -35,7 +38,7 @@ from segstream.core.groups import GroupLane, GroupSpec, contribution
 from segstream.core.partitioning import partition_for
 from segstream.core.population import Population
 from segstream.core.rulelang import RuleSet
-from segstream.core.rulelang.ruleset import NO_PLAYBOOK, Condition, Family, Playbook, Score
+from segstream.core.rulelang.ruleset import Condition, Family, Playbook, Score
 from segstream.core.shadow import ShadowReport, compare, label
 from segstream.core.state import (
     CAUSE_KINDS,
@@ -55,7 +58,6 @@ from segstream.core.timeutil import (
     to_rfc3339,
 )
 
-Change = dict[str, Any]
 CLOCK_EVENT = "event"
 CLOCK_WALL = "wall"
 LANE_FORMAT = 1
@@ -597,28 +599,48 @@ class Engine:
         event_id: str | None,
         at_ms: int,
     ) -> list[Change]:
+        """The changes between a customer's stored segments and its new values, in order:
+        families, flags (both in rule order), then segments the rules no longer have.
+
+        Most evaluations move nothing: the stored segments with their defaults (a family's
+        None, a flag's False) are compared with the new values at once, and nothing else is
+        done when they are equal and nothing is left of other rules. Equal values are equal
+        truth values too (bools, None, tier names), so no flag moved either. Otherwise every
+        family and flag is compared as before, with ranks, tiers and conditions prepared per
+        rule set (:meth:`_configure_rules`) and the member counts kept inline, in the order
+        :meth:`_count` would update them (the counter's key order is what it reports)."""
         segments = st.segments
-        rules = self.rules
+        known = self._segment_defaults | segments
+        if len(known) == len(self._segment_defaults):
+            segments_of = self._segments_of
+            if segments_of(known) == segments_of(values):
+                return []
+        members = self._members
+        dwelling = self._dwelling
         changes: list[Change] = []
-        for name, family in rules.families.items():
+        for name, ranks, last, tiers in self._family_order:
             old, new = segments.get(name), values[name]
             if old == new:
                 continue
-            self._count(name, old, -1)
-            self._count(name, new, 1)
+            if old is not None and old is not False:
+                members[(name, name if old is True else str(old))] -= 1
+            if new is not None and new is not False:
+                members[(name, name if new is True else str(new))] += 1
             if old is None:
                 kind = "entered"
             elif new is None:
                 kind = "exited"
             else:
-                kind = "upgraded" if family.rank(new) < family.rank(old) else "downgraded"
-            matched = family.tiers[family.rank(new)].source if new is not None else None
+                kind = "upgraded" if ranks.get(new, last) < ranks.get(old, last) else "downgraded"
+            matched = tiers[ranks.get(new, last)].source if new is not None else None
             failed = None
-            if old is not None and family.rank(old) < len(family.tiers):
-                condition = family.tiers[family.rank(old)]
-                failed = None if condition.holds(values) else condition.source
+            if old is not None:
+                old_rank = ranks.get(old, last)
+                if old_rank < last:
+                    condition = tiers[old_rank]
+                    failed = None if condition.holds(values) else condition.source
             segments[name] = new
-            if name in self._dwelling:
+            if name in dwelling:
                 self._enter(st, name, new is not None, at_ms)
             changes.append(
                 self._change(
@@ -636,14 +658,13 @@ class Engine:
                     values,
                 )
             )
-        for name, flag in rules.flags.items():
+        for name, source in self._flag_order:
             old_flag, new_flag = bool(segments.get(name, False)), bool(values[name])
             if old_flag == new_flag:
                 continue
-            self._count(name, new_flag, 1)
-            self._count(name, old_flag, -1)
+            members[(name, name)] += 1 if new_flag else -1
             segments[name] = new_flag
-            if name in self._dwelling:
+            if name in dwelling:
                 self._enter(st, name, new_flag, at_ms)
             kind = "entered" if new_flag else "exited"
             changes.append(
@@ -657,11 +678,13 @@ class Engine:
                     cause,
                     event_id,
                     at_ms,
-                    flag.source if new_flag else None,
-                    None if new_flag else flag.source,
+                    source if new_flag else None,
+                    None if new_flag else source,
                     values,
                 )
             )
+        if len(known) == len(self._segment_defaults):
+            return changes  # no segment of other rules to drop
         for name in [n for n in segments if n not in self._segment_set]:
             old_value = segments.pop(name)
             if old_value is None or old_value is False:
@@ -706,30 +729,25 @@ class Engine:
         failed: str | None,
         values: dict[str, Any],
     ) -> Change:
+        """One change event (the builder of the current rules writes it), remembered in the
+        customer's timeline."""
         st.seq += 1
-        version = self.rules.version
-        parts = (st.customer_id, st.seq, family, old, new, cause, event_id, version)
-        key = "\x1f".join(map(str, parts))
-        reads = self.rules.reads.get(family, ())
-        playbook = self._playbooks.get((family, segment), NO_PLAYBOOK)
         self._remember(st, (at_ms, family, old, new, _CHANGE_CODE[kind], _CAUSE_CODE[cause]))
-        return {
-            "event_id": blake2b(key.encode(), digest_size=16).hexdigest(),
-            "customer_id": st.customer_id,
-            "family": family,
-            "segment": segment,
-            "from": old,
-            "to": new,
-            "change": kind,
-            "seq": st.seq,
-            "at": to_rfc3339(at_ms),
-            "cause": {"kind": cause, "event_id": event_id, "rules_version": version},
-            "reason": {"matched": matched, "failed": failed},
-            "state": {name: values.get(name) for name in reads},
-            "action": playbook.action,
-            "owner": playbook.owner,
-            "touch": playbook.touch,
-        }
+        return self._changes.build(
+            st.customer_id,
+            st.seq,
+            family,
+            segment,
+            old,
+            new,
+            kind,
+            cause,
+            event_id,
+            at_ms,
+            matched,
+            failed,
+            values,
+        )
 
     # -- groups ------------------------------------------------------------------------------
 
@@ -913,13 +931,20 @@ class Engine:
     # -- membership timeline -----------------------------------------------------------------
 
     def _remember(self, st: CustomerState, entry: tuple[int, str, Any, Any, int, int]) -> None:
-        limits = self.limits
-        if not limits.timeline_length or not limits.timeline_days:
+        """Append a transition to the customer's timeline, dropping what is too many or too old.
+
+        Nearly always nothing is dropped: that is two comparisons (length, oldest entry's time)
+        before the general trim, which drops exactly what it always dropped."""
+        keep = self._timeline_keep
+        if keep is None:
             return
+        length, span = keep
         timeline = st.timeline
         timeline.append(entry)
-        oldest = entry[0] - limits.timeline_days * MS_PER_DAY
-        drop = max(len(timeline) - limits.timeline_length, 0)
+        oldest = entry[0] - span
+        if len(timeline) <= length and timeline[0][0] >= oldest:
+            return
+        drop = max(len(timeline) - length, 0)
         while drop < len(timeline) and timeline[drop][0] < oldest:
             drop += 1
         if drop:
@@ -1013,6 +1038,17 @@ class Engine:
             + [n for n, f in rules.flags.items() if f.min_days]
         )
         self._segment_set = frozenset(rules.segment_names)
+        # for _diff: every segment's value when absent, all of them read at once, and per family
+        # (name, rank by tier, rank of a tier it lacks, tiers) and per flag (name, condition)
+        self._segment_defaults: dict[str, bool | None] = dict.fromkeys(rules.families, None)
+        self._segment_defaults |= dict.fromkeys(rules.flags, False)
+        self._segments_of = _reader(rules.segment_names)
+        # (ranks are looked up with any stored value: a tier of other rules, a flag's bool)
+        self._family_order: list[tuple[str, dict[Any, int], int, tuple[Condition, ...]]] = [
+            (name, family.ranks, len(family.tiers), family.tiers)
+            for name, family in rules.families.items()
+        ]
+        self._flag_order = [(name, flag.source) for name, flag in rules.flags.items()]
         used, opaque, bounds = rules.used_fields, rules.opaque_fields, rules.boundaries
         self._every_exit: list[str] = []
         self._boundary_exit: list[tuple[str, str, tuple[int, ...]]] = []
@@ -1037,14 +1073,17 @@ class Engine:
             if c in opaque or c in bounds
         ]
         self._date_attributes = [a.name for a in rules.attributes.values() if a.type == "date"]
-        self._playbooks: dict[tuple[str, Any], Playbook] = {
-            (name, tier.name): tier.playbook
-            for name, family in rules.families.items()
-            for tier in family.tiers
-        } | {(name, name): flag.playbook for name, flag in rules.flags.items()}
+        self._changes = ChangeBuilder(rules)
         self._quantile_scores = list(rules.quantile_scores)
         # declared attributes are never the ones a flood of new names pushes out
         self.limits = replace(self.base_limits, keep_attributes=frozenset(rules.attributes))
+        # the timeline's bounds (length, span in ms); None: no timeline is kept
+        limits = self.limits
+        self._timeline_keep: tuple[int, int] | None = (
+            (limits.timeline_length, limits.timeline_days * MS_PER_DAY)
+            if limits.timeline_length and limits.timeline_days
+            else None
+        )
         self._wanted = {s.field: s.quantiles for s in self._quantile_scores}
         self._groups = dict(rules.groups)
         for lane in self.lanes.values():
@@ -1348,6 +1387,15 @@ class Engine:
             if n and name in counts:
                 counts[name][tier] = n
         return counts
+
+
+def _reader(names: list[str]) -> Callable[[dict[str, Any]], Any]:
+    """A function reading ``names`` of a dict in one step (a value, or a tuple of them)."""
+    return itemgetter(*names) if names else _nothing
+
+
+def _nothing(_: dict[str, Any]) -> tuple[()]:
+    return ()
 
 
 def _digest(customer_id: str) -> str:

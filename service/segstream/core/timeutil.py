@@ -73,24 +73,29 @@ def parse_timestamp(value: object) -> int:
 
 @lru_cache(maxsize=4096)
 def to_rfc3339(ms: int) -> str:
-    """Epoch milliseconds to an RFC 3339 UTC string with a ``Z`` suffix: what
-    ``datetime.isoformat`` writes, with milliseconds unless they are zero.
+    """Epoch milliseconds to an RFC 3339 UTC string with a ``Z`` suffix.
 
     Never raises: a change or an explanation must always be writable. Accepted events keep
     every clock inside datetime's range; anything outside it is pinned to the nearest end.
+
+    Every change event carries one, mostly of a time not seen before (events have their own
+    milliseconds), so the time of day is plain integer arithmetic and only the date goes
+    through datetime, once per day (:func:`_date_text`); the text is exactly what
+    ``datetime.isoformat`` writes (seconds, or milliseconds when there are any).
     """
     ms = min(max(ms, _DATETIME_MIN_MS), _DATETIME_MAX_MS)
-    day, rest = divmod(ms, MS_PER_DAY)  # every change carries one: no datetime per call
-    hours, rest = divmod(rest, 3_600_000)
-    minutes, rest = divmod(rest, 60_000)
+    day, rest = divmod(ms, MS_PER_DAY)
     seconds, millis = divmod(rest, 1000)
+    minutes, second = divmod(seconds, 60)
+    hour, minute = divmod(minutes, 60)
     if millis:
-        return f"{_date_text(day)}T{hours:02}:{minutes:02}:{seconds:02}.{millis:03}Z"
-    return f"{_date_text(day)}T{hours:02}:{minutes:02}:{seconds:02}Z"
+        return f"{_date_text(day)}T{hour:02d}:{minute:02d}:{second:02d}.{millis:03d}Z"
+    return f"{_date_text(day)}T{hour:02d}:{minute:02d}:{second:02d}Z"
 
 
 @lru_cache(maxsize=4096)
 def _date_text(day: int) -> str:
+    """``YYYY-MM-DD`` of a day number (days since 1970-01-01, UTC)."""
     return (_EPOCH + timedelta(days=day)).date().isoformat()
 
 
