@@ -5,6 +5,7 @@ of writing and counting the changes one by one."""
 
 from __future__ import annotations
 
+import gc
 import io
 import random
 from collections import Counter
@@ -98,3 +99,18 @@ def test_the_engine_gets_the_line_by_line_batches(
         one_by_one[(c["family"], segment_label(c["from"]), segment_label(c["to"]))] += 1
     assert summary.transitions == one_by_one
     assert list(summary.transitions) == list(one_by_one)  # the same order for equal counts
+
+
+def test_the_replay_command_gives_the_collector_back_as_it_found_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """It spares the big heap of a replay the full collections, only while replaying."""
+    from segstream.cli import main
+
+    paths = files(tmp_path)
+    before = gc.get_threshold()
+    out = tmp_path / "changes.jsonl"
+    args = ["replay", "--no-progress", "--rules", str(ROOT / "rules"), "--out", str(out)]
+    assert main([*args, *map(str, paths)]) == 0
+    assert gc.get_threshold() == before
+    assert out.stat().st_size > 0 and "changes" in capsys.readouterr().out
