@@ -8,7 +8,6 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from functools import partial
 from itertools import repeat
 from operator import itemgetter
 from pathlib import Path
@@ -28,7 +27,6 @@ PROGRESS_MIN_BYTES = 8 * 1024 * 1024
 MAX_REPORTED_INVALID = 20
 
 _MOVE = itemgetter("family", "from", "to")
-_dump_line = partial(orjson.dumps, option=orjson.OPT_APPEND_NEWLINE)
 
 
 @dataclass(slots=True)
@@ -138,7 +136,7 @@ def replay(
     def emit(changes: list[Change]) -> None:
         summary.count(changes)
         if out is not None and changes:
-            out.write(b"".join(map(_dump_line, changes)))
+            out.write(b"".join([orjson.dumps(c) + b"\n" for c in changes]))
 
     for file, lines, numbers in _chunks(paths, progress):
         summary.lines += len(lines)
