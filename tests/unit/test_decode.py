@@ -737,3 +737,89 @@ def test_default_limit_is_the_reference_one() -> None:
     big = b'{"type":"survey","x":"' + b"a" * DEFAULT_MAX_MESSAGE_BYTES + b'"}'
     assert parse_event(big) == parse_event_reference(big)
     assert isinstance(parse_event(big), Rejection)
+
+
+_AMOUNTS = [
+    Raw(b"0.0"),
+    Raw(b"-0.0"),
+    Raw(b"0.0"),
+    Raw(b"5"),
+    Raw(b"5.0"),
+    Raw(b"5.00"),
+    Raw(b"5"),
+    Raw(b"5e0"),
+    "5",
+    "5.0",
+    " 5 ",
+    "5",
+    "0",
+    "0",
+    "-0",
+    "0.00",
+    "1e15",
+    "1E+15",
+    "1e15",
+    "1e16",
+    "1e16",
+    "NaN",
+    "NaN",
+    Raw(b"85.9"),
+    Raw(b"85.90"),
+    Raw(b"85.9"),
+    "85.90",
+    "85.9",
+    "85.90",
+]
+
+
+def test_amounts_seen_before_give_what_the_reference_gives() -> None:
+    """Amounts are remembered (text and float apart, never a zero float): a value seen
+    again, or one equal to it but written differently, is still exactly the reference's."""
+    for _ in range(2):
+        for amount in _AMOUNTS:
+            body = {
+                "type": "order",
+                "event_id": "e",
+                "customer_id": "c",
+                "occurred_at": NOW,
+                "order_id": "o",
+                "amount": amount,
+            }
+            raw = dump(body)
+            assert_same(parse_event(raw), parse_event_reference(raw))
+
+
+@settings(max_examples=300, derandomize=True, deadline=None)
+@given(st.lists(st.sampled_from(_AMOUNTS) | st.floats(0, 1e15) | st.decimals(0, 10**15).map(str)))
+def test_any_sequence_of_amounts_gives_what_the_reference_gives(amounts: list[Any]) -> None:
+    for amount in amounts:
+        body = {
+            "type": "order",
+            "event_id": "e",
+            "customer_id": "c",
+            "occurred_at": "2025-01-01T00:00:07.627Z",
+            "order_id": "o",
+            "amount": amount,
+        }
+        raw = dump(body)
+        assert_same(parse_event(raw), parse_event_reference(raw))
+
+
+def test_the_remembered_amounts_stay_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    from segstream.core import decode
+
+    monkeypatch.setattr(decode, "_AMOUNTS_KEPT", 4)
+    for n in range(1, 20):
+        for amount in (Raw(str(n + 0.5).encode()), f"{n}.25"):
+            raw = dump(
+                {
+                    "type": "order",
+                    "event_id": "e",
+                    "customer_id": "c",
+                    "occurred_at": NOW,
+                    "order_id": "o",
+                    "amount": amount,
+                }
+            )
+            assert_same(parse_event(raw), parse_event_reference(raw))
+    assert len(decode._TEXT_AMOUNTS) <= 4 and len(decode._FLOAT_AMOUNTS) <= 4

@@ -25,13 +25,12 @@ The core stays pure: this module imports no streaming library.
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Annotated, Any, Literal
 
 import msgspec
 from msgspec import UNSET, Meta, Struct, UnsetType
-
-from segstream.core.timeutil import parse_timestamp
 
 # what the models accept, restated for the structs (contracts.py is the reference)
 _Id = Annotated[str, Meta(min_length=1, max_length=128)]
@@ -84,46 +83,103 @@ class _Profile(_Message, tag="profile", gc=False):
 _DECODER = msgspec.json.Decoder(_Order | _Support | _Survey | _Profile)
 
 
-def _occurred_at(value: int | str, low: int, high: int) -> int | None:
-    if isinstance(value, str):
-        try:
-            ms = parse_timestamp(value)
-        except ValueError:
-            return None
-    else:
-        ms = value
-    return ms if low <= ms <= high else None
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_ONE_MS = timedelta(milliseconds=1)
+_fromisoformat = datetime.fromisoformat
 
 
-def _amount(value: int | float | str) -> Decimal | None:
-    """contracts._amount, for values msgspec has already typed (numbers already in range)."""
-    if type(value) is not str:
-        return Decimal(str(value)) if type(value) is float else Decimal(value)
+def _ms(value: str) -> int | None:
+    """timeutil.parse_timestamp for a string, None where it raises (inlined for the hot path:
+    the checks around ``fromisoformat`` cost more than the call itself)."""
+    if len(value) > 64:
+        return None
+    try:
+        parsed = _fromisoformat(value)
+    except ValueError:
+        return None
+    if parsed.tzinfo is None:
+        return None
+    ms: int = (parsed - _EPOCH) // _ONE_MS
+    return ms
+
+
+# Amounts seen lately, each text or float to its Decimal (Decimal(str) costs more than the rest
+# of an order; prices repeat). Decimals are immutable, so events may share one. Never a zero
+# float: -0.0 == 0.0 would share a key, and Decimal("-0.0") is not Decimal("0.0").
+_TEXT_AMOUNTS: dict[str, Decimal] = {}
+_FLOAT_AMOUNTS: dict[float, Decimal] = {}
+_AMOUNTS_KEPT = 1 << 16
+
+
+def _text_amount(value: str) -> Decimal | None:
+    """contracts._amount for a string."""
     try:
         amount = Decimal(value.strip())
     except InvalidOperation:
         return None
     if not amount.is_finite() or amount < 0 or amount > _MAX_AMOUNT:
         return None
+    if len(_TEXT_AMOUNTS) >= _AMOUNTS_KEPT:
+        _TEXT_AMOUNTS.clear()
+    _TEXT_AMOUNTS[value] = amount
     return amount
 
 
+def _float_amount(value: float) -> Decimal:
+    """contracts._amount for a float msgspec has already range-checked."""
+    amount = Decimal(repr(value))  # repr is str for a float: the shortest round trip
+    if value:
+        if len(_FLOAT_AMOUNTS) >= _AMOUNTS_KEPT:
+            _FLOAT_AMOUNTS.clear()
+        _FLOAT_AMOUNTS[value] = amount
+    return amount
+
+
+# model_fields_set of each event type, by which of its optional fields the message gave;
+# every event gets its own copy (pydantic updates it in place, in model_copy)
+_GIVEN = frozenset({"event_id", "customer_id", "occurred_at", "type"})
+_ORDER_GIVEN = _GIVEN | {"order_id", "amount"}
+_ORDER_GIVENS = {  # (currency given, status given)
+    (False, False): _ORDER_GIVEN,
+    (True, False): _ORDER_GIVEN | {"currency"},
+    (False, True): _ORDER_GIVEN | {"status"},
+    (True, True): _ORDER_GIVEN | {"currency", "status"},
+}
+_SUPPORT_GIVEN = _GIVEN | {"ticket_id", "status"}
+_SUPPORT_GIVEN_PRIORITY = _SUPPORT_GIVEN | {"priority"}
+_SURVEY_GIVEN = _GIVEN | {"score"}
+_SURVEY_GIVEN_ID = _SURVEY_GIVEN | {"survey_id"}
+_PROFILE_GIVENS = {  # (attributes given, erase given)
+    (False, False): _GIVEN,
+    (True, False): _GIVEN | {"attributes"},
+    (False, True): _GIVEN | {"erase"},
+    (True, True): _GIVEN | {"attributes", "erase"},
+}
+
+
 def _order(msg: _Order, currency: str, low: int, high: int) -> Fields | None:
-    occurred_at, amount = _occurred_at(msg.occurred_at, low, high), _amount(msg.amount)
-    if occurred_at is None or amount is None:
+    at = msg.occurred_at
+    occurred_at = _ms(at) if isinstance(at, str) else at
+    if occurred_at is None or occurred_at < low or occurred_at > high:
         return None
-    given = {"event_id", "customer_id", "occurred_at", "type", "order_id", "amount"}
+    value = msg.amount  # msgspec has range-checked a number, not a string
+    amount: Decimal | None
+    if isinstance(value, str):
+        amount = _TEXT_AMOUNTS.get(value) or _text_amount(value)
+        if amount is None:
+            return None
+    elif isinstance(value, float):
+        amount = _FLOAT_AMOUNTS.get(value) or _float_amount(value)
+    else:
+        amount = Decimal(value)
     code, status = msg.currency, msg.status
+    given = (code is not UNSET, status is not UNSET)
     if code is UNSET:
         code = None
-    else:
-        given.add("currency")
-        if code is not None and code != currency:
-            return None
+    elif code is not None and code != currency:
+        return None
     if status is UNSET:
         status = "completed"
-    else:
-        given.add("status")
     fields = {
         "event_id": msg.event_id,
         "customer_id": msg.customer_id,
@@ -134,19 +190,19 @@ def _order(msg: _Order, currency: str, low: int, high: int) -> Fields | None:
         "currency": code,
         "status": status,
     }
-    return "order", fields, given
+    return "order", fields, set(_ORDER_GIVENS[given])
 
 
 def _support(msg: _Support, currency: str, low: int, high: int) -> Fields | None:
-    occurred_at = _occurred_at(msg.occurred_at, low, high)
-    if occurred_at is None:
+    at = msg.occurred_at
+    occurred_at = _ms(at) if isinstance(at, str) else at
+    if occurred_at is None or occurred_at < low or occurred_at > high:
         return None
-    given = {"event_id", "customer_id", "occurred_at", "type", "ticket_id", "status"}
     priority = msg.priority
     if priority is UNSET:
-        priority = None
+        priority, given = None, _SUPPORT_GIVEN
     else:
-        given.add("priority")
+        given = _SUPPORT_GIVEN_PRIORITY
     fields = {
         "event_id": msg.event_id,
         "customer_id": msg.customer_id,
@@ -156,19 +212,19 @@ def _support(msg: _Support, currency: str, low: int, high: int) -> Fields | None
         "status": msg.status,
         "priority": priority,
     }
-    return "support", fields, given
+    return "support", fields, set(given)
 
 
 def _survey(msg: _Survey, currency: str, low: int, high: int) -> Fields | None:
-    occurred_at = _occurred_at(msg.occurred_at, low, high)
-    if occurred_at is None:
+    at = msg.occurred_at
+    occurred_at = _ms(at) if isinstance(at, str) else at
+    if occurred_at is None or occurred_at < low or occurred_at > high:
         return None
-    given = {"event_id", "customer_id", "occurred_at", "type", "score"}
     survey_id = msg.survey_id
     if survey_id is UNSET:
-        survey_id = None
+        survey_id, given = None, _SURVEY_GIVEN
     else:
-        given.add("survey_id")
+        given = _SURVEY_GIVEN_ID
     fields = {
         "event_id": msg.event_id,
         "customer_id": msg.customer_id,
@@ -177,25 +233,22 @@ def _survey(msg: _Survey, currency: str, low: int, high: int) -> Fields | None:
         "score": msg.score,
         "survey_id": survey_id,
     }
-    return "survey", fields, given
+    return "survey", fields, set(given)
 
 
 def _profile(msg: _Profile, currency: str, low: int, high: int) -> Fields | None:
-    occurred_at = _occurred_at(msg.occurred_at, low, high)
-    if occurred_at is None:
+    at = msg.occurred_at
+    occurred_at = _ms(at) if isinstance(at, str) else at
+    if occurred_at is None or occurred_at < low or occurred_at > high:
         return None
-    given = {"event_id", "customer_id", "occurred_at", "type"}
     attributes, erase = msg.attributes, msg.erase
+    given = (attributes is not UNSET, erase is not UNSET)
     if erase is UNSET:
         erase = False
-    else:
-        given.add("erase")
     if attributes is UNSET:
         if not erase:  # attributes are required unless the event erases the customer
             return None
         attributes = {}
-    else:
-        given.add("attributes")
     fields = {
         "event_id": msg.event_id,
         "customer_id": msg.customer_id,
@@ -204,7 +257,7 @@ def _profile(msg: _Profile, currency: str, low: int, high: int) -> Fields | None
         "attributes": attributes,
         "erase": erase,
     }
-    return "profile", fields, given
+    return "profile", fields, set(_PROFILE_GIVENS[given])
 
 
 _FINISH: dict[type[_Message], Callable[[Any, str, int, int], Fields | None]] = {
