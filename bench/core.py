@@ -2,19 +2,25 @@
 a clock tick.
 
 python -m bench.core [--events N] [--customers N] [--clock-customers N]
+
+Also ``segstream replay`` end to end (file in, changes out) and re-evaluating every customer
+after a rules change.
 """
 
 from __future__ import annotations
 
 import argparse
 import gc
+import subprocess
+import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 from segstream.core.contracts import OrderEvent
 from segstream.core.engine import Engine
-from segstream.core.rulelang import load_rules
+from segstream.core.rulelang import compile_rules, load_rules
 from segstream.core.state import dump_state
 from segstream.core.timeutil import MS_PER_DAY
 
@@ -52,6 +58,60 @@ def core_throughput(path: Path) -> dict[str, Any]:
         "state_bytes_p50": sizes[len(sizes) // 2],
         "state_bytes_p99": sizes[int(len(sizes) * 0.99)],
     }
+
+
+def replay_throughput(path: Path) -> dict[str, Any]:
+    """``segstream replay`` as a user runs it: a process reading the file and writing every
+    change event to a file (JSON lines), summary and all; timed from start to exit."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "changes.jsonl"
+        command = [sys.executable, "-m", "segstream.cli", "replay", "--no-progress"]
+        command += ["--rules", str(ROOT / "rules"), "--out", str(out), str(path)]
+        started = time.perf_counter()
+        subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
+        seconds = time.perf_counter() - started
+        with out.open("rb") as handle:
+            changes = sum(1 for _ in handle)
+    events = sum(1 for _ in path.open("rb"))
+    return {
+        "events": events,
+        "seconds": round(seconds, 2),
+        "events_per_second": round(events / seconds),
+        "changes": changes,
+    }
+
+
+def rules_reevaluation(customers: int) -> dict[str, Any]:
+    """A rules change over ``customers``: switch the engine to a rule set with one threshold
+    moved, then re-evaluate every customer, as a worker does (in slices) after a rules update."""
+    files = {p.name: p.read_text() for p in sorted((ROOT / "rules").glob("*.yaml"))}
+    moved = files["value.yaml"].replace("f >= 3 and m >= 3", "f >= 2 and m >= 3", 1)
+    assert moved != files["value.yaml"], "rules/value.yaml changed: pick another threshold"
+    engine = Engine(compile_rules(files), clock="wall", partitions=8)
+    today = 20_400
+    now = today * MS_PER_DAY + 1
+    for i in range(customers):
+        ms = (today - i % 300) * MS_PER_DAY + 3_600_000
+        amount = str(10 + i % 997)
+        event = OrderEvent(
+            event_id=f"e{i}", customer_id=f"C{i}", occurred_at=ms, order_id=f"o{i}", amount=amount
+        )
+        engine.apply(event, partition=engine.partition_for(event.customer_id), now_ms=now)
+    engine.refresh_population()
+    engine.drop_pending()
+    gc.collect()
+    gc.freeze()
+    started = time.perf_counter()
+    engine.set_rules(compile_rules(files | {"value.yaml": moved}))
+    changes = 0
+    ids = engine.customer_ids()
+    for start in range(0, len(ids), 10_000):  # the worker's slices: commit between them
+        changes += len(engine.reevaluate(ids[start : start + 10_000]))
+        engine.drop_pending()
+    engine.rules_done()
+    seconds = time.perf_counter() - started
+    gc.unfreeze()
+    return {"customers": customers, "changes": changes, "seconds": round(seconds, 2)}
 
 
 def rules_evaluation(calls: int = 20_000) -> dict[str, Any]:
@@ -136,6 +196,8 @@ def main() -> None:
     print(f"rules: {rules_evaluation()}")
     for fraction in (0.001, 0.01, 0.1):
         print(f"clock: {clock_tick(args.clock_customers, fraction)}")
+    print(f"replay: {replay_throughput(events_file(args.events, args.customers))}")
+    print(f"rules change: {rules_reevaluation(args.clock_customers)}")
 
 
 if __name__ == "__main__":

@@ -361,6 +361,43 @@ async def latency_floor(bootstrap: str, lines: list[bytes], rate: float) -> dict
     return await _paced_probe(bootstrap, prefix, lines, rate, inputs, lambda e: e["event_id"])
 
 
+async def latency_relay_floor(bootstrap: str, lines: list[bytes], rate: float) -> dict[str, Any]:
+    """The two-hop floor the worker's latency is held to: a plain relay consumes the inputs and
+    produces each record, unchanged, to a relay topic the probe reads (input to relay, relay
+    to reader), with the worker's fetch wait. What is left above it is the worker's own."""
+    prefix = f"relay-{uuid.uuid4().hex[:6]}-"
+    await _topics(bootstrap, prefix)
+    relayed = f"{prefix}relayed"
+    await create_topics(bootstrap, [relayed])
+    inputs = [f"{prefix}{t}" for t in TOPIC_OF_TYPE.values()]
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_wait_ms=100
+    )
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=False, linger_ms=0)
+    await consumer.start()
+    await producer.start()
+    tps = [TopicPartition(topic, p) for topic in inputs for p in range(PARTITIONS)]
+    consumer.assign(tps)
+    await consumer.seek_to_end(*tps)
+
+    async def relay() -> None:
+        while True:
+            batch = await consumer.getmany(timeout_ms=100)
+            for tp, records in batch.items():
+                for record in records:
+                    await producer.send(relayed, record.value, partition=tp.partition)
+
+    relaying = asyncio.create_task(relay())
+    try:
+        return await _paced_probe(
+            bootstrap, prefix, lines, rate, [relayed], lambda e: e["event_id"]
+        )
+    finally:
+        relaying.cancel()
+        await consumer.stop()
+        await producer.stop()
+
+
 async def latency(bootstrap: str, lines: list[bytes], tmp: Path, rate: float) -> dict[str, Any]:
     """Produce at a steady rate; p50/p99 from send to the change being readable downstream."""
     prefix = f"lat-{uuid.uuid4().hex[:6]}-"
