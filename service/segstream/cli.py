@@ -129,9 +129,9 @@ def _output(name: str, flag: str, inputs: list[Path]) -> IO[bytes]:
 
 @contextmanager
 def _few_full_collections() -> Iterator[None]:
-    """A replay builds one large heap that lives to the end (every customer's state) and makes
-    little cyclic garbage, while the default thresholds have the collector traverse that whole
-    heap again each time it grew by a quarter: a fifth of a replay's time or more. Young
+    """A replay or a worker builds one large heap that lives on (every customer's state) and
+    makes little cyclic garbage, while the default thresholds have the collector traverse that
+    whole heap again each time it grew by a quarter: a fifth of a replay's time or more. Young
     collections still run, less often; full ones at most every 100M net allocations."""
     before = gc.get_threshold()
     gc.set_threshold(50_000, 20, 100)
@@ -378,7 +378,8 @@ def _on_the_cluster(action: Callable[[], int]) -> int:
 def cmd_worker(args: argparse.Namespace) -> int:
     from segstream.runtime.main import run_worker
 
-    return run_worker(demo=args.demo)
+    with _few_full_collections():
+        return run_worker(demo=args.demo)
 
 
 def _partitions_argument(parser: argparse.ArgumentParser) -> None:
