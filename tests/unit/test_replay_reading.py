@@ -114,3 +114,24 @@ def test_the_replay_command_gives_the_collector_back_as_it_found_it(
     assert main([*args, *map(str, paths)]) == 0
     assert gc.get_threshold() == before
     assert out.stat().st_size > 0 and "changes" in capsys.readouterr().out
+
+
+def test_the_worker_command_runs_with_few_full_collections(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The worker keeps every customer of its partitions in one long-lived heap, as a replay
+    does: it runs with the same thresholds, and hands the collector back as it found it."""
+    from segstream.cli import main
+    from segstream.runtime import main as runtime_main
+
+    seen: list[tuple[int, ...]] = []
+
+    def run_worker(*, demo: bool = False) -> int:
+        seen.append(gc.get_threshold())
+        return 0
+
+    monkeypatch.setattr(runtime_main, "run_worker", run_worker)
+    before = gc.get_threshold()
+    assert main(["worker"]) == 0
+    assert seen == [(50_000, 20, 100)]
+    assert gc.get_threshold() == before
