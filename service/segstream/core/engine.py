@@ -46,6 +46,7 @@ from segstream.core.state import (
     COMPACT_EVERY_DAYS,
     DAY_COUNTERS,
     DEFAULT_LIMITS,
+    FIRST_EXIT,
     WINDOW_GROUPS,
     CustomerState,
     Limits,
@@ -388,8 +389,8 @@ class Engine:
         them leaves the window, not at each exit. Everything else is due at its next exit.
         """
         best: int | None = None
-        for group in self._every_exit:
-            first = windowed.first_exit(group)
+        for first_exit in self._every_exit:
+            first = first_exit(windowed)
             if first is not None and (best is None or first < best):
                 best = first
         for group, count, bounds in self._boundary_exit:
@@ -1120,14 +1121,15 @@ class Engine:
         ]
         self._flag_order = [(name, flag.source) for name, flag in rules.flags.items()]
         used, opaque, bounds = rules.used_fields, rules.opaque_fields, rules.boundaries
-        self._every_exit: list[str] = []
+        # the first-exit function of each window group whose every exit matters
+        self._every_exit: list[Callable[[Windowed], int | None]] = []
         self._boundary_exit: list[tuple[str, str, tuple[int, ...]]] = []
         for group, (count, names) in WINDOW_GROUPS.items():
             read = used & names
             if not read:
                 continue
             if count is None or read - {count} or count in opaque:
-                self._every_exit.append(group)
+                self._every_exit.append(FIRST_EXIT[group])
             elif count in bounds:
                 self._boundary_exit.append((group, count, bounds[count]))
         # (counter, read other than against literals, thresholds, +1 or -1 a day)

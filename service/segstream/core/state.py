@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import heapq
 from bisect import bisect_left, insort
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
 from hashlib import blake2b
@@ -689,8 +690,7 @@ class Windowed:
 
     def first_exit(self, group: str) -> int | None:
         """The first day an item of a window group leaves it."""
-        days, lo, hi, length = self._window(group)
-        return days[lo] + length if lo < hi else None
+        return FIRST_EXIT[group](self)
 
     def kth_exit(self, group: str, k: int) -> int | None:
         """The day the ``k``-th item (from 1) of a window group leaves it; None if fewer."""
@@ -701,6 +701,75 @@ class Windowed:
         """Every exit day of a window group, one per item, in order."""
         days, lo, hi, length = self._window(group)
         return [day + length for day in days[lo:hi]]
+
+
+# The first exit of each window group (what :meth:`Windowed.first_exit` answers), one function
+# per group: the scheduler asks for every group its rules read after every evaluation, and
+# these find the slice with one bisection each, as :meth:`Windowed._window` does, without
+# choosing the group's days and length first.
+
+
+def _first_rfm(w: Windowed) -> int | None:
+    days, length = w.order_days, w.rfm_days
+    lo = bisect_left(days, w.day - length + 1)
+    return days[lo] + length if lo < len(days) else None
+
+
+def _first_o30(w: Windowed) -> int | None:
+    days = w.order_days
+    lo = bisect_left(days, w.day - 29)
+    return days[lo] + 30 if lo < len(days) else None
+
+
+def _first_o90(w: Windowed) -> int | None:
+    days = w.order_days
+    lo = bisect_left(days, w.day - 89)
+    return days[lo] + 90 if lo < len(days) else None
+
+
+def _first_t30(w: Windowed) -> int | None:
+    days = w.opened_days
+    lo = bisect_left(days, w.day - 29)
+    return days[lo] + 30 if lo < len(days) else None
+
+
+def _first_s90(w: Windowed) -> int | None:
+    days = w.survey_days
+    lo = bisect_left(days, w.day - 89)
+    return days[lo] + 90 if lo < len(days) else None
+
+
+def _first_csi(w: Windowed) -> int | None:
+    days, length = w.survey_days, w.csi_days
+    lo = bisect_left(days, w.day - length + 1)
+    return days[lo] + length if lo < len(days) else None
+
+
+def _first_a30(w: Windowed) -> int | None:
+    days = w.activity_days
+    lo = bisect_left(days, w.day - ACTIVITY_DAYS + 1)
+    return days[lo] + ACTIVITY_DAYS if lo < len(days) else None
+
+
+def _first_a60(w: Windowed) -> int | None:
+    """30 to 59 days old: the items before the 30-day window's slice."""
+    days, day = w.activity_days, w.day
+    lo = bisect_left(days, day - 2 * ACTIVITY_DAYS + 1)
+    if lo < len(days) and days[lo] < day - ACTIVITY_DAYS + 1:
+        return days[lo] + 2 * ACTIVITY_DAYS
+    return None
+
+
+FIRST_EXIT: dict[str, Callable[[Windowed], int | None]] = {
+    "rfm": _first_rfm,
+    "o30": _first_o30,
+    "o90": _first_o90,
+    "t30": _first_t30,
+    "s90": _first_s90,
+    "csi": _first_csi,
+    "a30": _first_a30,
+    "a60": _first_a60,
+}
 
 
 def _moved(days: list[int], day: int, sign: int) -> list[int]:
