@@ -36,7 +36,7 @@ from segstream.core.contracts import (
 )
 from segstream.core.groups import GroupLane, GroupSpec, contribution
 from segstream.core.partitioning import partition_for
-from segstream.core.population import Population
+from segstream.core.population import REFRESH_MIN_UPDATES, Population
 from segstream.core.rulelang import RuleSet
 from segstream.core.rulelang.ruleset import Condition, Family, Playbook, Score
 from segstream.core.shadow import ShadowReport, compare, label
@@ -642,9 +642,7 @@ class Engine:
         for field_name, population in lane.populations.items():
             population.set(st.customer_id, values[field_name])
         if self._quantile_scores:
-            st.quantiles = {
-                s.name: (values[s.field], values[s.name]) for s in self._quantile_scores
-            }
+            self._keep_quantiles(st, values)
         if self._held:
             self._hold(st, values, lane.clock_day)
         changes = self._diff(st, values, cause, event_id, at_ms)
@@ -661,6 +659,27 @@ class Engine:
         lane.dirty.add(st.customer_id)
         lane.fresh += changes
         return changes
+
+    def _keep_quantiles(self, st: CustomerState, values: dict[str, Any]) -> None:
+        """Store the quantile scores' (field value, score) of this evaluation.
+
+        With one quantile score (the usual rfm ``m``) the stored entry is kept when it holds
+        the very same field value object (the window index hands out the float it summed last,
+        so an equal value read from elsewhere, a -0.0 or an int, is never mistaken for it) and
+        an equal score (ints): the stored bytes are then those a new dict would give."""
+        single = self._single_quantile
+        if single is not None:
+            known = st.quantiles
+            name, field_name = single
+            item = known.get(name)
+            if (
+                item is not None
+                and len(known) == 1
+                and item[0] is values[field_name]
+                and item[1] == values[name]
+            ):
+                return
+        st.quantiles = {s.name: (values[s.field], values[s.name]) for s in self._quantile_scores}
 
     def _diff(
         self,
@@ -839,16 +858,18 @@ class Engine:
 
     def _group_update(self, st: CustomerState, lane: Lane) -> None:
         horizon = self.rules.windows.horizon
+        customer_id = st.customer_id
         for group in lane.groups.values():
             value = self._group_value(st, group.spec)
-            buckets = (
-                {}
-                if value is None
-                else contribution(
-                    group, st.surveys.values(), st.orders.items(), st.refunds, horizon
-                )
+            if value is None:
+                # no value: the update only takes back an earlier contribution, if any
+                if customer_id in group.contributions:
+                    group.update(customer_id, None, {})
+                continue
+            buckets = contribution(
+                group, st.surveys.values(), st.orders.items(), st.refunds, horizon
             )
-            group.update(st.customer_id, value, buckets)
+            group.update(customer_id, value, buckets)
 
     def _roll_groups(self, lane: Lane) -> None:
         """The clock moved to a new day: close the quarters it passed. A lane's first clock
@@ -1147,6 +1168,11 @@ class Engine:
         self._date_attributes = [a.name for a in rules.attributes.values() if a.type == "date"]
         self._changes = ChangeBuilder(rules)
         self._quantile_scores = list(rules.quantile_scores)
+        self._single_quantile: tuple[str, str] | None = (
+            (self._quantile_scores[0].name, self._quantile_scores[0].field)
+            if len(self._quantile_scores) == 1
+            else None
+        )
         # declared attributes are never the ones a flood of new names pushes out
         self.limits = replace(self.base_limits, keep_attributes=frozenset(rules.attributes))
         # the timeline's bounds (length, span in ms); None: no timeline is kept
@@ -1183,8 +1209,13 @@ class Engine:
         return added
 
     def _stale(self, lane: Lane) -> bool:
+        """Whether a population needs new cut points: asked after every event, so the cheap
+        test of :meth:`Population.stale` (too few updates for any refresh) is made here."""
         fraction = self.refresh_fraction
-        return any(p.stale(fraction) for p in lane.populations.values())
+        for p in lane.populations.values():
+            if p.updates_since_refresh >= REFRESH_MIN_UPDATES and p.stale(fraction):
+                return True
+        return False
 
     def _refresh_if_stale(self, lane: Lane) -> list[Change]:
         return self._refresh(lane, lane.clock_day * MS_PER_DAY) if self._stale(lane) else []
