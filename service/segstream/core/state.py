@@ -426,37 +426,43 @@ class CustomerState:
         self.compacted_day = clock_day
         horizon = windows.horizon
         held = horizon + LATE_DAYS
-        for order_id, (_, _, day, amount) in list(self.orders.items()):
-            if clock_day - day >= held:
-                self._windowed_order(order_id, -1)
-                del self.orders[order_id]
-                if self._refunded(order_id, day, horizon):
-                    del self.refunds[order_id]
-                    self.folded_ids.add(_digest(order_id))
-                else:
-                    self._fold(order_id, day, amount)
-        self._cap_folded_ids(limits)
-        for order_id, day in list(self.refunds.items()):
-            if clock_day - day >= held and order_id not in self.orders:
+        # each pass first picks what goes (one comprehension: usually nothing), then takes it
+        # out in the collection's order; taking one item out changes no other's test
+        old_orders = [(k, o[2], o[3]) for k, o in self.orders.items() if clock_day - o[2] >= held]
+        for order_id, day, amount in old_orders:
+            self._windowed_order(order_id, -1)
+            del self.orders[order_id]
+            if self._refunded(order_id, day, horizon):
                 del self.refunds[order_id]
+                self.folded_ids.add(_digest(order_id))
+            else:
+                self._fold(order_id, day, amount)
+        self._cap_folded_ids(limits)
+        orders = self.orders
+        for order_id in [
+            k for k, day in self.refunds.items() if clock_day - day >= held and k not in orders
+        ]:
+            del self.refunds[order_id]
         survey_days = _survey_days(windows)
-        for key, survey in list(self.surveys.items()):
-            if clock_day - survey[2] >= survey_days:
-                self._windowed_survey(key, -1)
-                del self.surveys[key]
-        for ticket_id, (ms, _, status, opened) in list(self.tickets.items()):
-            if status == "closed" and clock_day - max(day_of(ms), opened) >= horizon:
-                self._windowed_ticket(ticket_id, -1)
-                del self.tickets[ticket_id]
-                self.closed_ids.add(_digest(ticket_id))
+        for key in [k for k, sv in self.surveys.items() if clock_day - sv[2] >= survey_days]:
+            self._windowed_survey(key, -1)
+            del self.surveys[key]
+        for ticket_id in [
+            k
+            for k, t in self.tickets.items()
+            if t[2] == "closed" and clock_day - max(day_of(t[0]), t[3]) >= horizon
+        ]:
+            self._windowed_ticket(ticket_id, -1)
+            del self.tickets[ticket_id]
+            self.closed_ids.add(_digest(ticket_id))
         dropped = _keep_smallest(self.closed_ids, limits.max_closed_ticket_ids)
         self._hit(LIMIT_CLOSED_TICKET_IDS, dropped)
         windowed = self.windowed
-        for event_id, day in list(self.activity.items()):
-            if clock_day - day >= limits.event_id_memory_days:
-                del self.activity[event_id]
-                if windowed is not None:
-                    windowed.activity(day, -1)
+        memory = limits.event_id_memory_days
+        for event_id, day in [(k, d) for k, d in self.activity.items() if clock_day - d >= memory]:
+            del self.activity[event_id]
+            if windowed is not None:
+                windowed.activity(day, -1)
 
     # -- reading -----------------------------------------------------------------------------
 
