@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import heapq
-from bisect import bisect_right
+from bisect import bisect_left, bisect_right
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
@@ -36,15 +36,17 @@ from segstream.core.contracts import (
 )
 from segstream.core.groups import GroupLane, GroupSpec, contribution
 from segstream.core.partitioning import partition_for
-from segstream.core.population import Population
+from segstream.core.population import REFRESH_MIN_UPDATES, Population
 from segstream.core.rulelang import RuleSet
 from segstream.core.rulelang.ruleset import Condition, Family, Playbook, Score
 from segstream.core.shadow import ShadowReport, compare, label
 from segstream.core.state import (
     CAUSE_KINDS,
     CHANGE_KINDS,
+    COMPACT_EVERY_DAYS,
     DAY_COUNTERS,
     DEFAULT_LIMITS,
+    FIRST_EXIT,
     WINDOW_GROUPS,
     CustomerState,
     Limits,
@@ -168,6 +170,8 @@ class Reading:
     bin_scores: list[Score]
     quantile_scores: list[Score]
     has_rfm: bool
+    # fill(values, attrs, day, populations): everything above, one generated function
+    fill: Callable[[dict[str, Any], dict[str, Any], int, dict[str, Population]], None]
 
     @classmethod
     def of(cls, rules: RuleSet) -> Reading:
@@ -178,7 +182,86 @@ class Reading:
             [s for s in rules.scores.values() if not s.quantiles],
             list(rules.quantile_scores),
             {"r", "f", "m"} <= rules.scores.keys(),
+            _compile_fill(rules),
         )
+
+
+def _compile_fill(
+    rules: RuleSet,
+) -> Callable[[dict[str, Any], dict[str, Any], int, dict[str, Population]], None]:
+    """One Python function per rule set that adds to a customer's state values what its rules
+    read besides them, in straight-line code: every evaluation runs it, and a loop over lists
+    of attributes and scores with a method call each cost several times as much.
+
+    It writes exactly what the general form wrote, in the same key order: the declared
+    attributes (in declaration order; a profile value of the wrong type reads as the default,
+    a date as its day number, see :meth:`Attribute.coerce`), the date counters, the bin scores,
+    the quantile scores from the lane's cut points (:meth:`Score.from_bins`,
+    :meth:`Score.from_cuts`) and ``rfm``. Every constant (a default, the bins) is the rule
+    set's own object, bound by name, never written out as text."""
+    namespace: dict[str, Any] = {
+        "__builtins__": {},
+        "isinstance": isinstance,
+        "_str": str,
+        "_bool": bool,
+        "_int": int,
+        "_number": (int, float),
+        "_date": parse_date_day,
+        "_bl": bisect_left,
+        "_br": bisect_right,
+    }
+    lines = ["def fill(values, attrs, day, populations):"]
+    for i, a in enumerate(rules.attributes.values()):
+        default = f"_d{i}"
+        namespace[default] = a.default
+        if a.type == "date":
+            coerced = "_date(v) if isinstance(v, _str) else None"
+        elif a.type == "bool":
+            coerced = f"v if isinstance(v, _bool) else {default}"
+        elif a.type == "int":
+            coerced = f"v if isinstance(v, _int) and not isinstance(v, _bool) else {default}"
+        elif a.type == "float":
+            coerced = f"v if isinstance(v, _number) and not isinstance(v, _bool) else {default}"
+        elif a.type == "str":
+            coerced = f"v if isinstance(v, _str) else {default}"
+        else:  # pragma: no cover - the rule compiler knows no other type
+            raise ValueError(f"attribute {a.name}: unknown type {a.type!r}")
+        lines += [
+            f"    item = attrs.get({a.name!r})",
+            "    if item is None or (v := item[2]) is None:",
+            f"        values[{a.name!r}] = {default}",
+            "    else:",
+            f"        values[{a.name!r}] = {coerced}",
+        ]
+    for counter, (attribute, step) in rules.date_counters.items():
+        lines += [
+            f"    v = values[{attribute!r}]",
+            f"    values[{counter!r}] = None if v is None else (day - v) * {int(step)!r}",
+        ]
+    for i, s in enumerate(x for x in rules.scores.values() if not x.quantiles):
+        bins = f"_b{i}"
+        namespace[bins] = s.bins
+        if s.better == "lower":
+            score = f"{len(s.bins) + 1} - _bl({bins}, v)"
+        else:
+            score = f"1 + _br({bins}, v)"
+        lines += [
+            f"    v = values[{s.field!r}]",
+            f"    values[{s.name!r}] = 0 if v is None else {score}",
+        ]
+    for s in rules.quantile_scores:
+        lines += [
+            f"    v = values[{s.field!r}]",
+            f"    cuts = populations[{s.field!r}].cuts",
+            f"    values[{s.name!r}] = 0 if v is None else 1 if v <= 0 else 1 + _br(cuts, v)",
+        ]
+    if {"r", "f", "m"} <= rules.scores.keys():
+        lines.append("    values['rfm'] = f\"{values['r']}{values['f']}{values['m']}\"")
+    lines.append("    return None")
+    exec(compile("\n".join(lines) + "\n", "<fill>", "exec"), namespace)
+    fill: Callable[[dict[str, Any], dict[str, Any], int, dict[str, Population]], None]
+    fill = namespace["fill"]
+    return fill
 
 
 class Engine:
@@ -306,8 +389,8 @@ class Engine:
         them leaves the window, not at each exit. Everything else is due at its next exit.
         """
         best: int | None = None
-        for group in self._every_exit:
-            first = windowed.first_exit(group)
+        for first_exit in self._every_exit:
+            first = first_exit(windowed)
             if first is not None and (best is None or first < best):
                 best = first
         for group, count, bounds in self._boundary_exit:
@@ -540,26 +623,14 @@ class Engine:
         r = self._reading if reading is None else reading
         rules = r.rules
         day = lane.clock_day
-        if compact:
+        # compaction runs every COMPACT_EVERY_DAYS: the test is made here, not in a call that
+        # nearly always returns at once (and only compaction can have hit a limit since the
+        # last take: every other change of the state takes its hits at once)
+        if compact and day - st.compacted_day >= COMPACT_EVERY_DAYS:
             st.compact(day, self.rules.windows, self.limits)
             self._take_limit_hits(st)
         values, windowed = st.read(day, rules.windows, keep=reading is None)
-        values.update(r.attribute_defaults)
-        declared = rules.attributes
-        for name, item in st.attrs.items():
-            attr = declared.get(name)
-            if attr is not None and item[2] is not None:
-                values[name] = attr.coerce(item[2])
-        for counter, attribute, step in r.date_counters:
-            date = values[attribute]
-            values[counter] = None if date is None else (day - date) * step
-        for score in r.bin_scores:
-            values[score.name] = score.from_bins(values[score.field])
-        populations = lane.populations
-        for score in r.quantile_scores:
-            values[score.name] = score.from_cuts(values[score.field], populations[score.field].cuts)
-        if r.has_rfm:
-            values["rfm"] = f"{values['r']}{values['f']}{values['m']}"
+        r.fill(values, st.attrs, day, lane.populations)
         rules.evaluate(values)
         return values, windowed
 
@@ -571,9 +642,7 @@ class Engine:
         for field_name, population in lane.populations.items():
             population.set(st.customer_id, values[field_name])
         if self._quantile_scores:
-            st.quantiles = {
-                s.name: (values[s.field], values[s.name]) for s in self._quantile_scores
-            }
+            self._keep_quantiles(st, values)
         if self._held:
             self._hold(st, values, lane.clock_day)
         changes = self._diff(st, values, cause, event_id, at_ms)
@@ -590,6 +659,27 @@ class Engine:
         lane.dirty.add(st.customer_id)
         lane.fresh += changes
         return changes
+
+    def _keep_quantiles(self, st: CustomerState, values: dict[str, Any]) -> None:
+        """Store the quantile scores' (field value, score) of this evaluation.
+
+        With one quantile score (the usual rfm ``m``) the stored entry is kept when it holds
+        the very same field value object (the window index hands out the float it summed last,
+        so an equal value read from elsewhere, a -0.0 or an int, is never mistaken for it) and
+        an equal score (ints): the stored bytes are then those a new dict would give."""
+        single = self._single_quantile
+        if single is not None:
+            known = st.quantiles
+            name, field_name = single
+            item = known.get(name)
+            if (
+                item is not None
+                and len(known) == 1
+                and item[0] is values[field_name]
+                and item[1] == values[name]
+            ):
+                return
+        st.quantiles = {s.name: (values[s.field], values[s.name]) for s in self._quantile_scores}
 
     def _diff(
         self,
@@ -768,16 +858,18 @@ class Engine:
 
     def _group_update(self, st: CustomerState, lane: Lane) -> None:
         horizon = self.rules.windows.horizon
+        customer_id = st.customer_id
         for group in lane.groups.values():
             value = self._group_value(st, group.spec)
-            buckets = (
-                {}
-                if value is None
-                else contribution(
-                    group, st.surveys.values(), st.orders.items(), st.refunds, horizon
-                )
+            if value is None:
+                # no value: the update only takes back an earlier contribution, if any
+                if customer_id in group.contributions:
+                    group.update(customer_id, None, {})
+                continue
+            buckets = contribution(
+                group, st.surveys.values(), st.orders.items(), st.refunds, horizon
             )
-            group.update(st.customer_id, value, buckets)
+            group.update(customer_id, value, buckets)
 
     def _roll_groups(self, lane: Lane) -> None:
         """The clock moved to a new day: close the quarters it passed. A lane's first clock
@@ -1050,14 +1142,15 @@ class Engine:
         ]
         self._flag_order = [(name, flag.source) for name, flag in rules.flags.items()]
         used, opaque, bounds = rules.used_fields, rules.opaque_fields, rules.boundaries
-        self._every_exit: list[str] = []
+        # the first-exit function of each window group whose every exit matters
+        self._every_exit: list[Callable[[Windowed], int | None]] = []
         self._boundary_exit: list[tuple[str, str, tuple[int, ...]]] = []
         for group, (count, names) in WINDOW_GROUPS.items():
             read = used & names
             if not read:
                 continue
             if count is None or read - {count} or count in opaque:
-                self._every_exit.append(group)
+                self._every_exit.append(FIRST_EXIT[group])
             elif count in bounds:
                 self._boundary_exit.append((group, count, bounds[count]))
         # (counter, read other than against literals, thresholds, +1 or -1 a day)
@@ -1075,6 +1168,11 @@ class Engine:
         self._date_attributes = [a.name for a in rules.attributes.values() if a.type == "date"]
         self._changes = ChangeBuilder(rules)
         self._quantile_scores = list(rules.quantile_scores)
+        self._single_quantile: tuple[str, str] | None = (
+            (self._quantile_scores[0].name, self._quantile_scores[0].field)
+            if len(self._quantile_scores) == 1
+            else None
+        )
         # declared attributes are never the ones a flood of new names pushes out
         self.limits = replace(self.base_limits, keep_attributes=frozenset(rules.attributes))
         # the timeline's bounds (length, span in ms); None: no timeline is kept
@@ -1111,8 +1209,13 @@ class Engine:
         return added
 
     def _stale(self, lane: Lane) -> bool:
+        """Whether a population needs new cut points: asked after every event, so the cheap
+        test of :meth:`Population.stale` (too few updates for any refresh) is made here."""
         fraction = self.refresh_fraction
-        return any(p.stale(fraction) for p in lane.populations.values())
+        for p in lane.populations.values():
+            if p.updates_since_refresh >= REFRESH_MIN_UPDATES and p.stale(fraction):
+                return True
+        return False
 
     def _refresh_if_stale(self, lane: Lane) -> list[Change]:
         return self._refresh(lane, lane.clock_day * MS_PER_DAY) if self._stale(lane) else []

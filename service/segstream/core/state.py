@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import heapq
 from bisect import bisect_left, insort
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
 from hashlib import blake2b
@@ -425,37 +426,43 @@ class CustomerState:
         self.compacted_day = clock_day
         horizon = windows.horizon
         held = horizon + LATE_DAYS
-        for order_id, (_, _, day, amount) in list(self.orders.items()):
-            if clock_day - day >= held:
-                self._windowed_order(order_id, -1)
-                del self.orders[order_id]
-                if self._refunded(order_id, day, horizon):
-                    del self.refunds[order_id]
-                    self.folded_ids.add(_digest(order_id))
-                else:
-                    self._fold(order_id, day, amount)
-        self._cap_folded_ids(limits)
-        for order_id, day in list(self.refunds.items()):
-            if clock_day - day >= held and order_id not in self.orders:
+        # each pass first picks what goes (one comprehension: usually nothing), then takes it
+        # out in the collection's order; taking one item out changes no other's test
+        old_orders = [(k, o[2], o[3]) for k, o in self.orders.items() if clock_day - o[2] >= held]
+        for order_id, day, amount in old_orders:
+            self._windowed_order(order_id, -1)
+            del self.orders[order_id]
+            if self._refunded(order_id, day, horizon):
                 del self.refunds[order_id]
+                self.folded_ids.add(_digest(order_id))
+            else:
+                self._fold(order_id, day, amount)
+        self._cap_folded_ids(limits)
+        orders = self.orders
+        for order_id in [
+            k for k, day in self.refunds.items() if clock_day - day >= held and k not in orders
+        ]:
+            del self.refunds[order_id]
         survey_days = _survey_days(windows)
-        for key, survey in list(self.surveys.items()):
-            if clock_day - survey[2] >= survey_days:
-                self._windowed_survey(key, -1)
-                del self.surveys[key]
-        for ticket_id, (ms, _, status, opened) in list(self.tickets.items()):
-            if status == "closed" and clock_day - max(day_of(ms), opened) >= horizon:
-                self._windowed_ticket(ticket_id, -1)
-                del self.tickets[ticket_id]
-                self.closed_ids.add(_digest(ticket_id))
+        for key in [k for k, sv in self.surveys.items() if clock_day - sv[2] >= survey_days]:
+            self._windowed_survey(key, -1)
+            del self.surveys[key]
+        for ticket_id in [
+            k
+            for k, t in self.tickets.items()
+            if t[2] == "closed" and clock_day - max(day_of(t[0]), t[3]) >= horizon
+        ]:
+            self._windowed_ticket(ticket_id, -1)
+            del self.tickets[ticket_id]
+            self.closed_ids.add(_digest(ticket_id))
         dropped = _keep_smallest(self.closed_ids, limits.max_closed_ticket_ids)
         self._hit(LIMIT_CLOSED_TICKET_IDS, dropped)
         windowed = self.windowed
-        for event_id, day in list(self.activity.items()):
-            if clock_day - day >= limits.event_id_memory_days:
-                del self.activity[event_id]
-                if windowed is not None:
-                    windowed.activity(day, -1)
+        memory = limits.event_id_memory_days
+        for event_id, day in [(k, d) for k, d in self.activity.items() if clock_day - d >= memory]:
+            del self.activity[event_id]
+            if windowed is not None:
+                windowed.activity(day, -1)
 
     # -- reading -----------------------------------------------------------------------------
 
@@ -689,8 +696,7 @@ class Windowed:
 
     def first_exit(self, group: str) -> int | None:
         """The first day an item of a window group leaves it."""
-        days, lo, hi, length = self._window(group)
-        return days[lo] + length if lo < hi else None
+        return FIRST_EXIT[group](self)
 
     def kth_exit(self, group: str, k: int) -> int | None:
         """The day the ``k``-th item (from 1) of a window group leaves it; None if fewer."""
@@ -701,6 +707,75 @@ class Windowed:
         """Every exit day of a window group, one per item, in order."""
         days, lo, hi, length = self._window(group)
         return [day + length for day in days[lo:hi]]
+
+
+# The first exit of each window group (what :meth:`Windowed.first_exit` answers), one function
+# per group: the scheduler asks for every group its rules read after every evaluation, and
+# these find the slice with one bisection each, as :meth:`Windowed._window` does, without
+# choosing the group's days and length first.
+
+
+def _first_rfm(w: Windowed) -> int | None:
+    days, length = w.order_days, w.rfm_days
+    lo = bisect_left(days, w.day - length + 1)
+    return days[lo] + length if lo < len(days) else None
+
+
+def _first_o30(w: Windowed) -> int | None:
+    days = w.order_days
+    lo = bisect_left(days, w.day - 29)
+    return days[lo] + 30 if lo < len(days) else None
+
+
+def _first_o90(w: Windowed) -> int | None:
+    days = w.order_days
+    lo = bisect_left(days, w.day - 89)
+    return days[lo] + 90 if lo < len(days) else None
+
+
+def _first_t30(w: Windowed) -> int | None:
+    days = w.opened_days
+    lo = bisect_left(days, w.day - 29)
+    return days[lo] + 30 if lo < len(days) else None
+
+
+def _first_s90(w: Windowed) -> int | None:
+    days = w.survey_days
+    lo = bisect_left(days, w.day - 89)
+    return days[lo] + 90 if lo < len(days) else None
+
+
+def _first_csi(w: Windowed) -> int | None:
+    days, length = w.survey_days, w.csi_days
+    lo = bisect_left(days, w.day - length + 1)
+    return days[lo] + length if lo < len(days) else None
+
+
+def _first_a30(w: Windowed) -> int | None:
+    days = w.activity_days
+    lo = bisect_left(days, w.day - ACTIVITY_DAYS + 1)
+    return days[lo] + ACTIVITY_DAYS if lo < len(days) else None
+
+
+def _first_a60(w: Windowed) -> int | None:
+    """30 to 59 days old: the items before the 30-day window's slice."""
+    days, day = w.activity_days, w.day
+    lo = bisect_left(days, day - 2 * ACTIVITY_DAYS + 1)
+    if lo < len(days) and days[lo] < day - ACTIVITY_DAYS + 1:
+        return days[lo] + 2 * ACTIVITY_DAYS
+    return None
+
+
+FIRST_EXIT: dict[str, Callable[[Windowed], int | None]] = {
+    "rfm": _first_rfm,
+    "o30": _first_o30,
+    "o90": _first_o90,
+    "t30": _first_t30,
+    "s90": _first_s90,
+    "csi": _first_csi,
+    "a30": _first_a30,
+    "a60": _first_a60,
+}
 
 
 def _moved(days: list[int], day: int, sign: int) -> list[int]:
