@@ -905,9 +905,9 @@ class Engine:
 
     def _enter(self, st: CustomerState, name: str, member: bool, at_ms: int) -> None:
         if member:
-            st.entered[name] = day_of(at_ms)
+            st.enter(name, day_of(at_ms))
         else:
-            st.entered.pop(name, None)
+            st.entered.pop(name, None)  # (no-op on the shared empty mapping)
 
     def _dwell_ends(self, st: CustomerState, day: int) -> int | None:
         """The first day a dwell of the customer's current segments ends (it may then exit)."""

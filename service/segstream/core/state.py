@@ -157,6 +157,29 @@ class Limits:
 DEFAULT_LIMITS = Limits()
 
 
+class _Nothing(dict[Any, Any]):
+    """The empty dict every state shares for a collection it has not needed yet.
+
+    Most customers never have a refund, ticket, survey, attribute, dwell or limit hit, and an
+    empty dict is 64 bytes (an empty set 216): at a million customers those were close to a
+    gigabyte of nothing (issue 15). A field holds :data:`NOTHING` until its first item, when
+    its writer puts a dict of its own in place (``if table is NOTHING``); reads need no care.
+    Writing into the shared one would give every customer the item, so it refuses.
+    """
+
+    __slots__ = ()
+
+    def _refuse(self, *args: Any, **kwargs: Any) -> Any:
+        raise TypeError("the shared empty mapping is read-only: give the state its own dict")
+
+    __setitem__ = setdefault = update = __ior__ = _refuse
+
+
+NOTHING: dict[Any, Any] = _Nothing()
+# the same for the digest sets (an empty frozenset: read-only already)
+NO_IDS: frozenset[int] = frozenset()
+
+
 class CustomerState:
     """What segstream remembers about one customer."""
 
@@ -192,21 +215,21 @@ class CustomerState:
         # order_id -> (occurred_at, event_id, day, amount)
         self.orders: dict[str, tuple[int, str, int, Decimal]] = {}
         # order_id -> day of the earliest refund/cancel seen
-        self.refunds: dict[str, int] = {}
+        self.refunds: dict[str, int] = NOTHING
         self.folded_count = 0
         self.folded_amount = ZERO
         self.folded_first_day: int | None = None
         self.folded_last_day: int | None = None
         # 64-bit digests of folded order ids: keeps duplicates of old orders out, 8 bytes each
-        self.folded_ids: set[int] = set()
+        self.folded_ids: set[int] | frozenset[int] = NO_IDS
         # ticket_id -> (occurred_at, event_id, status, opened_day or -1)
-        self.tickets: dict[str, tuple[int, str, str, int]] = {}
+        self.tickets: dict[str, tuple[int, str, str, int]] = NOTHING
         # 64-bit digests of closed tickets compaction removed: they stay closed
-        self.closed_ids: set[int] = set()
+        self.closed_ids: set[int] | frozenset[int] = NO_IDS
         # survey key -> (occurred_at, event_id, day, score)
-        self.surveys: dict[str, tuple[int, str, int, int]] = {}
+        self.surveys: dict[str, tuple[int, str, int, int]] = NOTHING
         # attribute -> (occurred_at, event_id, value); value None is a tombstone
-        self.attrs: dict[str, tuple[int, str, Any]] = {}
+        self.attrs: dict[str, tuple[int, str, Any]] = NOTHING
         # event_id -> day, for events young enough to count as activity (the de-dup record)
         self.activity: dict[str, int] = {}
         self.last_activity_day: int | None = None
@@ -215,7 +238,7 @@ class CustomerState:
         self.segments: dict[str, str | bool | None] = {}
         # segment name -> the day the customer entered its current value, for segments with
         # a min_days dwell (docs/rules.md, Hysteresis and dwell)
-        self.entered: dict[str, int] = {}
+        self.entered: dict[str, int] = NOTHING
         self.seq = 0
         self.due_day: int | None = None
         # quantile score name -> (field value, score) at the last evaluation: what the
@@ -228,20 +251,33 @@ class CustomerState:
         self.timeline: list[tuple[int, str, Any, Any, int, int]] = []
         # Not state: how often each limit dropped something since the engine last took the
         # counts (:meth:`take_limit_hits`), for a metric. Not stored, not compared.
-        self.limit_hits: dict[str, int] = {}
+        self.limit_hits: dict[str, int] = NOTHING
         # Not state: the index of the items' days the windows are read from, derived from the
         # items above (built on the first read, then kept up to date by every change of an
         # item). Not stored, not compared.
         self.windowed: Windowed | None = None
 
     def take_limit_hits(self) -> dict[str, int]:
-        """The limit counts since the last call, then zero; empty when no limit bit."""
-        hits, self.limit_hits = self.limit_hits, {}
+        """The limit counts since the last call, then zero; empty when no limit bit (the
+        shared empty mapping: nothing is allocated per call, it is asked after every event)."""
+        hits = self.limit_hits
+        if hits:
+            self.limit_hits = NOTHING
         return hits
 
     def _hit(self, limit: str, count: int) -> None:
         if count:
-            self.limit_hits[limit] = self.limit_hits.get(limit, 0) + count
+            hits = self.limit_hits
+            if hits is NOTHING:
+                hits = self.limit_hits = {}
+            hits[limit] = hits.get(limit, 0) + count
+
+    def enter(self, name: str, day: int) -> None:
+        """The customer entered ``name``'s current value on ``day`` (a dwell starts)."""
+        entered = self.entered
+        if entered is NOTHING:
+            entered = self.entered = {}
+        entered[name] = day
 
     # -- applying events ---------------------------------------------------------------------
 
@@ -277,10 +313,14 @@ class CustomerState:
                 old = self.surveys.get(key)
                 if old is None or (old[0], old[1]) < (event.occurred_at, event.event_id):
                     self._windowed_survey(key, -1)
+                    if self.surveys is NOTHING:
+                        self.surveys = {}
                     self.surveys[key] = (event.occurred_at, event.event_id, day, event.score)
                     self._windowed_survey(key, 1)
                     changed = True
         elif isinstance(event, ProfileEvent):
+            if self.attrs is NOTHING and event.attributes:
+                self.attrs = {}
             for name, value in event.attributes.items():
                 changed |= _lww(self.attrs, name, (event.occurred_at, event.event_id, value))
             if len(self.attrs) > limits.max_attributes:
@@ -323,6 +363,8 @@ class CustomerState:
             if known is not None and known <= day:
                 return False
             self._windowed_order(event.order_id, -1)
+            if self.refunds is NOTHING:
+                self.refunds = {}
             self.refunds[event.order_id] = day
             self._windowed_order(event.order_id, 1)
             return True
@@ -374,6 +416,8 @@ class CustomerState:
         else:
             record = (event.occurred_at, event.event_id, event.status, opened)
         self._windowed_ticket(event.ticket_id, -1)
+        if self.tickets is NOTHING:
+            self.tickets = {}
         self.tickets[event.ticket_id] = record
         self._windowed_ticket(event.ticket_id, 1)
         return True
@@ -406,8 +450,14 @@ class CustomerState:
             if survey is not None:
                 windowed.survey(survey, sign)
 
+    def _add_folded(self, order_id: str) -> None:
+        ids = self.folded_ids
+        if isinstance(ids, frozenset):
+            ids = self.folded_ids = set()
+        ids.add(_digest(order_id))
+
     def _fold(self, order_id: str, day: int, amount: Decimal) -> None:
-        self.folded_ids.add(_digest(order_id))
+        self._add_folded(order_id)
         self.folded_count += 1
         self.folded_amount += amount
         if self.folded_first_day is None or day < self.folded_first_day:
@@ -431,7 +481,7 @@ class CustomerState:
                 del self.orders[order_id]
                 if self._refunded(order_id, day, horizon):
                     del self.refunds[order_id]
-                    self.folded_ids.add(_digest(order_id))
+                    self._add_folded(order_id)
                 else:
                     self._fold(order_id, day, amount)
         self._cap_folded_ids(limits)
@@ -447,7 +497,10 @@ class CustomerState:
             if status == "closed" and clock_day - max(day_of(ms), opened) >= horizon:
                 self._windowed_ticket(ticket_id, -1)
                 del self.tickets[ticket_id]
-                self.closed_ids.add(_digest(ticket_id))
+                closed = self.closed_ids
+                if isinstance(closed, frozenset):
+                    closed = self.closed_ids = set()
+                closed.add(_digest(ticket_id))
         dropped = _keep_smallest(self.closed_ids, limits.max_closed_ticket_ids)
         self._hit(LIMIT_CLOSED_TICKET_IDS, dropped)
         windowed = self.windowed
@@ -735,11 +788,11 @@ def _digest(natural_id: str) -> int:
     return int.from_bytes(blake2b(natural_id.encode(), digest_size=8).digest(), "big")
 
 
-def _keep_smallest(digests: set[int], limit: int) -> int:
+def _keep_smallest(digests: set[int] | frozenset[int], limit: int) -> int:
     """Trim to the ``limit`` smallest (a bottom-k set: the same whatever the order of adds);
     returns how many were dropped."""
     excess = len(digests) - limit
-    if excess <= 0:
+    if excess <= 0 or isinstance(digests, frozenset):  # (a frozenset is the empty NO_IDS)
         return 0
     for digest in heapq.nlargest(excess, digests):
         digests.remove(digest)
@@ -793,7 +846,8 @@ def dump_state(st: CustomerState) -> bytes:
         "entered": st.entered,
     }
     for name, empty in _EMPTY.items():
-        if data[name] == empty and type(data[name]) is type(empty):
+        value = data[name]
+        if value == empty and (type(value) is type(empty) or value is NOTHING):
             del data[name]
     return orjson.dumps(data)
 
@@ -833,16 +887,16 @@ def load_state(raw: bytes) -> CustomerState:
     st = CustomerState(data["customer_id"])
     get = data.get
     st.orders = {o[0]: (o[1], o[2], o[3], Decimal(o[4])) for o in get("orders", ())}
-    st.refunds = get("refunds", {})
+    st.refunds = get("refunds") or NOTHING
     st.folded_count = get("folded_count", 0)
     st.folded_amount = Decimal(get("folded_amount", "0"))
     st.folded_first_day = get("folded_first_day")
     st.folded_last_day = get("folded_last_day")
-    st.folded_ids = set(get("folded_ids", ()))
-    st.closed_ids = set(get("closed_ids", ()))
-    st.tickets = {k: (t[0], t[1], t[2], t[3]) for k, t in get("tickets", {}).items()}
-    st.surveys = {k: (s[0], s[1], s[2], s[3]) for k, s in get("surveys", {}).items()}
-    st.attrs = {k: (a[0], a[1], a[2]) for k, a in get("attrs", {}).items()}
+    st.folded_ids = _ids(get("folded_ids"))
+    st.closed_ids = _ids(get("closed_ids"))
+    st.tickets = {k: (t[0], t[1], t[2], t[3]) for k, t in get("tickets", {}).items()} or NOTHING
+    st.surveys = {k: (s[0], s[1], s[2], s[3]) for k, s in get("surveys", {}).items()} or NOTHING
+    st.attrs = {k: (a[0], a[1], a[2]) for k, a in get("attrs", {}).items()} or NOTHING
     st.activity = get("activity", {})
     st.last_activity_day = get("last_activity_day")
     st.last_event_ms = get("last_event_ms", 0)
@@ -852,22 +906,26 @@ def load_state(raw: bytes) -> CustomerState:
     st.due_day = get("due_day")
     st.quantiles = {k: (q[0], q[1]) for k, q in get("quantiles", {}).items()}
     st.timeline = [(t[0], t[1], t[2], t[3], t[4], t[5]) for t in get("timeline", ())]
-    st.entered = get("entered", {})
+    st.entered = get("entered") or NOTHING
     return st
+
+
+def _ids(stored: list[int] | None) -> set[int] | frozenset[int]:
+    return set(stored) if stored else NO_IDS
 
 
 def _load_positional(data: list[Any]) -> CustomerState:
     """Formats 1 and 2, as written before fields had names."""
     st = CustomerState(data[1])
     st.orders = {o[0]: (o[1], o[2], o[3], Decimal(o[4])) for o in data[2]}
-    st.refunds = data[3]
+    st.refunds = data[3] or NOTHING
     st.folded_count = data[4]
     st.folded_amount = Decimal(data[5])
     st.folded_first_day, st.folded_last_day = data[6], data[7]
-    st.folded_ids = set(data[8])
-    st.tickets = {k: (t[0], t[1], t[2], t[3]) for k, t in data[9].items()}
-    st.surveys = {k: (s[0], s[1], s[2], s[3]) for k, s in data[10].items()}
-    st.attrs = {k: (a[0], a[1], a[2]) for k, a in data[11].items()}
+    st.folded_ids = _ids(data[8])
+    st.tickets = {k: (t[0], t[1], t[2], t[3]) for k, t in data[9].items()} or NOTHING
+    st.surveys = {k: (s[0], s[1], s[2], s[3]) for k, s in data[10].items()} or NOTHING
+    st.attrs = {k: (a[0], a[1], a[2]) for k, a in data[11].items()} or NOTHING
     st.activity = data[12]
     st.last_activity_day, st.last_event_ms, st.compacted_day = data[13], data[14], data[15]
     st.segments, st.seq, st.due_day = data[16], data[17], data[18]
