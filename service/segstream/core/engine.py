@@ -45,6 +45,7 @@ from segstream.core.state import (
     CHANGE_KINDS,
     DAY_COUNTERS,
     DEFAULT_LIMITS,
+    TRANSITION,
     WINDOW_GROUPS,
     CustomerState,
     Limits,
@@ -933,22 +934,25 @@ class Engine:
     def _remember(self, st: CustomerState, entry: tuple[int, str, Any, Any, int, int]) -> None:
         """Append a transition to the customer's timeline, dropping what is too many or too old.
 
-        Nearly always nothing is dropped: that is two comparisons (length, oldest entry's time)
-        before the general trim, which drops exactly what it always dropped."""
+        The timeline is one flat tuple (``st.transitions``, TRANSITION items an entry): the
+        smallest it can be held in, at about three appends an event a new tuple of at most
+        ``timeline_length`` entries is cheap. Nearly always nothing is dropped: that is two
+        comparisons (length, oldest entry's time) before the general trim, which drops exactly
+        what it always dropped."""
         keep = self._timeline_keep
         if keep is None:
             return
         length, span = keep
-        timeline = st.timeline
-        timeline.append(entry)
+        flat = st.transitions + entry
+        entries = len(flat) // TRANSITION
         oldest = entry[0] - span
-        if len(timeline) <= length and timeline[0][0] >= oldest:
+        if entries <= length and flat[0] >= oldest:
+            st.transitions = flat
             return
-        drop = max(len(timeline) - length, 0)
-        while drop < len(timeline) and timeline[drop][0] < oldest:
+        drop = max(entries - length, 0)
+        while drop < entries and flat[drop * TRANSITION] < oldest:
             drop += 1
-        if drop:
-            del timeline[:drop]
+        st.transitions = flat[drop * TRANSITION :]
 
     def _condition_of(self, name: str, value: Any) -> str | None:
         """The current rules' condition of a segment value (what holds for a member)."""
