@@ -50,6 +50,7 @@ from segstream.core.state import (
     CustomerState,
     Limits,
     Windowed,
+    shared_day,
 )
 from segstream.core.timeutil import (
     DEFAULT_MAX_FUTURE_SKEW_MS,
@@ -130,7 +131,7 @@ class Lane:
 
     def set_clock(self, now_ms: int) -> None:
         self.clock_ms = now_ms
-        self.clock_day = day_of(now_ms)
+        self.clock_day = shared_day(day_of(now_ms))  # (held by customers: see shared_day)
 
     def pending(self) -> int:
         """Work since the last commit (customers to write + changes): the runtime commits in
@@ -289,6 +290,8 @@ class Engine:
             members = lane.due.get(st.due_day)
             if members is not None:
                 members.discard(st.customer_id)
+        if day is not None:
+            day = shared_day(day)
         st.due_day = day
         if day is not None:
             members = lane.due.get(day)

@@ -16,6 +16,7 @@ stored: a loaded state builds it on its first read.
 from __future__ import annotations
 
 import heapq
+import sys
 from bisect import bisect_left, insort
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -183,6 +184,33 @@ NOTHING: dict[Any, Any] = _Nothing()
 # the same for the digest sets (an empty frozenset: read-only already)
 NO_IDS: frozenset[int] = frozenset()
 
+# Day numbers, one int object each: a day (five digits, 28 bytes as an int of its own) is kept
+# in many places of many customers (activity, orders, surveys, tickets, refunds, due and
+# compaction days), and every computation or decoded state made a new one. Bounded by the
+# days an event may be dated on (about 84,000 from 1970 to 2199).
+_DAYS: dict[int, int] = {}
+_MAX_DAYS = 1 << 17
+
+
+def shared_day(day: int) -> int:
+    """The one int object for ``day`` (equal, so nothing that reads it can tell)."""
+    known = _DAYS.get(day)
+    if known is not None:
+        return known
+    if len(_DAYS) < _MAX_DAYS:
+        _DAYS[day] = day
+    return day
+
+
+def _day_or_none(day: int | None) -> int | None:
+    return None if day is None else shared_day(day)
+
+
+def _name(value: Any) -> Any:
+    """A text value kept by many customers (a segment or tier name, an attribute's name or
+    value, a ticket status) as the one interned copy; anything else as it is."""
+    return sys.intern(value) if type(value) is str else value
+
 
 class CustomerState:
     """What segstream remembers about one customer."""
@@ -294,7 +322,7 @@ class CustomerState:
         entered = self.entered
         if entered is NOTHING:
             entered = self.entered = {}
-        entered[name] = day
+        entered[name] = shared_day(day)
 
     # -- applying events ---------------------------------------------------------------------
 
@@ -302,7 +330,7 @@ class CustomerState:
         self, event: Event, clock_day: int, windows: Windows, limits: Limits = DEFAULT_LIMITS
     ) -> bool:
         """Fold one event in; returns False when it changed nothing (a duplicate)."""
-        day = day_of(event.occurred_at)
+        day = shared_day(day_of(event.occurred_at))
         if event.event_id in self.activity:
             return False
         changed = False
@@ -339,7 +367,8 @@ class CustomerState:
             if self.attrs is NOTHING and event.attributes:
                 self.attrs = {}
             for name, value in event.attributes.items():
-                changed |= _lww(self.attrs, name, (event.occurred_at, event.event_id, value))
+                record = (event.occurred_at, event.event_id, _name(value))
+                changed |= _lww(self.attrs, sys.intern(name), record)
             if len(self.attrs) > limits.max_attributes:
                 self._cap_attributes(limits)
         return changed
@@ -489,7 +518,7 @@ class CustomerState:
         """Drop or fold what no window can see any more; bounded memory per customer."""
         if clock_day - self.compacted_day < COMPACT_EVERY_DAYS:
             return
-        self.compacted_day = clock_day
+        self.compacted_day = shared_day(clock_day)
         horizon = windows.horizon
         held = horizon + LATE_DAYS
         for order_id, (_, _, day, amount) in list(self.orders.items()):
@@ -903,27 +932,47 @@ def load_state(raw: bytes) -> CustomerState:
         raise ValueError(f"unknown state format {version!r}")
     st = CustomerState(data["customer_id"])
     get = data.get
-    st.orders = {o[0]: (o[1], o[2], o[3], Decimal(o[4])) for o in get("orders", ())}
-    st.refunds = get("refunds") or NOTHING
+    # What a decoded state holds as fresh objects in every customer (days, names, a ticket's
+    # status) is shared as the running engine shares it (see shared_day and _name), and an
+    # order's event id is the activity record's (one string, as when the event was applied):
+    # a recovered worker holds every customer this way. Values are equal, bytes unchanged.
+    activity: dict[str, int] = {k: shared_day(v) for k, v in get("activity", {}).items()}
+    event_ids = {k: k for k in activity}
+    st.orders = {
+        o[0]: (o[1], event_ids.get(o[2], o[2]), shared_day(o[3]), Decimal(o[4]))
+        for o in get("orders", ())
+    }
+    st.refunds = {k: shared_day(v) for k, v in get("refunds", {}).items()} or NOTHING
     st.folded_count = get("folded_count", 0)
     st.folded_amount = Decimal(get("folded_amount", "0"))
-    st.folded_first_day = get("folded_first_day")
-    st.folded_last_day = get("folded_last_day")
+    st.folded_first_day = _day_or_none(get("folded_first_day"))
+    st.folded_last_day = _day_or_none(get("folded_last_day"))
     st.folded_ids = _ids(get("folded_ids"))
     st.closed_ids = _ids(get("closed_ids"))
-    st.tickets = {k: (t[0], t[1], t[2], t[3]) for k, t in get("tickets", {}).items()} or NOTHING
-    st.surveys = {k: (s[0], s[1], s[2], s[3]) for k, s in get("surveys", {}).items()} or NOTHING
-    st.attrs = {k: (a[0], a[1], a[2]) for k, a in get("attrs", {}).items()} or NOTHING
-    st.activity = get("activity", {})
-    st.last_activity_day = get("last_activity_day")
+    st.tickets = {
+        k: (t[0], event_ids.get(t[1], t[1]), _name(t[2]), shared_day(t[3]))
+        for k, t in get("tickets", {}).items()
+    } or NOTHING
+    st.surveys = {
+        k: (s[0], event_ids.get(s[1], s[1]), shared_day(s[2]), s[3])
+        for k, s in get("surveys", {}).items()
+    } or NOTHING
+    st.attrs = {
+        _name(k): (a[0], event_ids.get(a[1], a[1]), _name(a[2]))
+        for k, a in get("attrs", {}).items()
+    } or NOTHING
+    st.activity = activity
+    st.last_activity_day = _day_or_none(get("last_activity_day"))
     st.last_event_ms = get("last_event_ms", 0)
-    st.compacted_day = data["compacted_day"]
-    st.segments = get("segments", {})
+    st.compacted_day = shared_day(data["compacted_day"])
+    st.segments = {_name(k): _name(v) for k, v in get("segments", {}).items()}
     st.seq = get("seq", 0)
-    st.due_day = get("due_day")
-    st.quantiles = {k: (q[0], q[1]) for k, q in get("quantiles", {}).items()}
-    st.timeline = get("timeline", ())
-    st.entered = get("entered") or NOTHING
+    st.due_day = _day_or_none(get("due_day"))
+    st.quantiles = {_name(k): (q[0], q[1]) for k, q in get("quantiles", {}).items()}
+    st.timeline = [
+        (t[0], _name(t[1]), _name(t[2]), _name(t[3]), t[4], t[5]) for t in get("timeline", ())
+    ]
+    st.entered = {_name(k): shared_day(v) for k, v in get("entered", {}).items()} or NOTHING
     return st
 
 
