@@ -47,10 +47,12 @@ from segstream.core.state import (
     DAY_COUNTERS,
     DEFAULT_LIMITS,
     FIRST_EXIT,
+    TRANSITION,
     WINDOW_GROUPS,
     CustomerState,
     Limits,
     Windowed,
+    shared_day,
 )
 from segstream.core.timeutil import (
     DEFAULT_MAX_FUTURE_SKEW_MS,
@@ -131,7 +133,7 @@ class Lane:
 
     def set_clock(self, now_ms: int) -> None:
         self.clock_ms = now_ms
-        self.clock_day = day_of(now_ms)
+        self.clock_day = shared_day(day_of(now_ms))  # (held by customers: see shared_day)
 
     def pending(self) -> int:
         """Work since the last commit (customers to write + changes): the runtime commits in
@@ -371,6 +373,8 @@ class Engine:
             members = lane.due.get(st.due_day)
             if members is not None:
                 members.discard(st.customer_id)
+        if day is not None:
+            day = shared_day(day)
         st.due_day = day
         if day is not None:
             members = lane.due.get(day)
@@ -997,9 +1001,9 @@ class Engine:
 
     def _enter(self, st: CustomerState, name: str, member: bool, at_ms: int) -> None:
         if member:
-            st.entered[name] = day_of(at_ms)
+            st.enter(name, day_of(at_ms))
         else:
-            st.entered.pop(name, None)
+            st.entered.pop(name, None)  # (no-op on the shared empty mapping)
 
     def _dwell_ends(self, st: CustomerState, day: int) -> int | None:
         """The first day a dwell of the customer's current segments ends (it may then exit)."""
@@ -1025,22 +1029,25 @@ class Engine:
     def _remember(self, st: CustomerState, entry: tuple[int, str, Any, Any, int, int]) -> None:
         """Append a transition to the customer's timeline, dropping what is too many or too old.
 
-        Nearly always nothing is dropped: that is two comparisons (length, oldest entry's time)
-        before the general trim, which drops exactly what it always dropped."""
+        The timeline is one flat tuple (``st.transitions``, TRANSITION items an entry): the
+        smallest it can be held in, at about three appends an event a new tuple of at most
+        ``timeline_length`` entries is cheap. Nearly always nothing is dropped: that is two
+        comparisons (length, oldest entry's time) before the general trim, which drops exactly
+        what it always dropped."""
         keep = self._timeline_keep
         if keep is None:
             return
         length, span = keep
-        timeline = st.timeline
-        timeline.append(entry)
+        flat = st.transitions + entry
+        entries = len(flat) // TRANSITION
         oldest = entry[0] - span
-        if len(timeline) <= length and timeline[0][0] >= oldest:
+        if entries <= length and flat[0] >= oldest:
+            st.transitions = flat
             return
-        drop = max(len(timeline) - length, 0)
-        while drop < len(timeline) and timeline[drop][0] < oldest:
+        drop = max(entries - length, 0)
+        while drop < entries and flat[drop * TRANSITION] < oldest:
             drop += 1
-        if drop:
-            del timeline[:drop]
+        st.transitions = flat[drop * TRANSITION :]
 
     def _condition_of(self, name: str, value: Any) -> str | None:
         """The current rules' condition of a segment value (what holds for a member)."""

@@ -16,6 +16,7 @@ stored: a loaded state builds it on its first read.
 from __future__ import annotations
 
 import heapq
+import sys
 from bisect import bisect_left, insort
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -62,6 +63,10 @@ STATE_FIELDS: dict[str, str] = {
 # A timeline entry's change and cause, by index (docs/contracts.md, segment-change events).
 CHANGE_KINDS = ("entered", "exited", "upgraded", "downgraded")
 CAUSE_KINDS = ("event", "clock", "rules", "population", "erasure")
+# The items of one timeline entry in CustomerState.transitions: (at ms, segment name, from, to,
+# change index, cause index), one entry after the other in one tuple. A tuple per entry, in a
+# list, took 96 bytes plus the entry's own: flat, an entry takes its 6 references (issue 15).
+TRANSITION = 6
 # Counters that grow by one every day; the scheduler treats them specially.
 DAY_COUNTERS = ("recency_days", "tenure_days", "days_since_activity")
 
@@ -158,6 +163,56 @@ class Limits:
 DEFAULT_LIMITS = Limits()
 
 
+class _Nothing(dict[Any, Any]):
+    """The empty dict every state shares for a collection it has not needed yet.
+
+    Most customers never have a refund, ticket, survey, attribute, dwell or limit hit, and an
+    empty dict is 64 bytes (an empty set 216): at a million customers those were close to a
+    gigabyte of nothing (issue 15). A field holds :data:`NOTHING` until its first item, when
+    its writer puts a dict of its own in place (``if table is NOTHING``); reads need no care.
+    Writing into the shared one would give every customer the item, so it refuses.
+    """
+
+    __slots__ = ()
+
+    def _refuse(self, *args: Any, **kwargs: Any) -> Any:
+        raise TypeError("the shared empty mapping is read-only: give the state its own dict")
+
+    __setitem__ = setdefault = update = __ior__ = _refuse
+
+
+NOTHING: dict[Any, Any] = _Nothing()
+# the same for the digest sets (an empty frozenset: read-only already)
+NO_IDS: frozenset[int] = frozenset()
+
+# Day numbers, one int object each: a day (five digits, 28 bytes as an int of its own) is kept
+# in many places of many customers (activity, orders, surveys, tickets, refunds, due and
+# compaction days), and every computation or decoded state made a new one. Bounded by the
+# days an event may be dated on (about 84,000 from 1970 to 2199).
+_DAYS: dict[int, int] = {}
+_MAX_DAYS = 1 << 17
+
+
+def shared_day(day: int) -> int:
+    """The one int object for ``day`` (equal, so nothing that reads it can tell)."""
+    known = _DAYS.get(day)
+    if known is not None:
+        return known
+    if len(_DAYS) < _MAX_DAYS:
+        _DAYS[day] = day
+    return day
+
+
+def _day_or_none(day: int | None) -> int | None:
+    return None if day is None else shared_day(day)
+
+
+def _name(value: Any) -> Any:
+    """A text value kept by many customers (a segment or tier name, an attribute's name or
+    value, a ticket status) as the one interned copy; anything else as it is."""
+    return sys.intern(value) if type(value) is str else value
+
+
 class CustomerState:
     """What segstream remembers about one customer."""
 
@@ -184,7 +239,7 @@ class CustomerState:
         "seq",
         "surveys",
         "tickets",
-        "timeline",
+        "transitions",
         "windowed",
     )
 
@@ -193,21 +248,21 @@ class CustomerState:
         # order_id -> (occurred_at, event_id, day, amount)
         self.orders: dict[str, tuple[int, str, int, Decimal]] = {}
         # order_id -> day of the earliest refund/cancel seen
-        self.refunds: dict[str, int] = {}
+        self.refunds: dict[str, int] = NOTHING
         self.folded_count = 0
         self.folded_amount = ZERO
         self.folded_first_day: int | None = None
         self.folded_last_day: int | None = None
         # 64-bit digests of folded order ids: keeps duplicates of old orders out, 8 bytes each
-        self.folded_ids: set[int] = set()
+        self.folded_ids: set[int] | frozenset[int] = NO_IDS
         # ticket_id -> (occurred_at, event_id, status, opened_day or -1)
-        self.tickets: dict[str, tuple[int, str, str, int]] = {}
+        self.tickets: dict[str, tuple[int, str, str, int]] = NOTHING
         # 64-bit digests of closed tickets compaction removed: they stay closed
-        self.closed_ids: set[int] = set()
+        self.closed_ids: set[int] | frozenset[int] = NO_IDS
         # survey key -> (occurred_at, event_id, day, score)
-        self.surveys: dict[str, tuple[int, str, int, int]] = {}
+        self.surveys: dict[str, tuple[int, str, int, int]] = NOTHING
         # attribute -> (occurred_at, event_id, value); value None is a tombstone
-        self.attrs: dict[str, tuple[int, str, Any]] = {}
+        self.attrs: dict[str, tuple[int, str, Any]] = NOTHING
         # event_id -> day, for events young enough to count as activity (the de-dup record)
         self.activity: dict[str, int] = {}
         self.last_activity_day: int | None = None
@@ -216,7 +271,7 @@ class CustomerState:
         self.segments: dict[str, str | bool | None] = {}
         # segment name -> the day the customer entered its current value, for segments with
         # a min_days dwell (docs/rules.md, Hysteresis and dwell)
-        self.entered: dict[str, int] = {}
+        self.entered: dict[str, int] = NOTHING
         self.seq = 0
         self.due_day: int | None = None
         # quantile score name -> (field value, score) at the last evaluation: what the
@@ -226,23 +281,49 @@ class CustomerState:
         # the latest transitions, oldest first: (at ms, segment name, from, to, index of the
         # change in CHANGE_KINDS, of the cause in CAUSE_KINDS): compact, it is stored with
         # every write of the customer; bounded by Limits.timeline_length and timeline_days
-        self.timeline: list[tuple[int, str, Any, Any, int, int]] = []
+        # Held flat, as :attr:`transitions` (see :attr:`timeline`).
+        self.transitions: tuple[Any, ...] = ()
         # Not state: how often each limit dropped something since the engine last took the
         # counts (:meth:`take_limit_hits`), for a metric. Not stored, not compared.
-        self.limit_hits: dict[str, int] = {}
+        self.limit_hits: dict[str, int] = NOTHING
         # Not state: the index of the items' days the windows are read from, derived from the
         # items above (built on the first read, then kept up to date by every change of an
         # item). Not stored, not compared.
         self.windowed: Windowed | None = None
 
+    @property
+    def timeline(self) -> list[tuple[int, str, Any, Any, int, int]]:
+        """The timeline's entries, oldest first, as 6-tuples (what is stored)."""
+        flat = iter(self.transitions)
+        return list(zip(flat, flat, flat, flat, flat, flat, strict=True))
+
+    @timeline.setter
+    def timeline(self, entries: list[tuple[int, str, Any, Any, int, int]]) -> None:
+        self.transitions = tuple(
+            item for t in entries for item in (t[0], t[1], t[2], t[3], t[4], t[5])
+        )
+
     def take_limit_hits(self) -> dict[str, int]:
-        """The limit counts since the last call, then zero; empty when no limit bit."""
-        hits, self.limit_hits = self.limit_hits, {}
+        """The limit counts since the last call, then zero; empty when no limit bit (the
+        shared empty mapping: nothing is allocated per call, it is asked after every event)."""
+        hits = self.limit_hits
+        if hits:
+            self.limit_hits = NOTHING
         return hits
 
     def _hit(self, limit: str, count: int) -> None:
         if count:
-            self.limit_hits[limit] = self.limit_hits.get(limit, 0) + count
+            hits = self.limit_hits
+            if hits is NOTHING:
+                hits = self.limit_hits = {}
+            hits[limit] = hits.get(limit, 0) + count
+
+    def enter(self, name: str, day: int) -> None:
+        """The customer entered ``name``'s current value on ``day`` (a dwell starts)."""
+        entered = self.entered
+        if entered is NOTHING:
+            entered = self.entered = {}
+        entered[name] = shared_day(day)
 
     # -- applying events ---------------------------------------------------------------------
 
@@ -250,7 +331,7 @@ class CustomerState:
         self, event: Event, clock_day: int, windows: Windows, limits: Limits = DEFAULT_LIMITS
     ) -> bool:
         """Fold one event in; returns False when it changed nothing (a duplicate)."""
-        day = day_of(event.occurred_at)
+        day = shared_day(day_of(event.occurred_at))
         if event.event_id in self.activity:
             return False
         changed = False
@@ -278,12 +359,17 @@ class CustomerState:
                 old = self.surveys.get(key)
                 if old is None or (old[0], old[1]) < (event.occurred_at, event.event_id):
                     self._windowed_survey(key, -1)
+                    if self.surveys is NOTHING:
+                        self.surveys = {}
                     self.surveys[key] = (event.occurred_at, event.event_id, day, event.score)
                     self._windowed_survey(key, 1)
                     changed = True
         elif isinstance(event, ProfileEvent):
+            if self.attrs is NOTHING and event.attributes:
+                self.attrs = {}
             for name, value in event.attributes.items():
-                changed |= _lww(self.attrs, name, (event.occurred_at, event.event_id, value))
+                record = (event.occurred_at, event.event_id, _name(value))
+                changed |= _lww(self.attrs, sys.intern(name), record)
             if len(self.attrs) > limits.max_attributes:
                 self._cap_attributes(limits)
         return changed
@@ -324,6 +410,8 @@ class CustomerState:
             if known is not None and known <= day:
                 return False
             self._windowed_order(event.order_id, -1)
+            if self.refunds is NOTHING:
+                self.refunds = {}
             self.refunds[event.order_id] = day
             self._windowed_order(event.order_id, 1)
             return True
@@ -375,6 +463,8 @@ class CustomerState:
         else:
             record = (event.occurred_at, event.event_id, event.status, opened)
         self._windowed_ticket(event.ticket_id, -1)
+        if self.tickets is NOTHING:
+            self.tickets = {}
         self.tickets[event.ticket_id] = record
         self._windowed_ticket(event.ticket_id, 1)
         return True
@@ -407,8 +497,14 @@ class CustomerState:
             if survey is not None:
                 windowed.survey(survey, sign)
 
+    def _add_folded(self, order_id: str) -> None:
+        ids = self.folded_ids
+        if isinstance(ids, frozenset):
+            ids = self.folded_ids = set()
+        ids.add(_digest(order_id))
+
     def _fold(self, order_id: str, day: int, amount: Decimal) -> None:
-        self.folded_ids.add(_digest(order_id))
+        self._add_folded(order_id)
         self.folded_count += 1
         self.folded_amount += amount
         if self.folded_first_day is None or day < self.folded_first_day:
@@ -423,7 +519,7 @@ class CustomerState:
         """Drop or fold what no window can see any more; bounded memory per customer."""
         if clock_day - self.compacted_day < COMPACT_EVERY_DAYS:
             return
-        self.compacted_day = clock_day
+        self.compacted_day = shared_day(clock_day)
         horizon = windows.horizon
         held = horizon + LATE_DAYS
         # each pass first picks what goes (one comprehension: usually nothing), then takes it
@@ -434,7 +530,7 @@ class CustomerState:
             del self.orders[order_id]
             if self._refunded(order_id, day, horizon):
                 del self.refunds[order_id]
-                self.folded_ids.add(_digest(order_id))
+                self._add_folded(order_id)
             else:
                 self._fold(order_id, day, amount)
         self._cap_folded_ids(limits)
@@ -454,7 +550,10 @@ class CustomerState:
         ]:
             self._windowed_ticket(ticket_id, -1)
             del self.tickets[ticket_id]
-            self.closed_ids.add(_digest(ticket_id))
+            closed = self.closed_ids
+            if isinstance(closed, frozenset):
+                closed = self.closed_ids = set()
+            closed.add(_digest(ticket_id))
         dropped = _keep_smallest(self.closed_ids, limits.max_closed_ticket_ids)
         self._hit(LIMIT_CLOSED_TICKET_IDS, dropped)
         windowed = self.windowed
@@ -810,11 +909,11 @@ def _digest(natural_id: str) -> int:
     return int.from_bytes(blake2b(natural_id.encode(), digest_size=8).digest(), "big")
 
 
-def _keep_smallest(digests: set[int], limit: int) -> int:
+def _keep_smallest(digests: set[int] | frozenset[int], limit: int) -> int:
     """Trim to the ``limit`` smallest (a bottom-k set: the same whatever the order of adds);
     returns how many were dropped."""
     excess = len(digests) - limit
-    if excess <= 0:
+    if excess <= 0 or isinstance(digests, frozenset):  # (a frozenset is the empty NO_IDS)
         return 0
     for digest in heapq.nlargest(excess, digests):
         digests.remove(digest)
@@ -864,11 +963,12 @@ def dump_state(st: CustomerState) -> bytes:
         "seq": st.seq,
         "due_day": st.due_day,
         "quantiles": st.quantiles,
-        "timeline": st.timeline,
+        "timeline": st.timeline,  # (entries as tuples, arrays as before)
         "entered": st.entered,
     }
     for name, empty in _EMPTY.items():
-        if data[name] == empty and type(data[name]) is type(empty):
+        value = data[name]
+        if value == empty and (type(value) is type(empty) or value is NOTHING):
             del data[name]
     return orjson.dumps(data)
 
@@ -907,42 +1007,66 @@ def load_state(raw: bytes) -> CustomerState:
         raise ValueError(f"unknown state format {version!r}")
     st = CustomerState(data["customer_id"])
     get = data.get
-    st.orders = {o[0]: (o[1], o[2], o[3], Decimal(o[4])) for o in get("orders", ())}
-    st.refunds = get("refunds", {})
+    # What a decoded state holds as fresh objects in every customer (days, names, a ticket's
+    # status) is shared as the running engine shares it (see shared_day and _name), and an
+    # order's event id is the activity record's (one string, as when the event was applied):
+    # a recovered worker holds every customer this way. Values are equal, bytes unchanged.
+    activity: dict[str, int] = {k: shared_day(v) for k, v in get("activity", {}).items()}
+    event_ids = {k: k for k in activity}
+    st.orders = {
+        o[0]: (o[1], event_ids.get(o[2], o[2]), shared_day(o[3]), Decimal(o[4]))
+        for o in get("orders", ())
+    }
+    st.refunds = {k: shared_day(v) for k, v in get("refunds", {}).items()} or NOTHING
     st.folded_count = get("folded_count", 0)
     st.folded_amount = Decimal(get("folded_amount", "0"))
-    st.folded_first_day = get("folded_first_day")
-    st.folded_last_day = get("folded_last_day")
-    st.folded_ids = set(get("folded_ids", ()))
-    st.closed_ids = set(get("closed_ids", ()))
-    st.tickets = {k: (t[0], t[1], t[2], t[3]) for k, t in get("tickets", {}).items()}
-    st.surveys = {k: (s[0], s[1], s[2], s[3]) for k, s in get("surveys", {}).items()}
-    st.attrs = {k: (a[0], a[1], a[2]) for k, a in get("attrs", {}).items()}
-    st.activity = get("activity", {})
-    st.last_activity_day = get("last_activity_day")
+    st.folded_first_day = _day_or_none(get("folded_first_day"))
+    st.folded_last_day = _day_or_none(get("folded_last_day"))
+    st.folded_ids = _ids(get("folded_ids"))
+    st.closed_ids = _ids(get("closed_ids"))
+    st.tickets = {
+        k: (t[0], event_ids.get(t[1], t[1]), _name(t[2]), shared_day(t[3]))
+        for k, t in get("tickets", {}).items()
+    } or NOTHING
+    st.surveys = {
+        k: (s[0], event_ids.get(s[1], s[1]), shared_day(s[2]), s[3])
+        for k, s in get("surveys", {}).items()
+    } or NOTHING
+    st.attrs = {
+        _name(k): (a[0], event_ids.get(a[1], a[1]), _name(a[2]))
+        for k, a in get("attrs", {}).items()
+    } or NOTHING
+    st.activity = activity
+    st.last_activity_day = _day_or_none(get("last_activity_day"))
     st.last_event_ms = get("last_event_ms", 0)
-    st.compacted_day = data["compacted_day"]
-    st.segments = get("segments", {})
+    st.compacted_day = shared_day(data["compacted_day"])
+    st.segments = {_name(k): _name(v) for k, v in get("segments", {}).items()}
     st.seq = get("seq", 0)
-    st.due_day = get("due_day")
-    st.quantiles = {k: (q[0], q[1]) for k, q in get("quantiles", {}).items()}
-    st.timeline = [(t[0], t[1], t[2], t[3], t[4], t[5]) for t in get("timeline", ())]
-    st.entered = get("entered", {})
+    st.due_day = _day_or_none(get("due_day"))
+    st.quantiles = {_name(k): (q[0], q[1]) for k, q in get("quantiles", {}).items()}
+    st.timeline = [
+        (t[0], _name(t[1]), _name(t[2]), _name(t[3]), t[4], t[5]) for t in get("timeline", ())
+    ]
+    st.entered = {_name(k): shared_day(v) for k, v in get("entered", {}).items()} or NOTHING
     return st
+
+
+def _ids(stored: list[int] | None) -> set[int] | frozenset[int]:
+    return set(stored) if stored else NO_IDS
 
 
 def _load_positional(data: list[Any]) -> CustomerState:
     """Formats 1 and 2, as written before fields had names."""
     st = CustomerState(data[1])
     st.orders = {o[0]: (o[1], o[2], o[3], Decimal(o[4])) for o in data[2]}
-    st.refunds = data[3]
+    st.refunds = data[3] or NOTHING
     st.folded_count = data[4]
     st.folded_amount = Decimal(data[5])
     st.folded_first_day, st.folded_last_day = data[6], data[7]
-    st.folded_ids = set(data[8])
-    st.tickets = {k: (t[0], t[1], t[2], t[3]) for k, t in data[9].items()}
-    st.surveys = {k: (s[0], s[1], s[2], s[3]) for k, s in data[10].items()}
-    st.attrs = {k: (a[0], a[1], a[2]) for k, a in data[11].items()}
+    st.folded_ids = _ids(data[8])
+    st.tickets = {k: (t[0], t[1], t[2], t[3]) for k, t in data[9].items()} or NOTHING
+    st.surveys = {k: (s[0], s[1], s[2], s[3]) for k, s in data[10].items()} or NOTHING
+    st.attrs = {k: (a[0], a[1], a[2]) for k, a in data[11].items()} or NOTHING
     st.activity = data[12]
     st.last_activity_day, st.last_event_ms, st.compacted_day = data[13], data[14], data[15]
     st.segments, st.seq, st.due_day = data[16], data[17], data[18]

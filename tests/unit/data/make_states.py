@@ -32,10 +32,14 @@ FIRST = 10  # plus the first customers by id, whatever they hold
 def fields(state: CustomerState) -> dict[str, Any]:
     """A state's stored fields in JSON terms: decimals as text, sets sorted, tuples as lists."""
     out: dict[str, Any] = {}
-    for name in sorted(type(state).__slots__):
-        if name in _NOT_STATE or not hasattr(state, name):
+    for slot in sorted(type(state).__slots__):
+        if slot in _NOT_STATE or not hasattr(state, slot):
             continue
-        out[name] = orjson.loads(orjson.dumps(getattr(state, name), default=_plain))
+        # the timeline is held flat since issue 15 (slot ``transitions``); its entries as
+        # ``state.timeline`` gives them are what earlier releases held
+        name = "timeline" if slot == "transitions" else slot
+        value = getattr(state, name)
+        out[name] = orjson.loads(orjson.dumps(value, default=_plain))
     return out
 
 
@@ -46,7 +50,7 @@ _NOT_STATE = ("limit_hits", "windowed")
 def _plain(value: Any) -> Any:
     if isinstance(value, Decimal):
         return str(value)
-    if isinstance(value, set):
+    if isinstance(value, (set, frozenset)):  # (an empty one is the shared frozenset)
         return sorted(value)
     raise TypeError(type(value))
 
