@@ -143,6 +143,9 @@ def clock_tick(customers: int, moving_fraction: float) -> dict[str, Any]:
     """
     engine = Engine(load_rules(ROOT / "rules"), clock="wall")
     today = 20_400
+    # the lane's first clock before its customers: a lane's first clock also starts its groups'
+    # first period (every customer's contribution, once in its life), not what a tick costs
+    engine.lane(0)
     engine.advance(today * MS_PER_DAY + 1)
     moving = int(customers * moving_fraction)
     for i in range(customers):
