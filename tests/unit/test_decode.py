@@ -772,20 +772,18 @@ _AMOUNTS = [
 ]
 
 
+def _order_of(amount: Any, occurred_at: Any = NOW) -> bytes:
+    """One order carrying ``amount``: the amount-cache tests vary nothing else."""
+    body = {"type": "order", "event_id": "e", "customer_id": "c", "occurred_at": occurred_at}
+    return dump(body | {"order_id": "o", "amount": amount})
+
+
 def test_amounts_seen_before_give_what_the_reference_gives() -> None:
     """Amounts are remembered (text and float apart, never a zero float): a value seen
     again, or one equal to it but written differently, is still exactly the reference's."""
     for _ in range(2):
         for amount in _AMOUNTS:
-            body = {
-                "type": "order",
-                "event_id": "e",
-                "customer_id": "c",
-                "occurred_at": NOW,
-                "order_id": "o",
-                "amount": amount,
-            }
-            raw = dump(body)
+            raw = _order_of(amount)
             assert_same(parse_event(raw), parse_event_reference(raw))
 
 
@@ -793,15 +791,7 @@ def test_amounts_seen_before_give_what_the_reference_gives() -> None:
 @given(st.lists(st.sampled_from(_AMOUNTS) | st.floats(0, 1e15) | st.decimals(0, 10**15).map(str)))
 def test_any_sequence_of_amounts_gives_what_the_reference_gives(amounts: list[Any]) -> None:
     for amount in amounts:
-        body = {
-            "type": "order",
-            "event_id": "e",
-            "customer_id": "c",
-            "occurred_at": "2025-01-01T00:00:07.627Z",
-            "order_id": "o",
-            "amount": amount,
-        }
-        raw = dump(body)
+        raw = _order_of(amount, "2025-01-01T00:00:07.627Z")
         assert_same(parse_event(raw), parse_event_reference(raw))
 
 
@@ -811,15 +801,6 @@ def test_the_remembered_amounts_stay_bounded(monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setattr(decode, "_AMOUNTS_KEPT", 4)
     for n in range(1, 20):
         for amount in (Raw(str(n + 0.5).encode()), f"{n}.25"):
-            raw = dump(
-                {
-                    "type": "order",
-                    "event_id": "e",
-                    "customer_id": "c",
-                    "occurred_at": NOW,
-                    "order_id": "o",
-                    "amount": amount,
-                }
-            )
+            raw = _order_of(amount)
             assert_same(parse_event(raw), parse_event_reference(raw))
     assert len(decode._TEXT_AMOUNTS) <= 4 and len(decode._FLOAT_AMOUNTS) <= 4
