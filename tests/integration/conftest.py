@@ -112,13 +112,17 @@ class WorkerProcess:
             os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait(10)
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = 20) -> bool:
+        """SIGTERM, then SIGKILL after ``timeout`` s; whether it stopped by itself (a test of
+        what a clean stop leaves behind asserts it: a kill is a crash, not a stop)."""
         if self.proc.poll() is None:
             os.killpg(self.proc.pid, signal.SIGTERM)
             try:
-                self.proc.wait(20)
+                self.proc.wait(timeout)
             except subprocess.TimeoutExpired:
                 self.kill()
+                return False
+        return True
 
 
 @pytest.fixture

@@ -181,18 +181,23 @@ def test_a_quiet_partitions_population_refresh_sends_its_changes() -> None:
     run(handler, records_of(*spend), day=6)
     journal.entries.clear()
     progress = Progress(ready=True)
-    timers = Timers(
-        SETTINGS,
-        handler.engine,
-        progress,
-        None,
-        set,
-        handler.settle,  # type: ignore[arg-type]
-    )
+    engine = handler.engine
+    refreshing = [p for p in range(PARTITIONS) if engine.has_pending_population(p)]
+    # each partition's changes are sent before the next partition is decided: one refresh of
+    # a whole worker held the event loop for seconds (a stop signal waited for all of it)
+    decided_per_settle: list[list[int]] = []
+
+    async def settle() -> None:
+        decided_per_settle.append([p for p in range(PARTITIONS) if engine.pending(p)])
+        await handler.settle()
+
+    timers = Timers(SETTINGS, engine, progress, None, set, settle)  # type: ignore[arg-type]
     asyncio.run(timers.refresh_population())
     changes = [orjson.loads(r[2]) for r in journal.sent("segment-changes")]
     assert changes and {c["cause"]["kind"] for c in changes} == {"population"}
-    assert not any(handler.engine.has_pending_population(p) for p in range(PARTITIONS))
+    assert not any(engine.has_pending_population(p) for p in range(PARTITIONS))
+    assert len(refreshing) > 1
+    assert decided_per_settle == [[p] for p in refreshing]
 
 
 def sample(handler: BatchHandler, name: str, **labels: str) -> float | None:

@@ -65,7 +65,11 @@ class Timers:
         """Under load a partition refreshes its cut points itself (every 5% of its values
         moved); once its input goes quiet, for any change, so its final cut points are those
         of its final values, as a replay's are. Only this partition's values count: no other
-        worker can make its customers flip."""
+        worker can make its customers flip.
+
+        One partition at a time, each sent before the next is decided: a refresh re-evaluates
+        synchronously, and a worker's whole population at once held the event loop for
+        seconds on a loaded machine (no heartbeat, no stop signal handled meanwhile)."""
         progress = self.progress
         if not progress.ready:
             return
@@ -78,8 +82,8 @@ class Timers:
                 if engine.has_pending_population(p)
                 and progress.last_input_at.get(p, 0) < quiet_since
             ]
-            if quiet:
-                engine.refresh_population(quiet)
+            for partition in quiet:
+                engine.refresh_population([partition])
                 await self.settle()
 
     async def refresh_shadow(self) -> None:
