@@ -15,10 +15,9 @@ it emits any change, so a crash never makes it decide twice (docs/runtime.md, "D
 from __future__ import annotations
 
 import contextlib
-import heapq
 from bisect import bisect_left, bisect_right
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from hashlib import blake2b
 from operator import itemgetter
@@ -39,16 +38,14 @@ from segstream.core.partitioning import partition_for
 from segstream.core.population import REFRESH_MIN_UPDATES, Population
 from segstream.core.rulelang import RuleSet
 from segstream.core.rulelang.ruleset import Condition, Family, Playbook, Score
+from segstream.core.scheduling import DueIndex, Schedule
 from segstream.core.shadow import ShadowReport, compare, label
 from segstream.core.state import (
     CAUSE_KINDS,
     CHANGE_KINDS,
     COMPACT_EVERY_DAYS,
-    DAY_COUNTERS,
     DEFAULT_LIMITS,
-    FIRST_EXIT,
     TRANSITION,
-    WINDOW_GROUPS,
     CustomerState,
     Limits,
     Windowed,
@@ -97,7 +94,6 @@ class Lane:
         "customers",
         "dirty",
         "due",
-        "due_days",
         "erased",
         "erasures",
         "fresh",
@@ -115,8 +111,7 @@ class Lane:
         self.clock_ms: int | None = None
         self.clock_day = 0
         self.customers: set[str] = set()
-        self.due: dict[int, set[str]] = {}
-        self.due_days: list[int] = []
+        self.due = DueIndex()
         self.populations: dict[str, Population] = {}
         self.dirty: set[str] = set()  # customers changed in any way since the last commit
         self.fresh: list[Change] = []  # changes since the last commit
@@ -352,7 +347,7 @@ class Engine:
     def _run_due(self, lane: Lane, day: int) -> list[Change]:
         changes: list[Change] = []
         at = day * MS_PER_DAY
-        for customer_id in self._pop_due(lane, day):
+        for customer_id in lane.due.pop_through(day):
             st = self.store.get(customer_id)
             if st is not None and st.due_day is not None and st.due_day <= day:
                 st.due_day = None
@@ -360,69 +355,13 @@ class Engine:
         return changes
 
     @staticmethod
-    def _pop_due(lane: Lane, day: int) -> Iterator[str]:
-        while lane.due_days and lane.due_days[0] <= day:
-            d = heapq.heappop(lane.due_days)
-            yield from sorted(lane.due.pop(d, ()))
-
-    @staticmethod
     def _schedule(lane: Lane, st: CustomerState, day: int | None) -> None:
         if day == st.due_day:
             return
-        if st.due_day is not None:
-            members = lane.due.get(st.due_day)
-            if members is not None:
-                members.discard(st.customer_id)
         if day is not None:
             day = shared_day(day)
+        lane.due.move(st.customer_id, st.due_day, day)
         st.due_day = day
-        if day is not None:
-            members = lane.due.get(day)
-            if members is None:
-                lane.due[day] = members = set()
-                heapq.heappush(lane.due_days, day)
-            members.add(st.customer_id)
-
-    def _next_change_day(
-        self, today: int, values: dict[str, Any], windowed: Windowed
-    ) -> int | None:
-        """The first day after today on which a rule reading a time-dependent value may flip.
-
-        Window counts compared only with literals matter when they cross a boundary, so a
-        customer with 9 recent events and a rule ``activity_30d >= 3`` is due when the 7th of
-        them leaves the window, not at each exit. Everything else is due at its next exit.
-        """
-        best: int | None = None
-        for first_exit in self._every_exit:
-            first = first_exit(windowed)
-            if first is not None and (best is None or first < best):
-                best = first
-        for group, count, bounds in self._boundary_exit:
-            value = values[count]  # the group's items in its window
-            i = bisect_right(bounds, value)
-            if i == 0:
-                continue
-            day = windowed.kth_exit(group, value - bounds[i - 1] + 1)
-            if day is not None and (best is None or day < best):
-                best = day
-        for counter, every_day, bounds, step in self._counters:
-            value = values[counter]
-            if value is None:
-                continue
-            i = bisect_right(bounds, value)
-            if every_day:
-                candidate = today + 1
-            elif step > 0:  # rising: it reaches the next threshold above it
-                if i == len(bounds):
-                    continue
-                candidate = today + bounds[i] - value
-            else:  # falling: it drops below the highest threshold at or under it
-                if i == 0:
-                    continue
-                candidate = today + value - bounds[i - 1] + 1
-            if best is None or candidate < best:
-                best = candidate
-        return best
 
     # -- events ------------------------------------------------------------------------------
 
@@ -600,7 +539,7 @@ class Engine:
             self._shadow.forget(customer_id)
             self._shadow_segments.pop(customer_id, None)
         if st.due_day is not None:
-            lane.due.get(st.due_day, set()).discard(customer_id)
+            lane.due.discard(customer_id, st.due_day)
         for population in lane.populations.values():
             if customer_id in population.by_customer:
                 population.discard(customer_id)
@@ -650,7 +589,7 @@ class Engine:
         if self._held:
             self._hold(st, values, lane.clock_day)
         changes = self._diff(st, values, cause, event_id, at_ms)
-        due = self._next_change_day(lane.clock_day, values, windowed)
+        due = self._schedule_of.next_change_day(lane.clock_day, values, windowed)
         if self._dwelling:
             until = self._dwell_ends(st, lane.clock_day)
             if until is not None and (due is None or until < due):
@@ -1148,30 +1087,7 @@ class Engine:
             for name, family in rules.families.items()
         ]
         self._flag_order = [(name, flag.source) for name, flag in rules.flags.items()]
-        used, opaque, bounds = rules.used_fields, rules.opaque_fields, rules.boundaries
-        # the first-exit function of each window group whose every exit matters
-        self._every_exit: list[Callable[[Windowed], int | None]] = []
-        self._boundary_exit: list[tuple[str, str, tuple[int, ...]]] = []
-        for group, (count, names) in WINDOW_GROUPS.items():
-            read = used & names
-            if not read:
-                continue
-            if count is None or read - {count} or count in opaque:
-                self._every_exit.append(FIRST_EXIT[group])
-            elif count in bounds:
-                self._boundary_exit.append((group, count, bounds[count]))
-        # (counter, read other than against literals, thresholds, +1 or -1 a day)
-        self._counters: list[tuple[str, bool, tuple[int, ...], int]] = [
-            (c, c in opaque, bounds.get(c, ()), 1)
-            for c in DAY_COUNTERS
-            if c in opaque or c in bounds
-        ]
-        self._date_counters = self._reading.date_counters
-        self._counters += [
-            (c, c in opaque, bounds.get(c, ()), step)
-            for c, _, step in self._date_counters
-            if c in opaque or c in bounds
-        ]
+        self._schedule_of = Schedule(rules, self._reading.date_counters)
         self._date_attributes = [a.name for a in rules.attributes.values() if a.type == "date"]
         self._changes = ChangeBuilder(rules)
         self._quantile_scores = list(rules.quantile_scores)
