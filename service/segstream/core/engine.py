@@ -15,7 +15,6 @@ it emits any change, so a crash never makes it decide twice (docs/runtime.md, "D
 from __future__ import annotations
 
 import contextlib
-from bisect import bisect_left, bisect_right
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
@@ -33,11 +32,12 @@ from segstream.core.contracts import (
     RejectReason,
     parse_event,
 )
+from segstream.core.evaluation import Reading
 from segstream.core.groups import GroupLane, GroupSpec, contribution
 from segstream.core.partitioning import partition_for
 from segstream.core.population import REFRESH_MIN_UPDATES, Population
 from segstream.core.rulelang import RuleSet
-from segstream.core.rulelang.ruleset import Condition, Family, Playbook, Score
+from segstream.core.rulelang.ruleset import Condition, Family, Playbook
 from segstream.core.scheduling import DueIndex, Schedule
 from segstream.core.shadow import ShadowReport, compare, label
 from segstream.core.state import (
@@ -70,6 +70,17 @@ class BatchResult:
     rejections: list[tuple[int, Rejection]] = field(default_factory=list)
     events: int = 0
     duplicates: int = 0
+
+
+@dataclass(slots=True)
+class Taken:
+    """What became of one raw message: rejected (``parsed`` is the rejection), or parsed and
+    applied (``changes``; None for a duplicate), or parsed and not applied because its
+    customer lives on another partition (``foreign``: a worker sends it on there)."""
+
+    parsed: Event | Rejection
+    changes: list[Change] | None = None
+    foreign: bool = False
 
 
 @dataclass(slots=True)
@@ -154,111 +165,6 @@ class Lane:
 
 _CHANGE_CODE = {kind: i for i, kind in enumerate(CHANGE_KINDS)}
 _CAUSE_CODE = {kind: i for i, kind in enumerate(CAUSE_KINDS)}
-
-
-@dataclass(frozen=True, slots=True)
-class Reading:
-    """What computing a rule set's values needs, prepared once per rule set: the live rules'
-    and a shadow set's values come from the same code."""
-
-    rules: RuleSet
-    attribute_defaults: dict[str, Any]
-    date_counters: list[tuple[str, str, int]]
-    bin_scores: list[Score]
-    quantile_scores: list[Score]
-    has_rfm: bool
-    # fill(values, attrs, day, populations): everything above, one generated function
-    fill: Callable[[dict[str, Any], dict[str, Any], int, dict[str, Population]], None]
-
-    @classmethod
-    def of(cls, rules: RuleSet) -> Reading:
-        return cls(
-            rules,
-            {a.name: a.default for a in rules.attributes.values()},
-            [(c, attribute, step) for c, (attribute, step) in rules.date_counters.items()],
-            [s for s in rules.scores.values() if not s.quantiles],
-            list(rules.quantile_scores),
-            {"r", "f", "m"} <= rules.scores.keys(),
-            _compile_fill(rules),
-        )
-
-
-def _compile_fill(
-    rules: RuleSet,
-) -> Callable[[dict[str, Any], dict[str, Any], int, dict[str, Population]], None]:
-    """One Python function per rule set that adds to a customer's state values what its rules
-    read besides them, in straight-line code: every evaluation runs it, and a loop over lists
-    of attributes and scores with a method call each cost several times as much.
-
-    It writes exactly what the general form wrote, in the same key order: the declared
-    attributes (in declaration order; a profile value of the wrong type reads as the default,
-    a date as its day number, see :meth:`Attribute.coerce`), the date counters, the bin scores,
-    the quantile scores from the lane's cut points (:meth:`Score.from_bins`,
-    :meth:`Score.from_cuts`) and ``rfm``. Every constant (a default, the bins) is the rule
-    set's own object, bound by name, never written out as text."""
-    namespace: dict[str, Any] = {
-        "__builtins__": {},
-        "isinstance": isinstance,
-        "_str": str,
-        "_bool": bool,
-        "_int": int,
-        "_number": (int, float),
-        "_date": parse_date_day,
-        "_bl": bisect_left,
-        "_br": bisect_right,
-    }
-    lines = ["def fill(values, attrs, day, populations):"]
-    for i, a in enumerate(rules.attributes.values()):
-        default = f"_d{i}"
-        namespace[default] = a.default
-        if a.type == "date":
-            coerced = "_date(v) if isinstance(v, _str) else None"
-        elif a.type == "bool":
-            coerced = f"v if isinstance(v, _bool) else {default}"
-        elif a.type == "int":
-            coerced = f"v if isinstance(v, _int) and not isinstance(v, _bool) else {default}"
-        elif a.type == "float":
-            coerced = f"v if isinstance(v, _number) and not isinstance(v, _bool) else {default}"
-        elif a.type == "str":
-            coerced = f"v if isinstance(v, _str) else {default}"
-        else:  # pragma: no cover - the rule compiler knows no other type
-            raise ValueError(f"attribute {a.name}: unknown type {a.type!r}")
-        lines += [
-            f"    item = attrs.get({a.name!r})",
-            "    if item is None or (v := item[2]) is None:",
-            f"        values[{a.name!r}] = {default}",
-            "    else:",
-            f"        values[{a.name!r}] = {coerced}",
-        ]
-    for counter, (attribute, step) in rules.date_counters.items():
-        lines += [
-            f"    v = values[{attribute!r}]",
-            f"    values[{counter!r}] = None if v is None else (day - v) * {int(step)!r}",
-        ]
-    for i, s in enumerate(x for x in rules.scores.values() if not x.quantiles):
-        bins = f"_b{i}"
-        namespace[bins] = s.bins
-        if s.better == "lower":
-            score = f"{len(s.bins) + 1} - _bl({bins}, v)"
-        else:
-            score = f"1 + _br({bins}, v)"
-        lines += [
-            f"    v = values[{s.field!r}]",
-            f"    values[{s.name!r}] = 0 if v is None else {score}",
-        ]
-    for s in rules.quantile_scores:
-        lines += [
-            f"    v = values[{s.field!r}]",
-            f"    cuts = populations[{s.field!r}].cuts",
-            f"    values[{s.name!r}] = 0 if v is None else 1 if v <= 0 else 1 + _br(cuts, v)",
-        ]
-    if {"r", "f", "m"} <= rules.scores.keys():
-        lines.append("    values['rfm'] = f\"{values['r']}{values['f']}{values['m']}\"")
-    lines.append("    return None")
-    exec(compile("\n".join(lines) + "\n", "<fill>", "exec"), namespace)
-    fill: Callable[[dict[str, Any], dict[str, Any], int, dict[str, Population]], None]
-    fill = namespace["fill"]
-    return fill
 
 
 class Engine:
@@ -442,18 +348,38 @@ class Engine:
             result.changes += self.advance(now_ms)
         checked_against = now_ms if wall_ms is None else wall_ms
         for index, raw in enumerate(raws):
-            event = self.parse(raw, checked_against)
-            if isinstance(event, Rejection):
-                result.rejections.append((index, event))
+            taken = self.take(raw, partition, wall_ms=checked_against, now_ms=now_ms)
+            if isinstance(taken.parsed, Rejection):
+                result.rejections.append((index, taken.parsed))
                 continue
             result.events += 1
-            target = self.partition_for(event.customer_id) if partition is None else partition
-            changes = self.apply(event, partition=target, now_ms=now_ms)
-            if changes is None:
+            if taken.changes is None:
                 result.duplicates += 1
             else:
-                result.changes += changes
+                result.changes += taken.changes
         return result
+
+    def take(
+        self,
+        raw: bytes | str,
+        partition: int | None = None,
+        *,
+        wall_ms: int | None = None,
+        now_ms: int | None = None,
+        reroute: bool = False,
+    ) -> Taken:
+        """One raw message, parsed and applied: the per-record path of both ``replay``
+        (:meth:`process`) and the worker's batches. ``partition`` None: the customer's own
+        partition; given: the lane it is applied in, unless ``reroute`` and the customer
+        belongs elsewhere (a record keyed by something else), which applies nothing."""
+        parsed = self.parse(raw, wall_ms)
+        if isinstance(parsed, Rejection):
+            return Taken(parsed)
+        if partition is None:
+            partition = self.partition_for(parsed.customer_id)
+        elif reroute and not self.belongs(parsed.customer_id, partition):
+            return Taken(parsed, foreign=True)
+        return Taken(parsed, changes=self.apply(parsed, partition=partition, now_ms=now_ms))
 
     def apply(
         self, event: Event, *, partition: int = 0, now_ms: int | None = None

@@ -166,7 +166,11 @@ class BatchHandler:
             if record.value is None:  # a tombstone deletes nothing here: docs/contracts.md
                 metrics.tombstones.labels(topic=record.topic).inc()
                 continue
-            parsed = engine.parse(record.value, wall_ms)
+            partition = record.partition
+            taken = engine.take(
+                record.value, partition, wall_ms=wall_ms, now_ms=wall_ms, reroute=True
+            )
+            parsed = taken.parsed
             if isinstance(parsed, Rejection):
                 reason = parsed.reason.value
                 metrics.invalid.labels(reason=reason).inc()
@@ -175,17 +179,15 @@ class BatchHandler:
                 outputs.append((dlq, record.key, record.value, None, headers))
                 continue
             consumed[(record.topic, parsed.type)] += 1
-            customer = parsed.customer_id
-            partition = record.partition
-            if not engine.belongs(customer, partition):
+            if taken.foreign:
                 # keyed by something else: send it on to its customer's partition
                 metrics.rerouted.labels(topic=record.topic).inc()
                 headers = list(record.headers or ())
-                outputs.append((record.topic, customer.encode(), record.value, None, headers))
+                key = parsed.customer_id.encode()
+                outputs.append((record.topic, key, record.value, None, headers))
                 continue
-            produced = engine.apply(parsed, partition=partition, now_ms=wall_ms)
-            if produced:
-                stamps.extend(record.timestamp for _ in produced)
+            if taken.changes:
+                stamps.extend(record.timestamp for _ in taken.changes)
             if engine.pending(partition) >= budget:
                 return index + 1
         return len(records)
