@@ -15,6 +15,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -55,12 +56,26 @@ def core_throughput(path: Path) -> dict[str, Any]:
         "seconds": round(seconds, 2),
         "events_per_second": round(len(lines) / seconds),
         "evaluations": engine.evaluations,
+        "evaluations_by_cause": census(engine.evaluated, len(lines)),
         "changes": changes,
         "parse_us_per_event": round(parse_us, 2),
         "state_bytes_mean": round(sum(sizes) / len(sizes)),
         "state_bytes_p50": sizes[len(sizes) // 2],
         "state_bytes_p99": sizes[int(len(sizes) * 0.99)],
     }
+
+
+def census(evaluated: Mapping[tuple[str, bool], int], events: int) -> dict[str, Any]:
+    """Evaluations per event by cause, and the share of them that moved no segment: what a
+    schedule waking a customer only when some rule could read another answer would spare."""
+    out: dict[str, Any] = {}
+    for cause in sorted({c for c, _ in evaluated}):
+        moved, unmoved = evaluated.get((cause, True), 0), evaluated.get((cause, False), 0)
+        out[cause] = {
+            "per_event": round((moved + unmoved) / events, 3),
+            "moved_nothing": round(unmoved / max(moved + unmoved, 1), 3),
+        }
+    return out
 
 
 def replay_throughput(path: Path) -> dict[str, Any]:

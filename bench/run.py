@@ -183,6 +183,13 @@ def table(r: dict[str, Any]) -> str:
                 f"goal >= 100,000/s: {_verdict(eps, GOALS['core_events_per_second'])}",
             )
         )
+        by_cause = c.get("evaluations_by_cause")
+        if by_cause:
+            per_event = ", ".join(
+                f"{cause} {x['per_event']} ({x['moved_nothing']:.0%} moved nothing)"
+                for cause, x in by_cause.items()
+            )
+            rows.append(("  evaluations per event, by cause", per_event, ""))
     if "replay" in r:
         eps = r["replay"]["events_per_second"]
         rows.append(

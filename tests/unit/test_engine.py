@@ -127,6 +127,15 @@ def test_clock_work_grows_with_the_customers_that_change_not_the_population() ->
     assert engine.advance(at(130)) == [] and engine.evaluations == before
 
 
+def test_the_evaluation_census_counts_by_cause_and_by_whether_anything_moved() -> None:
+    engine = engine_for(RECENCY_RULES)
+    engine.process(raw(order("C1", day=0, amount=150)))  # enters active and big
+    engine.process(raw(order("C1", day=1, amount=1)))  # moves nothing
+    engine.advance(at(32))  # recency 31 crosses the 30-day bin: downgraded
+    assert engine.evaluated == {("event", True): 1, ("event", False): 1, ("clock", True): 1}
+    assert engine.evaluations == 3
+
+
 def test_window_counts_are_rechecked_only_when_a_boundary_can_be_crossed() -> None:
     rules = 'version: 1\nflags:\n  busy: "activity_30d >= 3"\n'
     engine = engine_for(rules)

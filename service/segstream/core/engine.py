@@ -200,7 +200,9 @@ class Engine:
         self.lanes: dict[int, Lane] = {}
         self.partition_of: dict[str, int] = {}
         self.rejections: Counter[RejectReason] = Counter()
-        self.evaluations = 0
+        # (cause, whether it moved any segment) -> evaluations: the census that says how many
+        # evaluations a smarter schedule could spare (docs/performance.md)
+        self.evaluated: Counter[tuple[str, bool]] = Counter()
         self._members: Counter[tuple[str, str]] = Counter()  # (segment name, tier) -> customers
         self._shadow: ShadowReport | None = None
         self._shadow_reading: Reading | None = None
@@ -218,6 +220,10 @@ class Engine:
             lane.rules_version = self.rules.version
             self._configure_lane(lane)
         return lane
+
+    @property
+    def evaluations(self) -> int:
+        return sum(self.evaluated.values())
 
     @property
     def clock_ms(self) -> int | None:
@@ -506,7 +512,6 @@ class Engine:
     def _evaluate(
         self, st: CustomerState, lane: Lane, cause: str, event_id: str | None, at_ms: int
     ) -> list[Change]:
-        self.evaluations += 1
         values, windowed = self._values(st, lane)
         for field_name, population in lane.populations.items():
             population.set(st.customer_id, values[field_name])
@@ -515,6 +520,7 @@ class Engine:
         if self._held:
             self._hold(st, values, lane.clock_day)
         changes = self._diff(st, values, cause, event_id, at_ms)
+        self.evaluated[(cause, bool(changes))] += 1
         due = self._schedule_of.next_change_day(lane.clock_day, values, windowed)
         if self._dwelling:
             until = self._dwell_ends(st, lane.clock_day)
