@@ -113,16 +113,18 @@ class WorkerProcess:
             self.proc.wait(10)
 
     def stop(self, timeout: float = 20) -> bool:
-        """SIGTERM, then SIGKILL after ``timeout`` s; whether it stopped by itself (a test of
-        what a clean stop leaves behind asserts it: a kill is a crash, not a stop)."""
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.kill()
-                return False
-        return True
+        """SIGTERM, then SIGKILL after ``timeout`` s. Whether this was a clean stop: the worker
+        was running and exited by itself with status 0 (a test of what a stop leaves behind
+        asserts it: a kill, or a worker that had already exited, is a crash, not a stop)."""
+        if self.proc.poll() is not None:
+            return False
+        os.killpg(self.proc.pid, signal.SIGTERM)
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            return False
+        return self.proc.returncode == 0
 
 
 @pytest.fixture

@@ -133,7 +133,8 @@ def test_lag_of_a_replacement_is_right_from_its_first_scrape(deployment: Deploym
     asyncio.run(produce(deployment, lines))
     assert wait_for(lambda: metric(first, "segstream_events_consumed_total") >= len(lines))
     assert wait_for(lambda: set(lag_series(first).values()) == {0.0}, 10)
-    first.stop()  # a graceful stop commits every offset
+    # a graceful stop commits every offset (a kill would not: it must have been a clean stop)
+    assert first.stop(timeout=90), f"no clean stop: {first.log.read_text()[-3000:]}"
 
     replacement = deployment.start_worker()
     replacement.wait_ready()

@@ -381,26 +381,36 @@ def test_changes_and_explain_carry_the_playbook_of_the_segment_they_name() -> No
     assert explained["flags"]["big"]["action"] == "Send the VIP pack"
 
 
-def test_take_is_the_one_record_path_of_replay_and_the_worker() -> None:
-    """``take`` parses and applies one raw message, as ``process`` does for each of a batch; a
-    worker's record read on a partition its customer does not belong to is applied nowhere
+def test_ingest_is_the_one_record_path_of_replay_and_the_worker() -> None:
+    """``ingest`` parses and applies one raw message, as ``process`` does for each of a batch;
+    a worker's record read on a partition its customer does not belong to is applied nowhere
     (the worker sends it on), unless the caller names the lane itself (``process``)."""
     engine = Engine(rules_from(RECENCY_RULES), partitions=4)
     body = raw(order(customer="C1", day=0, amount=150, event_id="e-1"))[0]
     home = engine.partition_for("C1")
     elsewhere = (home + 1) % 4
 
-    rejected = engine.take(b"{not json")
+    rejected = engine.ingest(b"{not json")
     assert isinstance(rejected.parsed, Rejection) and rejected.changes is None
 
-    foreign = engine.take(body, elsewhere, reroute=True)
+    foreign = engine.ingest(body, elsewhere, reroute=True)
     assert foreign.foreign and foreign.changes is None and engine.customer_count() == 0
 
-    applied = engine.take(body, home, reroute=True)
+    applied = engine.ingest(body, home, reroute=True)
     assert not applied.foreign and applied.changes
     assert [c["segment"] for c in applied.changes] == ["active", "big"]
-    assert engine.take(body, home, reroute=True).changes is None  # a duplicate
+    assert engine.ingest(body, home, reroute=True).changes is None  # a duplicate
 
     forced = Engine(rules_from(RECENCY_RULES), partitions=4)
-    taken = forced.take(body, elsewhere)  # no reroute: the caller's lane
-    assert taken.changes and forced.partition_of["C1"] == elsewhere
+    ingested = forced.ingest(body, elsewhere)  # no reroute: the caller's lane
+    assert ingested.changes and forced.partition_of["C1"] == elsewhere
+
+    # wall_ms bounds the event's time; now_ms is the wall clock it is applied at
+    later = raw(order(customer="C2", day=10, amount=1, event_id="e-2"))[0]
+    early = engine.ingest(later, wall_ms=at(5))
+    assert isinstance(early.parsed, Rejection)
+    assert early.parsed.reason.value == "occurred_at_out_of_range"
+    assert engine.ingest(later, wall_ms=at(10)).changes
+    wall = Engine(rules_from(RECENCY_RULES), clock="wall")
+    applied_at_day_40 = wall.ingest(body, wall_ms=at(400), now_ms=at(40)).changes
+    assert applied_at_day_40 and applied_at_day_40[0]["segment"] == "cooling"  # recency 40

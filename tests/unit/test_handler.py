@@ -200,6 +200,26 @@ def test_a_quiet_partitions_population_refresh_sends_its_changes() -> None:
     assert decided_per_settle == [[p] for p in refreshing]
 
 
+def test_a_population_refresh_stops_deciding_once_a_rebalance_begins() -> None:
+    rules = load_rules(ROOT / "rules")
+    handler, _, _ = handler_for(rules=rules)
+    spend = [order(f"C{i}", day=d, amount=f"{10 + i}.00") for i in range(40) for d in range(5)]
+    run(handler, records_of(*spend), day=6)
+    engine = handler.engine
+    refreshing = [p for p in range(PARTITIONS) if engine.has_pending_population(p)]
+    progress = Progress(ready=True)
+
+    async def settle_then_revoke() -> None:
+        await handler.settle()
+        progress.ready = False  # the partitions are being revoked while that was sent
+
+    timers = Timers(SETTINGS, engine, progress, None, set, settle_then_revoke)  # type: ignore[arg-type]
+    asyncio.run(timers.refresh_population())
+    assert len(refreshing) > 1
+    still_pending = [p for p in range(PARTITIONS) if engine.has_pending_population(p)]
+    assert still_pending == refreshing[1:]
+
+
 def sample(handler: BatchHandler, name: str, **labels: str) -> float | None:
     value = handler.metrics.registry.get_sample_value(name, labels)
     return value

@@ -5,7 +5,7 @@ partitions in a worker). Everything here is synchronous and I/O free: the worker
 Kafka batches and the replay command hands it file lines, and both get the same changes.
 
 Every decision that does not come from a customer's own events (the clock, population cut
-points) is taken per partition, in a :class:`Lane`, from that partition's input alone: the
+points) is ingested per partition, in a :class:`Lane`, from that partition's input alone: the
 changes of a partition are a function of the order in which its records were applied and of
 its recovered lane. A worker writes what a lane decided (customer states, the lane record with
 its clock, cut points and the changes not yet known to be emitted) as one atomic commit before
@@ -73,10 +73,12 @@ class BatchResult:
 
 
 @dataclass(slots=True)
-class Taken:
-    """What became of one raw message: rejected (``parsed`` is the rejection), or parsed and
-    applied (``changes``; None for a duplicate), or parsed and not applied because its
-    customer lives on another partition (``foreign``: a worker sends it on there)."""
+class Ingested:
+    """What became of one raw message: rejected (``parsed`` is the rejection), parsed and not
+    applied because its customer lives on another partition (``foreign``: a worker sends it
+    on there), or parsed and applied, with ``changes`` as :meth:`Engine.apply` returns them
+    (None when the event changed nothing: a duplicate, or older than its customer's
+    erasure; a list, maybe of clock changes only, otherwise)."""
 
     parsed: Event | Rejection
     changes: list[Change] | None = None
@@ -354,18 +356,18 @@ class Engine:
             result.changes += self.advance(now_ms)
         checked_against = now_ms if wall_ms is None else wall_ms
         for index, raw in enumerate(raws):
-            taken = self.take(raw, partition, wall_ms=checked_against, now_ms=now_ms)
-            if isinstance(taken.parsed, Rejection):
-                result.rejections.append((index, taken.parsed))
+            ingested = self.ingest(raw, partition, wall_ms=checked_against, now_ms=now_ms)
+            if isinstance(ingested.parsed, Rejection):
+                result.rejections.append((index, ingested.parsed))
                 continue
             result.events += 1
-            if taken.changes is None:
+            if ingested.changes is None:
                 result.duplicates += 1
             else:
-                result.changes += taken.changes
+                result.changes += ingested.changes
         return result
 
-    def take(
+    def ingest(
         self,
         raw: bytes | str,
         partition: int | None = None,
@@ -373,19 +375,21 @@ class Engine:
         wall_ms: int | None = None,
         now_ms: int | None = None,
         reroute: bool = False,
-    ) -> Taken:
+    ) -> Ingested:
         """One raw message, parsed and applied: the per-record path of both ``replay``
         (:meth:`process`) and the worker's batches. ``partition`` None: the customer's own
-        partition; given: the lane it is applied in, unless ``reroute`` and the customer
-        belongs elsewhere (a record keyed by something else), which applies nothing."""
+        partition (``reroute`` has nothing to do then); given: the lane it is applied in,
+        unless ``reroute`` and the customer belongs elsewhere (a record keyed by something
+        else), which applies nothing. ``wall_ms`` bounds how far ahead the event's time may
+        be (:meth:`parse`); ``now_ms`` is the wall clock it is applied at (:meth:`apply`)."""
         parsed = self.parse(raw, wall_ms)
         if isinstance(parsed, Rejection):
-            return Taken(parsed)
+            return Ingested(parsed)
         if partition is None:
             partition = self.partition_for(parsed.customer_id)
         elif reroute and not self.belongs(parsed.customer_id, partition):
-            return Taken(parsed, foreign=True)
-        return Taken(parsed, changes=self.apply(parsed, partition=partition, now_ms=now_ms))
+            return Ingested(parsed, foreign=True)
+        return Ingested(parsed, changes=self.apply(parsed, partition=partition, now_ms=now_ms))
 
     def apply(
         self, event: Event, *, partition: int = 0, now_ms: int | None = None
@@ -836,9 +840,9 @@ class Engine:
         return None if self._shadow is None else self._shadow.summary()
 
     def take_shadow_transitions(self) -> dict[tuple[str, str, str, str], int]:
-        taken = dict(self.shadow_transitions)
+        ingested = dict(self.shadow_transitions)
         self.shadow_transitions.clear()
-        return taken
+        return ingested
 
     # -- hysteresis and dwell ----------------------------------------------------------------
 

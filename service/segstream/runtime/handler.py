@@ -167,10 +167,10 @@ class BatchHandler:
                 metrics.tombstones.labels(topic=record.topic).inc()
                 continue
             partition = record.partition
-            taken = engine.take(
+            ingested = engine.ingest(
                 record.value, partition, wall_ms=wall_ms, now_ms=wall_ms, reroute=True
             )
-            parsed = taken.parsed
+            parsed = ingested.parsed
             if isinstance(parsed, Rejection):
                 reason = parsed.reason.value
                 metrics.invalid.labels(reason=reason).inc()
@@ -179,15 +179,15 @@ class BatchHandler:
                 outputs.append((dlq, record.key, record.value, None, headers))
                 continue
             consumed[(record.topic, parsed.type)] += 1
-            if taken.foreign:
+            if ingested.foreign:
                 # keyed by something else: send it on to its customer's partition
                 metrics.rerouted.labels(topic=record.topic).inc()
                 headers = list(record.headers or ())
                 key = parsed.customer_id.encode()
                 outputs.append((record.topic, key, record.value, None, headers))
                 continue
-            if taken.changes:
-                stamps.extend(record.timestamp for _ in taken.changes)
+            if ingested.changes:
+                stamps.extend(record.timestamp for _ in ingested.changes)
             if engine.pending(partition) >= budget:
                 return index + 1
         return len(records)

@@ -83,6 +83,10 @@ class Timers:
                 and progress.last_input_at.get(p, 0) < quiet_since
             ]
             for partition in quiet:
+                # a rebalance may have begun while the previous partition's changes were
+                # sent: a partition on its way to another worker is not decided here
+                if not progress.ready or partition not in engine.partitions_held():
+                    return
                 engine.refresh_population([partition])
                 await self.settle()
 
