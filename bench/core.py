@@ -66,8 +66,9 @@ def core_throughput(path: Path) -> dict[str, Any]:
 
 
 def census(evaluated: Mapping[tuple[str, bool], int], events: int) -> dict[str, Any]:
-    """Evaluations per event by cause, and the share of them that moved no segment: what a
-    schedule waking a customer only when some rule could read another answer would spare."""
+    """Evaluations per event by cause, and the share of them that moved no segment. The clock
+    ones that moved nothing are what a schedule waking a customer only when some rule could
+    read another answer would spare; an event is evaluated whatever it moves."""
     out: dict[str, Any] = {}
     for cause in sorted({c for c, _ in evaluated}):
         moved, unmoved = evaluated.get((cause, True), 0), evaluated.get((cause, False), 0)
