@@ -5,7 +5,7 @@ partitions in a worker). Everything here is synchronous and I/O free: the worker
 Kafka batches and the replay command hands it file lines, and both get the same changes.
 
 Every decision that does not come from a customer's own events (the clock, population cut
-points) is ingested per partition, in a :class:`Lane`, from that partition's input alone: the
+points) is taken per partition, in a :class:`Lane`, from that partition's input alone: the
 changes of a partition are a function of the order in which its records were applied and of
 its recovered lane. A worker writes what a lane decided (customer states, the lane record with
 its clock, cut points and the changes not yet known to be emitted) as one atomic commit before
@@ -840,9 +840,9 @@ class Engine:
         return None if self._shadow is None else self._shadow.summary()
 
     def take_shadow_transitions(self) -> dict[tuple[str, str, str, str], int]:
-        ingested = dict(self.shadow_transitions)
+        taken = dict(self.shadow_transitions)
         self.shadow_transitions.clear()
-        return ingested
+        return taken
 
     # -- hysteresis and dwell ----------------------------------------------------------------
 
