@@ -264,3 +264,19 @@ def test_closed_quarters_of_another_definition_of_the_group_are_not_taken_over()
     recovered.adopt_lane(0, commit.lane)
     group = recovered.lanes[0].groups["managers"]
     assert group.closed == [] and group.current == quarter_of(DAY0 + Q1_2025)
+
+
+def test_a_contribution_is_computed_again_for_the_new_quarter_though_no_item_changed() -> None:
+    """An evaluation that changes none of a customer's orders and surveys reuses the tallies
+    it added last, but only within the same open period: after the quarter closes, the
+    closed quarter's tallies must not come back into the totals (they would be held until
+    the customer changes, and counted again had it never changed)."""
+    engine = engine_for(RULES)
+    engine.process(raw(manager("A", "dana"), survey("A", 9), order("A", 2, amount="40.00")))
+    engine.process(raw(manager("B", "ben", day=Q1_2025 + 1)))  # the clock enters 2025-Q1
+    engine.process(raw(event("support", "A", Q1_2025 + 2, ticket_id="t1", status="opened")))
+    (group,) = [lane.groups["managers"] for lane in engine.lanes.values() if "A" in lane.customers]
+    first = group.first_bucket()
+    assert first == quarter_of(Q1_2025 + DAY0)
+    assert all(bucket >= first for totals in group.totals.values() for bucket in totals)
+    assert all(bucket >= first for bucket in group.contributions["A"][1])

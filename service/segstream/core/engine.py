@@ -736,8 +736,18 @@ class Engine:
         return str(raw)
 
     def _group_update(self, st: CustomerState, lane: Lane) -> None:
+        """Take the customer's contribution out of its groups and add it again, as it is now.
+
+        A contribution is made of the counted orders and the surveys from the open period on.
+        Every evaluation updates it, and most evaluations (the clock's) change none of those:
+        the tallies are then the ones added last, computed from the same items for the same
+        open period, and are reused rather than computed again from every order and survey.
+        The window index, whose item counter moves with every change of them, says so. The
+        totals still take the tallies out and in, as they always did (a Decimal sum keeps
+        the exponent that arithmetic gives it)."""
         horizon = self.rules.windows.horizon
         customer_id = st.customer_id
+        windowed = st.windowed
         for group in lane.groups.values():
             value = self._group_value(st, group.spec)
             if value is None:
@@ -745,10 +755,17 @@ class Engine:
                 if customer_id in group.contributions:
                     group.update(customer_id, None, {})
                 continue
-            buckets = contribution(
-                group, st.surveys.values(), st.orders.items(), st.refunds, horizon
+            source = (
+                None
+                if windowed is None or windowed.horizon != horizon
+                else (windowed, windowed.items, group.first_bucket())
             )
-            group.update(customer_id, value, buckets)
+            buckets = None if source is None else group.contribution_from(customer_id, source)
+            if buckets is None:
+                buckets = contribution(
+                    group, st.surveys.values(), st.orders.items(), st.refunds, horizon
+                )
+            group.update(customer_id, value, buckets, source)
 
     def _roll_groups(self, lane: Lane) -> None:
         """The clock moved to a new day: close the quarters it passed. A lane's first clock

@@ -189,6 +189,11 @@ class ClosedPeriod:
     figures: Figures
 
 
+# what a contribution was computed from: an object whose version counts the changes of what it
+# reads (the customer's window index), that version, and the group's first bucket then
+Source = tuple[object, int, int | None]
+
+
 @dataclass(slots=True)
 class GroupLane:
     """One group's partial figures in one partition."""
@@ -196,8 +201,12 @@ class GroupLane:
     spec: GroupSpec
     totals: dict[str, dict[int, Tally]] = field(default_factory=dict)
     members: Counter[str] = field(default_factory=Counter)
-    # customer -> (its value, its tallies by bucket) as last added to the totals
-    contributions: dict[str, tuple[str, dict[int, Tally]]] = field(default_factory=dict)
+    # customer -> (its value, its tallies by bucket, then what they were computed from: the
+    # caller's source object and two numbers, see :meth:`contribution_from`) as last added to
+    # the totals. Held flat in one tuple: there is one for each customer of the partition.
+    contributions: dict[str, tuple[str, dict[int, Tally], object, int, int | None]] = field(
+        default_factory=dict
+    )
     current: int | None = None  # the open bucket: a quarter index, or the clock day
     closed: list[ClosedPeriod] = field(default_factory=list)
 
@@ -211,11 +220,18 @@ class GroupLane:
     def bucket_of(self, day: int) -> int:
         return quarter_of(day) if self.spec.rolling_days is None else day
 
-    def update(self, customer_id: str, value: str | None, buckets: dict[int, Tally]) -> None:
-        """Replace a customer's contribution (``value`` None: it belongs to no group value)."""
+    def update(
+        self,
+        customer_id: str,
+        value: str | None,
+        buckets: dict[int, Tally],
+        source: Source | None = None,
+    ) -> None:
+        """Replace a customer's contribution (``value`` None: it belongs to no group value).
+        ``source`` is kept with it, for :meth:`contribution_from`."""
         old = self.contributions.pop(customer_id, None)
         if old is not None:
-            old_value, old_buckets = old
+            old_value, old_buckets = old[0], old[1]
             self.members[old_value] -= 1
             if not self.members[old_value]:
                 del self.members[old_value]
@@ -230,7 +246,8 @@ class GroupLane:
                 self.totals.pop(old_value, None)
         if value is None:
             return
-        self.contributions[customer_id] = (value, buckets)
+        origin, version, first = (None, 0, None) if source is None else source
+        self.contributions[customer_id] = (value, buckets, origin, version, first)
         self.members[value] += 1
         if buckets:
             totals = self.totals.setdefault(value, {})
@@ -239,6 +256,17 @@ class GroupLane:
                 if total is None:
                     totals[bucket] = total = Tally()
                 total.add(tally)
+
+    def contribution_from(self, customer_id: str, source: Source) -> dict[int, Tally] | None:
+        """The customer's tallies as last added, if they were computed from ``source``: the
+        same object (held, so its identity is never another's), at the same version, for the
+        same first bucket."""
+        known = self.contributions.get(customer_id)
+        if known is None or known[2] is not source[0] or known[2] is None:
+            return None
+        if known[3] != source[1] or known[4] != source[2]:
+            return None
+        return known[1]
 
     def figures(self) -> Figures:
         """The open period's figures (members now, answers and orders in the period)."""

@@ -715,6 +715,7 @@ class Windowed:
         "csi_days",
         "day",
         "horizon",
+        "items",
         "monetary",
         "monetary_total",
         "money_folded",
@@ -737,6 +738,9 @@ class Windowed:
         # the days of the counted orders (not refunded within a horizon), sorted
         self.order_days: list[int] = _NO_DAYS  # (shared empty lists until the first item)
         self.version = 0  # counts the changes of the counted orders
+        # counts the changes of the counted orders and of the surveys: what a group
+        # contribution is made of (the engine recomputes one only when this moved)
+        self.items = 0
         # monetary and monetary_total as of (version, the RFM window's first index in
         # order_days, folded orders)
         self.monetary = self.monetary_total = 0.0
@@ -753,6 +757,7 @@ class Windowed:
     def order(self, day: int, sign: int) -> None:
         """A counted order comes (+1) or goes (-1)."""
         self.version += 1
+        self.items += 1
         self.order_days = _moved(self.order_days, day, sign)
 
     def ticket(self, is_open: bool, opened: int, sign: int) -> None:
@@ -762,6 +767,7 @@ class Windowed:
             self.opened_days = _moved(self.opened_days, opened, sign)
 
     def survey(self, survey: tuple[int, str, int, int], sign: int) -> None:
+        self.items += 1
         if sign < 0:
             self.surveys.remove(survey)
         elif self.surveys is _NO_SURVEYS:
