@@ -9,14 +9,15 @@ takes that day's due customers and computes, outside the engine's timings:
 
 1. their window values twice: (a) ``CustomerState.read`` per customer, as the engine does;
    (b) from columnar item arrays (per item kind, sorted int64 keys ``slot << 20 | day`` with
-   weight columns and their prefix sums; a window count over the due slots is two
+   signed weight columns and their prefix sums; a window value over the due slots is a few
    ``np.searchsorted`` and a difference). The arrays are kept incrementally: the window index's
    own item changes (``Windowed.order/ticket/survey/activity``, the only places an indexed item
-   comes or goes) append ``(key, weights)`` to a log, merged into the sorted arrays once per
-   clock day (``np.insert`` + a reduction of equal keys + prefix sums: O(items) in numpy).
-   Per-customer scalars (folded orders, open tickets, last survey score, attributes) are copied
-   from the states of the customers touched since the last merge. Every value is checked
-   equal, monetary included (integer cents, exact; see the docs);
+   comes or goes) append signed entries to a log, merged once per clock day into a small
+   sorted level, and the small level into a big one when it reaches an eighth of it (two
+   levels, as in an LSM tree). Per-customer scalars (first and last order day, folded orders,
+   open tickets, last survey score, attributes) are copied from the states of the customers
+   touched since the last clock day. Every value is checked equal, monetary included (summed
+   in integer cents: exact on this file; see docs/performance.md);
 2. the default rules' results twice: (a) ``Reading.fill`` + the compiled ``rules.evaluate``;
    (b) a hand-written numpy version of the default rules over those columns (null masks).
 
