@@ -564,14 +564,13 @@ COMPARED = (
 
 
 def _mismatches(scalar: list[Any], column: np.ndarray, null: np.ndarray | None) -> int:
-    if null is None:
-        return int(sum(1 for s, v in zip(scalar, column.tolist(), strict=True) if s != v))
-    return int(
-        sum(
-            1
-            for s, v, n in zip(scalar, column.tolist(), null.tolist(), strict=True)
-            if (s is None) != n or (s is not None and s != v)
-        )
+    """Rows whose value differs, or whose Python type differs once the column is converted
+    (an int 1 and a float 1.0 are equal but print differently in a change event)."""
+    nulls = [False] * len(scalar) if null is None else null.tolist()
+    return sum(
+        1
+        for s, v, n in zip(scalar, column.tolist(), nulls, strict=True)
+        if (s is None) != n or (s is not None and (s != v or type(s) is not type(v)))
     )
 
 
