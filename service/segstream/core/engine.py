@@ -1225,27 +1225,47 @@ class Engine:
 
     def adopt(self, st: CustomerState, partition: int) -> None:
         """Take over a recovered customer: index its schedule and population values, no changes."""
+        self.adopt_all(partition, (st,))
+
+    def adopt_all(self, partition: int, states: Iterable[CustomerState]) -> None:
+        """:meth:`adopt` each of ``states`` in turn, with what is the same for every customer
+        of the lane looked up once: a replacement worker adopts every customer of its
+        partitions (a million or more) before it is ready."""
         lane = self.lane(partition)
-        self.store[st.customer_id] = st
-        self.partition_of[st.customer_id] = partition
-        lane.customers.add(st.customer_id)
-        for name, value in st.segments.items():
-            self._count(name, value, 1)
-        if lane.populations:
-            known = st.quantiles
-            if all(s.name in known for s in self._quantile_scores):
-                for s in self._quantile_scores:
-                    lane.populations[s.field].load(st.customer_id, known[s.name][0])
-            else:  # stored by an older version or under other rules: recompute
-                values, _ = st.read(lane.clock_day, self.rules.windows)
-                for field_name, population in lane.populations.items():
-                    population.load(st.customer_id, values[field_name])
-        due, st.due_day = st.due_day, None  # not indexed in this process yet
-        self._schedule(lane, st, due)
-        if lane.groups and lane.clock_ms is not None:
-            self._group_update(st, lane)
-        if self._shadow is not None:
-            self._observe_shadow(st, lane)
+        store, partition_of, customers = self.store, self.partition_of, lane.customers
+        members, move_due = self._members, lane.due.move
+        populations, clock_day, windows = lane.populations, lane.clock_day, self.rules.windows
+        # (score name, its field's population) of every quantile score
+        scores = (
+            [(s.name, populations[s.field]) for s in self._quantile_scores] if populations else []
+        )
+        groups = bool(lane.groups) and lane.clock_ms is not None
+        shadow = self._shadow is not None
+        for st in states:
+            customer_id = st.customer_id
+            store[customer_id] = st
+            partition_of[customer_id] = partition
+            customers.add(customer_id)
+            for name, value in st.segments.items():  # as _count(name, value, 1)
+                if value is not None and value is not False:
+                    members[(name, name if value is True else str(value))] += 1
+            if populations:
+                known = st.quantiles
+                if all(name in known for name, _ in scores):
+                    for name, population in scores:
+                        population.load(customer_id, known[name][0])
+                else:  # stored by an older version or under other rules: recompute
+                    values, _ = st.read(clock_day, windows)
+                    for field_name, population in populations.items():
+                        population.load(customer_id, values[field_name])
+            due = st.due_day  # not indexed in this process yet: as _schedule from None
+            if due is not None:
+                st.due_day = due = shared_day(due)
+                move_due(customer_id, None, due)
+            if groups:
+                self._group_update(st, lane)
+            if shadow:
+                self._observe_shadow(st, lane)
 
     def settle_adopted(self, partition: int, *, had_record: bool) -> list[Change]:
         """After a lane's customers were adopted: finish what its last commit left half done.
