@@ -2,11 +2,13 @@
 
     python -m bench.recovery_ab 250000 /work/main /work/wt-recover [--repeat 2] [--profile DIR]
 
-Writes the first N events of the scale file (2M events over 2.5M ids) to a fresh Tansu, lets one
-RocksDB worker (this tree) consume them and stops it, as the scale stage does; then starts a
-replacement on an empty disk from each TREE in turn (``PYTHONPATH`` = TREE/service:TREE), taking
-turns ``--repeat`` times, and prints seconds to ready and customers recovered. The trees read
-the same changelog, back to back, so the figures compare on this shared machine.
+Writes the first N events of the scale file (2M events over 2.5M ids; ``--customers C``: a
+file of N events over C ids, as ``bench.run --scale-events N --scale-customers C``) to a fresh
+Tansu, lets one RocksDB worker (this tree) consume them and stops it, as the scale stage does;
+then starts a replacement on an empty disk from each TREE in turn (``PYTHONPATH`` =
+TREE/service:TREE), taking turns ``--repeat`` times, and prints seconds to ready, the worker's
+CPU seconds (all threads), customers recovered and the phases of the start, from its log. The
+trees read the same changelog, back to back, so the figures compare on this shared machine.
 ``--profile DIR`` samples each replacement with py-spy (raw stacks in DIR, summary printed).
 """
 
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import datetime
 import itertools
 import os
 import signal
@@ -24,6 +27,9 @@ import time
 import uuid
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import NamedTuple
+
+import orjson
 
 from bench import stream
 from bench.common import events_file
@@ -33,7 +39,7 @@ from segstream.runtime.broker import EmbeddedBroker
 
 def replacement(
     boot: str, prefix: str, tmp: Path, name: str, tree: Path, profile: Path | None
-) -> tuple[float, int]:
+) -> Recovered:
     os.environ["PYTHONPATH"] = f"{tree / 'service'}:{tree}"
     started = time.perf_counter()
     worker = stream.start_worker(boot, prefix, tmp, name, store="rocksdb://")
@@ -48,15 +54,55 @@ def replacement(
         if not stream.wait_until(worker.ready, 3600):
             raise RuntimeError(f"{name} did not recover")
         seconds = time.perf_counter() - started
-        return seconds, int(worker.metric("segstream_customers_tracked"))
+        cpu = _cpu_seconds(worker.proc.pid)
+        customers = int(worker.metric("segstream_customers_tracked"))
     finally:
         if spy is not None:
             spy.send_signal(signal.SIGINT)
             spy.wait(60)
         worker.stop()
+        log = tmp / f"{name}.log"
         if profile is not None:
-            log = tmp / f"{name}.log"
             (profile / log.name).write_bytes(log.read_bytes())
+    return Recovered(seconds, cpu, customers, _phases(log))
+
+
+class Recovered(NamedTuple):
+    seconds: float
+    cpu_seconds: float  # the worker's, all threads: less noisy than the wall clock here
+    customers: int
+    phases: dict[str, float]
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+#: log lines that end a phase of the start, in order
+_PHASE_ENDS = {
+    "start": "[^_Worker]: Starting",
+    "join": "Restoring state from changelog",  # assigned, highwaters read
+    "changelog": "Done reading from changelog",
+    "adopt": "ready: partitions",  # the rules topic read, then adoption and settling
+}
+
+
+def _phases(log: Path) -> dict[str, float]:
+    """Seconds between the log lines of _PHASE_ENDS (the first of each)."""
+    seen: dict[str, float] = {}
+    for line in log.read_bytes().splitlines():
+        try:
+            entry = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            continue
+        message = entry.get("message", "")
+        for phase, text in _PHASE_ENDS.items():
+            if phase not in seen and text in message:
+                at = entry["time"].replace("Z", "+00:00")
+                seen[phase] = datetime.datetime.fromisoformat(at).timestamp()
+    names = [p for p in _PHASE_ENDS if p in seen]
+    return {b: round(seen[b] - seen[a], 1) for a, b in itertools.pairwise(names)}
 
 
 def _commands(fifo: Path) -> Iterator[list[Path]]:
@@ -72,13 +118,19 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("events", type=int)
     parser.add_argument("trees", nargs="+", type=Path)
+    parser.add_argument(
+        "--customers", type=int, help="ids of a file of its own (bench.run's --scale-customers)"
+    )
     parser.add_argument("--repeat", type=int, default=1)
     parser.add_argument("--profile", type=Path)
     parser.add_argument(
         "--serve", type=Path, help="then keep the broker: a line of trees at a time from this FIFO"
     )
     args = parser.parse_args()
-    lines = events_file(2_000_000, 2_500_000).read_bytes().splitlines()[: args.events]
+    if args.customers is None:
+        lines = events_file(2_000_000, 2_500_000).read_bytes().splitlines()[: args.events]
+    else:
+        lines = events_file(args.events, args.customers).read_bytes().splitlines()
     with tempfile.TemporaryDirectory() as tmp_name, EmbeddedBroker() as broker:
         tmp, boot = Path(tmp_name), broker.bootstrap
         prefix = f"rab-{uuid.uuid4().hex[:6]}-"
@@ -94,10 +146,13 @@ def main() -> None:
         for turn, trees in enumerate(rounds):
             for i, tree in enumerate(trees):
                 name = f"{prefix}r{turn}-t{i}"
-                seconds, recovered = replacement(boot, prefix, tmp, name, tree, args.profile)
+                done = replacement(boot, prefix, tmp, name, tree, args.profile)
+                per_million = 1e6 / max(done.customers, 1)
                 print(
-                    f"{tree}: replacement ready in {seconds:.1f} s, {recovered:,} customers"
-                    f" ({seconds / max(recovered, 1) * 1e6:.0f} s per million)",
+                    f"{tree}: replacement ready in {done.seconds:.1f} s"
+                    f" ({done.seconds * per_million:.0f} s per million),"
+                    f" worker CPU {done.cpu_seconds:.1f} s, {done.customers:,} customers;"
+                    f" phases {done.phases}",
                     flush=True,
                 )
                 if args.profile is not None:
