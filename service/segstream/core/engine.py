@@ -15,6 +15,7 @@ it emits any change, so a crash never makes it decide twice (docs/runtime.md, "D
 from __future__ import annotations
 
 import contextlib
+import itertools
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
@@ -1241,14 +1242,13 @@ class Engine:
         )
         groups = bool(lane.groups) and lane.clock_ms is not None
         shadow = self._shadow is not None
+        segments: list[dict[str, Any]] = []
         for st in states:
             customer_id = st.customer_id
             store[customer_id] = st
             partition_of[customer_id] = partition
             customers.add(customer_id)
-            for name, value in st.segments.items():  # as _count(name, value, 1)
-                if value is not None and value is not False:
-                    members[(name, name if value is True else str(value))] += 1
+            segments.append(st.segments)
             if populations:
                 known = st.quantiles
                 if all(name in known for name, _ in scores):
@@ -1266,6 +1266,13 @@ class Engine:
                 self._group_update(st, lane)
             if shadow:
                 self._observe_shadow(st, lane)
+        # the member counts, as _count(name, value, 1) for each customer's segments, counted
+        # in C: a (segment, value) pair first seen earlier is first counted earlier, so the
+        # counter's order is the same (values are names, booleans or None: no 1 == True)
+        counted = Counter(itertools.chain.from_iterable(map(dict.items, segments)))
+        for (name, value), n in counted.items():
+            if value is not None and value is not False:
+                members[(name, name if value is True else str(value))] += n
 
     def settle_adopted(self, partition: int, *, had_record: bool) -> list[Change]:
         """After a lane's customers were adopted: finish what its last commit left half done.
