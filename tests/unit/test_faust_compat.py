@@ -411,6 +411,38 @@ async def test_recovery_end_is_not_signalled_outside_fausts_wait_for_it(
     assert recovery.in_recovery and not recovery.signal_recovery_end.is_set()
 
 
+async def test_a_fetched_run_writes_only_the_newest_record_of_each_key(
+    recovering: Recovering, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every commit rewrites its lane record, and a busy customer is written again and again:
+    the store is given the newest record of each key of a run, in offset order, and holds
+    what it held when given all of them (a key whose newest record is a tombstone is gone)."""
+    worker, consumer, tp = recovering
+    recovery = worker.app.tables.recovery
+    recovery.active_highwaters[tp] = 6
+    store = worker.table.data
+    given: list[tuple[bytes, int]] = []
+    apply = store.apply_changelog_batch
+
+    def spy(batch: Any, **kwargs: Any) -> None:
+        batch = list(batch)
+        given.extend((event.key, event.message.offset) for event in batch)
+        apply(batch, **kwargs)
+
+    monkeypatch.setattr(store, "apply_changelog_batch", spy)
+    run = [(b"C0", b"a"), (b"L", b"l1"), (b"C1", b"b"), (b"C0", None), (b"L", b"l2")]
+    run += [(b"C2", b"c"), (b"C1", b"b2")]
+    records = [
+        ConsumerRecord(tp.topic, tp.partition, o, 0, 0, k, v, None, len(k), len(v or b""), ())
+        for o, (k, v) in enumerate(run)
+    ]
+    consumer.recover(Fetched({tp: records}, {tp}, 3), tp, records)
+    assert given == [(b"C0", 3), (b"L", 4), (b"C2", 5), (b"C1", 6)]
+    assert dict(store.items()) == {b"L": b"l2", b"C2": b"c", b"C1": b"b2"}
+    assert recovery.active_offsets[tp] == 6 and consumer._read_offset[tp] == 6
+    assert recovery.signal_recovery_end.is_set()
+
+
 async def test_a_recovery_given_up_for_a_new_rebalance_does_not_reach_the_worker(
     worker: SegmentWorker,
 ) -> None:

@@ -15,6 +15,7 @@ it emits any change, so a crash never makes it decide twice (docs/runtime.md, "D
 from __future__ import annotations
 
 import contextlib
+import itertools
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
@@ -1242,27 +1243,53 @@ class Engine:
 
     def adopt(self, st: CustomerState, partition: int) -> None:
         """Take over a recovered customer: index its schedule and population values, no changes."""
+        self.adopt_all(partition, (st,))
+
+    def adopt_all(self, partition: int, states: Iterable[CustomerState]) -> None:
+        """:meth:`adopt` each of ``states`` in turn, with what is the same for every customer
+        of the lane looked up once: a replacement worker adopts every customer of its
+        partitions (a million or more) before it is ready."""
         lane = self.lane(partition)
-        self.store[st.customer_id] = st
-        self.partition_of[st.customer_id] = partition
-        lane.customers.add(st.customer_id)
-        for name, value in st.segments.items():
-            self._count(name, value, 1)
-        if lane.populations:
-            known = st.quantiles
-            if all(s.name in known for s in self._quantile_scores):
-                for s in self._quantile_scores:
-                    lane.populations[s.field].load(st.customer_id, known[s.name][0])
-            else:  # stored by an older version or under other rules: recompute
-                values, _ = st.read(lane.clock_day, self.rules.windows)
-                for field_name, population in lane.populations.items():
-                    population.load(st.customer_id, values[field_name])
-        due, st.due_day = st.due_day, None  # not indexed in this process yet
-        self._schedule(lane, st, due)
-        if lane.groups and lane.clock_ms is not None:
-            self._group_update(st, lane)
-        if self._shadow is not None:
-            self._observe_shadow(st, lane)
+        store, partition_of, customers = self.store, self.partition_of, lane.customers
+        members, move_due = self._members, lane.due.move
+        populations, clock_day, windows = lane.populations, lane.clock_day, self.rules.windows
+        # (score name, its field's population) of every quantile score
+        scores = (
+            [(s.name, populations[s.field]) for s in self._quantile_scores] if populations else []
+        )
+        groups = bool(lane.groups) and lane.clock_ms is not None
+        shadow = self._shadow is not None
+        segments: list[dict[str, Any]] = []
+        for st in states:
+            customer_id = st.customer_id
+            store[customer_id] = st
+            partition_of[customer_id] = partition
+            customers.add(customer_id)
+            segments.append(st.segments)
+            if populations:
+                known = st.quantiles
+                if all(name in known for name, _ in scores):
+                    for name, population in scores:
+                        population.load(customer_id, known[name][0])
+                else:  # stored by an older version or under other rules: recompute
+                    values, _ = st.read(clock_day, windows)
+                    for field_name, population in populations.items():
+                        population.load(customer_id, values[field_name])
+            due = st.due_day  # not indexed in this process yet: as _schedule from None
+            if due is not None:
+                st.due_day = due = shared_day(due)
+                move_due(customer_id, None, due)
+            if groups:
+                self._group_update(st, lane)
+            if shadow:
+                self._observe_shadow(st, lane)
+        # the member counts, as _count(name, value, 1) for each customer's segments, counted
+        # in C: a (segment, value) pair first seen earlier is first counted earlier, so the
+        # counter's order is the same (values are names, booleans or None: no 1 == True)
+        counted = Counter(itertools.chain.from_iterable(map(dict.items, segments)))
+        for (name, value), n in counted.items():
+            if value is not None and value is not False:
+                members[(name, name if value is True else str(value))] += n
 
     def settle_adopted(self, partition: int, *, had_record: bool) -> list[Change]:
         """After a lane's customers were adopted: finish what its last commit left half done.
@@ -1291,16 +1318,20 @@ class Engine:
         return changes + self._refresh_if_stale(lane)
 
     def _off_cuts(self, lane: Lane) -> list[str]:
-        """Customers whose stored quantile scores differ from the lane's current cut points."""
+        """Customers whose stored quantile scores differ from the lane's current cut points, in
+        id order. Asked for every lane taken over, so only those found are sorted: usually
+        none, where sorting a partition's ids took longer than checking them."""
+        store, populations = self.store, lane.populations
+        scores = [(s, s.name, populations[s.field].cuts) for s in self._quantile_scores]
         moved: list[str] = []
-        populations = lane.populations
-        for customer_id in sorted(lane.customers):
-            known = self.store[customer_id].quantiles
-            for s in self._quantile_scores:
-                item = known.get(s.name)
-                if item is None or s.from_cuts(item[0], populations[s.field].cuts) != item[1]:
+        for customer_id in lane.customers:
+            known = store[customer_id].quantiles
+            for s, name, cuts in scores:
+                item = known.get(name)
+                if item is None or s.from_cuts(item[0], cuts) != item[1]:
                     moved.append(customer_id)
                     break
+        moved.sort()
         return moved
 
     def release_partition(self, partition: int) -> None:

@@ -1005,6 +1005,10 @@ _EMPTY: dict[str, Any] = {
 
 
 def load_state(raw: bytes) -> CustomerState:
+    """A stored state as the running engine holds it. A replacement worker decodes every
+    customer of its partitions with this, so a stored item costs no Python call of its own:
+    ``day(v) or shared_day(v)`` is ``shared_day(v)`` for a day already known, ``intern(v) if
+    type(v) is str else v`` is ``_name(v)``, and JSON object keys are always text."""
     data = orjson.loads(raw)
     if isinstance(data, list) and data and data[0] in (1, 2):
         return _load_positional(data)
@@ -1013,48 +1017,103 @@ def load_state(raw: bytes) -> CustomerState:
         raise ValueError(f"unknown state format {version!r}")
     st = CustomerState(data["customer_id"])
     get = data.get
+    day, intern = _DAYS.get, sys.intern
     # What a decoded state holds as fresh objects in every customer (days, names, a ticket's
     # status) is shared as the running engine shares it (see shared_day and _name), and an
     # order's event id is the activity record's (one string, as when the event was applied):
     # a recovered worker holds every customer this way. Values are equal, bytes unchanged.
-    activity: dict[str, int] = {k: shared_day(v) for k, v in get("activity", {}).items()}
-    event_ids = {k: k for k in activity}
-    st.orders = {
-        o[0]: (o[1], event_ids.get(o[2], o[2]), shared_day(o[3]), Decimal(o[4]))
-        for o in get("orders", ())
-    }
-    st.refunds = {k: shared_day(v) for k, v in get("refunds", {}).items()} or NOTHING
+    stored = get("activity")
+    activity: dict[str, int] = (
+        {k: day(v) or shared_day(v) for k, v in stored.items()} if stored else {}
+    )
+    event_ids = {k: k for k in activity}.get if activity else _same
+    stored = get("orders")
+    st.orders = (
+        {
+            o[0]: (o[1], event_ids(o[2], o[2]), day(o[3]) or shared_day(o[3]), Decimal(o[4]))
+            for o in stored
+        }
+        if stored
+        else {}
+    )
+    stored = get("refunds")
+    st.refunds = {k: day(v) or shared_day(v) for k, v in stored.items()} if stored else NOTHING
     st.folded_count = get("folded_count", 0)
     st.folded_amount = Decimal(get("folded_amount", "0"))
     st.folded_first_day = _day_or_none(get("folded_first_day"))
     st.folded_last_day = _day_or_none(get("folded_last_day"))
     st.folded_ids = _ids(get("folded_ids"))
     st.closed_ids = _ids(get("closed_ids"))
-    st.tickets = {
-        k: (t[0], event_ids.get(t[1], t[1]), _name(t[2]), shared_day(t[3]))
-        for k, t in get("tickets", {}).items()
-    } or NOTHING
-    st.surveys = {
-        k: (s[0], event_ids.get(s[1], s[1]), shared_day(s[2]), s[3])
-        for k, s in get("surveys", {}).items()
-    } or NOTHING
-    st.attrs = {
-        _name(k): (a[0], event_ids.get(a[1], a[1]), _name(a[2]))
-        for k, a in get("attrs", {}).items()
-    } or NOTHING
+    stored = get("tickets")
+    st.tickets = (
+        {
+            k: (
+                t[0],
+                event_ids(t[1], t[1]),
+                intern(t[2]) if type(t[2]) is str else t[2],
+                day(t[3]) or shared_day(t[3]),
+            )
+            for k, t in stored.items()
+        }
+        if stored
+        else NOTHING
+    )
+    stored = get("surveys")
+    st.surveys = (
+        {
+            k: (s[0], event_ids(s[1], s[1]), day(s[2]) or shared_day(s[2]), s[3])
+            for k, s in stored.items()
+        }
+        if stored
+        else NOTHING
+    )
+    stored = get("attrs")
+    st.attrs = (
+        {
+            intern(k): (a[0], event_ids(a[1], a[1]), intern(a[2]) if type(a[2]) is str else a[2])
+            for k, a in stored.items()
+        }
+        if stored
+        else NOTHING
+    )
     st.activity = activity
     st.last_activity_day = _day_or_none(get("last_activity_day"))
     st.last_event_ms = get("last_event_ms", 0)
     st.compacted_day = shared_day(data["compacted_day"])
-    st.segments = {_name(k): _name(v) for k, v in get("segments", {}).items()}
+    stored = get("segments")
+    st.segments = (
+        {intern(k): intern(v) if type(v) is str else v for k, v in stored.items()} if stored else {}
+    )
     st.seq = get("seq", 0)
     st.due_day = _day_or_none(get("due_day"))
-    st.quantiles = {_name(k): (q[0], q[1]) for k, q in get("quantiles", {}).items()}
-    st.timeline = [
-        (t[0], _name(t[1]), _name(t[2]), _name(t[3]), t[4], t[5]) for t in get("timeline", ())
-    ]
-    st.entered = {_name(k): shared_day(v) for k, v in get("entered", {}).items()} or NOTHING
+    stored = get("quantiles")
+    st.quantiles = {intern(k): (q[0], q[1]) for k, q in stored.items()} if stored else {}
+    stored = get("timeline")
+    if stored:
+        flat: list[Any] = []
+        add = flat.extend
+        for t in stored:
+            segment, old, new = t[1], t[2], t[3]
+            add(
+                (
+                    t[0],
+                    intern(segment) if type(segment) is str else segment,
+                    intern(old) if type(old) is str else old,
+                    intern(new) if type(new) is str else new,
+                    t[4],
+                    t[5],
+                )
+            )
+        st.transitions = tuple(flat)
+    stored = get("entered")
+    st.entered = (
+        {intern(k): day(v) or shared_day(v) for k, v in stored.items()} if stored else NOTHING
+    )
     return st
+
+
+def _same(key: str, default: str) -> str:
+    return default
 
 
 def _ids(stored: list[int] | None) -> set[int] | frozenset[int]:

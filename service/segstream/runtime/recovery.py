@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import itertools
 import logging
+import operator
 import os
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -140,8 +142,9 @@ class Recovery:
                     customers.append((partition, value))
             for partition in sorted(lanes):
                 engine.adopt_lane(partition, lanes[partition])
-            for partition, value in customers:
-                engine.adopt(load_state(value), partition)
+            # in the order read, a run of one partition's customers at a time
+            for partition, run in itertools.groupby(customers, key=operator.itemgetter(0)):
+                engine.adopt_all(partition, (load_state(value) for _, value in run))
         finally:
             gc.enable()
         gc.freeze()
