@@ -129,16 +129,36 @@ def _output(name: str, flag: str, inputs: list[Path]) -> IO[bytes]:
 
 @contextmanager
 def _few_full_collections() -> Iterator[None]:
-    """A replay or a worker builds one large heap that lives on (every customer's state) and
-    makes little cyclic garbage, while the default thresholds have the collector traverse that
-    whole heap again each time it grew by a quarter: a fifth of a replay's time or more. Young
-    collections still run, less often; full ones at most every 100M net allocations."""
+    """A worker builds one large heap that lives on (every customer's state) and makes little
+    cyclic garbage, while the default thresholds have the collector traverse that whole heap
+    again each time it grew by a quarter: a fifth of a replay's time or more. Young collections
+    still run, less often; full ones at most every 100M net allocations."""
     before = gc.get_threshold()
     gc.set_threshold(50_000, 20, 100)
     try:
         yield
     finally:
         gc.set_threshold(*before)
+
+
+@contextmanager
+def _no_cyclic_collector() -> Iterator[None]:
+    """A replay runs only the pure core, which makes no reference cycles (a test runs random
+    streams, rejections, rule changes and recoveries with the collector off and finds no
+    garbage it would have freed): its memory is freed by reference counts alone, so the cyclic
+    collector would only walk the young objects of every allocation, 7-9% of the core's CPU
+    (docs/performance.md). The worker keeps the collector: faust and asyncio make cycles."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        # everything allocated meanwhile is still young: handed to the oldest generation at
+        # once, the next young collection does not walk the whole heap (a second a million)
+        gc.freeze()
+        gc.unfreeze()
+        if was_enabled:
+            gc.enable()
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
@@ -149,7 +169,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     rules = _rules(args.rules)
     out = open_out(None) if args.out in (None, "-") else _output(args.out, "--out", paths)
     state_out = _output(args.state_out, "--state-out", paths) if args.state_out else None
-    with out, _few_full_collections():
+    with out, _no_cyclic_collector():
         engine, summary = replay(
             paths,
             rules,

@@ -117,7 +117,7 @@ def _compile_fill(
     lines.append("    return None")
     exec(compile("\n".join(lines) + "\n", "<fill>", "exec"), namespace)
     fill: Callable[[dict[str, Any], dict[str, Any], int, dict[str, Population]], None]
-    fill = namespace["fill"]
+    fill = namespace.pop("fill")  # its globals holding it would be a reference cycle
     return fill
 
 

@@ -1039,7 +1039,7 @@ class _Compiler:
             derived=derived,
             families=families,
             flags=flags,
-            evaluate=namespace["evaluate"],
+            evaluate=namespace.pop("evaluate"),  # held by its own globals: a cycle
             source_files=dict(self.files),
             python_source=source,
             reads={o: tuple(sorted(closure({o}) - {o})) for o in checked if o not in derived_names},
