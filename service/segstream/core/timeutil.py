@@ -71,7 +71,13 @@ def parse_timestamp(value: object) -> int:
     raise ValueError("occurred_at must be an RFC 3339 string or epoch milliseconds")
 
 
-@lru_cache(maxsize=4096)
+# The time of day in pieces: "HH:MM:" by minute of the day, "SS" by second, ".mmm" by
+# millisecond ("" for none, as isoformat leaves them out); 2,500 short strings in all.
+_HOUR_MINUTE = [f"{h:02d}:{m:02d}:" for h in range(24) for m in range(60)]
+_SECOND = [f"{s:02d}" for s in range(60)]
+_MILLIS = ["", *(f".{m:03d}" for m in range(1, 1000))]
+
+
 def to_rfc3339(ms: int) -> str:
     """Epoch milliseconds to an RFC 3339 UTC string with a ``Z`` suffix.
 
@@ -79,18 +85,17 @@ def to_rfc3339(ms: int) -> str:
     every clock inside datetime's range; anything outside it is pinned to the nearest end.
 
     Every change event carries one, mostly of a time not seen before (events have their own
-    milliseconds), so the time of day is plain integer arithmetic and only the date goes
-    through datetime, once per day (:func:`_date_text`); the text is exactly what
-    ``datetime.isoformat`` writes (seconds, or milliseconds when there are any).
+    milliseconds), so nothing is cached here (a cache missed 2.5 us a call); the time of day is
+    three table lookups and only the date goes through datetime, once per day
+    (:func:`_date_text`). The text is exactly what ``datetime.isoformat`` writes (seconds, or
+    milliseconds when there are any).
     """
-    ms = min(max(ms, _DATETIME_MIN_MS), _DATETIME_MAX_MS)
+    if not _DATETIME_MIN_MS <= ms <= _DATETIME_MAX_MS:
+        ms = min(max(ms, _DATETIME_MIN_MS), _DATETIME_MAX_MS)
     day, rest = divmod(ms, MS_PER_DAY)
     seconds, millis = divmod(rest, 1000)
     minutes, second = divmod(seconds, 60)
-    hour, minute = divmod(minutes, 60)
-    if millis:
-        return f"{_date_text(day)}T{hour:02d}:{minute:02d}:{second:02d}.{millis:03d}Z"
-    return f"{_date_text(day)}T{hour:02d}:{minute:02d}:{second:02d}Z"
+    return f"{_date_text(day)}T{_HOUR_MINUTE[minutes]}{_SECOND[second]}{_MILLIS[millis]}Z"
 
 
 @lru_cache(maxsize=4096)
