@@ -546,20 +546,23 @@ class Engine:
         With one quantile score (the usual rfm ``m``) the stored entry is kept when it holds
         the very same field value object (the window index hands out the float it summed last,
         so an equal value read from elsewhere, a -0.0 or an int, is never mistaken for it) and
-        an equal score (ints): the stored bytes are then those a new dict would give."""
+        an equal score (ints): the stored bytes are then those a new tuple would give."""
         single = self._single_quantile
         if single is not None:
-            known = st.quantiles
+            known = st.ranked
             name, field_name = single
-            item = known.get(name)
             if (
-                item is not None
-                and len(known) == 1
-                and item[0] is values[field_name]
-                and item[1] == values[name]
+                len(known) == 3
+                and known[0] == name
+                and known[1] is values[field_name]
+                and known[2] == values[name]
             ):
                 return
-        st.quantiles = {s.name: (values[s.field], values[s.name]) for s in self._quantile_scores}
+        st.ranked = tuple(
+            item
+            for s in self._quantile_scores
+            for item in (s.name, values[s.field], values[s.name])
+        )
 
     def _diff(
         self,
@@ -1267,8 +1270,10 @@ class Engine:
             customers.add(customer_id)
             segments.append(st.segments)
             if populations:
-                known = st.quantiles
-                if all(name in known for name, _ in scores):
+                ranked = st.ranked
+                if len(scores) == 1 and len(ranked) == 3 and ranked[0] == scores[0][0]:
+                    scores[0][1].load(customer_id, ranked[1])  # the usual one score, no dict
+                elif all(name in (known := st.quantiles) for name, _ in scores):
                     for name, population in scores:
                         population.load(customer_id, known[name][0])
                 else:  # stored by an older version or under other rules: recompute
@@ -1324,7 +1329,13 @@ class Engine:
         store, populations = self.store, lane.populations
         scores = [(s, s.name, populations[s.field].cuts) for s in self._quantile_scores]
         moved: list[str] = []
+        single = scores[0] if len(scores) == 1 else None
         for customer_id in lane.customers:
+            ranked = store[customer_id].ranked
+            if single is not None and len(ranked) == 3 and ranked[0] == single[1]:
+                if single[0].from_cuts(ranked[1], single[2]) != ranked[2]:  # the usual one score
+                    moved.append(customer_id)
+                continue
             known = store[customer_id].quantiles
             for s, name, cuts in scores:
                 item = known.get(name)

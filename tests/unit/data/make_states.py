@@ -37,7 +37,8 @@ def fields(state: CustomerState) -> dict[str, Any]:
             continue
         # the timeline is held flat since issue 15 (slot ``transitions``); its entries as
         # ``state.timeline`` gives them are what earlier releases held
-        name = "timeline" if slot == "transitions" else slot
+        # likewise the quantile scores (slot ``ranked``), given by ``state.quantiles``
+        name = {"transitions": "timeline", "ranked": "quantiles"}.get(slot, slot)
         value = getattr(state, name)
         out[name] = orjson.loads(orjson.dumps(value, default=_plain))
     return out
