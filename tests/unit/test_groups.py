@@ -3,6 +3,7 @@ the whole group's figures from every partition, and the offline ``report groups`
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -21,9 +22,14 @@ from segstream.core.groups import (
     snapshot_id,
     snapshots,
 )
+from segstream.core.partitioning import partition_for
 from segstream.core.rulelang import RuleErrors
 from segstream.core.state import load_state
+from segstream.runtime.groups import GroupExchange
+from segstream.runtime.metrics import Metrics
+from segstream.runtime.settings import Settings
 from tests.unit.factories import DAY0, engine_for, event, order, raw, rules_from
+from tests.unit.fakes import Journal, MemoryOutbox
 
 Q1_2025 = 20_089 - DAY0  # 2025-01-01, relative to DAY0 (2024-10-04, in 2024-Q4)
 
@@ -280,3 +286,43 @@ def test_a_contribution_is_computed_again_for_the_new_quarter_though_no_item_cha
     assert first == quarter_of(Q1_2025 + DAY0)
     assert all(bucket >= first for totals in group.totals.values() for bucket in totals)
     assert all(bucket >= first for bucket in group.contributions["A"][1])
+
+
+def test_a_snapshot_waits_for_every_partition_to_pass_the_quarter() -> None:
+    """Two workers, one partition each. Worker B's first partial on the groups topic was
+    published before its first event (no clock): worker A, past the quarter, must not emit the
+    quarter's snapshots without B's answers, nor while B's clock is still inside it."""
+    customers = [f"C{i}" for i in range(8)]
+    by_partition = {p: [c for c in customers if partition_for(c, 2) == p] for p in (0, 1)}
+    assert all(by_partition.values())
+
+    def quarter_lines(partition: int) -> list[bytes]:
+        mine = by_partition[partition]
+        return raw(*(manager(c, "dana") for c in mine), *(survey(c, 9) for c in mine))
+
+    def next_quarter(partition: int) -> list[bytes]:
+        return raw(*(survey(c, 2, day=Q1_2025 + 1) for c in by_partition[partition]))
+
+    settings = Settings(KAFKA_BOOTSTRAP_SERVERS="127.0.0.1:9", partitions=2)
+    a, b = engine_for(RULES, partitions=2), engine_for(RULES, partitions=2)
+    journal = Journal()
+    exchange = GroupExchange(settings, lambda: a, MemoryOutbox(journal), Metrics())  # type: ignore[arg-type]
+
+    async def settle() -> None:
+        pass
+
+    def emitted_after(b_partial: dict[str, Any]) -> list[dict[str, Any]]:
+        exchange.receive([orjson.dumps(b_partial)])
+        asyncio.run(exchange.publish({0}, settle))
+        return [orjson.loads(r[2]) for r in journal.sent(settings.topic_group_snapshots)]
+
+    a.process(quarter_lines(0) + next_quarter(0))
+    assert emitted_after(b.group_partial(1)) == []  # B has no clock yet
+    b.process(quarter_lines(1))
+    assert emitted_after(b.group_partial(1)) == []  # B's clock is still in 2024-Q4
+    b.process(next_quarter(1))
+    (snapshot,) = emitted_after(b.group_partial(1))
+    assert snapshot["period"] == "2024-Q4" and snapshot["value"] == "dana"
+    metrics = snapshot["metrics"]
+    assert metrics["members"] == metrics["promoters"] == len(customers)
+    assert metrics["detractors"] == 0

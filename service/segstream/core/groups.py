@@ -27,6 +27,8 @@ from functools import lru_cache
 from hashlib import blake2b
 from typing import Any
 
+from segstream.core.timeutil import MS_PER_DAY
+
 GROUP_METRICS = (
     "csi",
     "nps",
@@ -442,6 +444,20 @@ def merge(spec: GroupSpec, partials: Iterable[dict[str, Any] | None]) -> list[Pe
     if spec.rolling_days is not None:
         return periods[:1]  # partitions' clocks differ: the newest window is the group's
     return periods[: spec.keep + 1]
+
+
+def closed_everywhere(period: Period, partials: Iterable[dict[str, Any]]) -> bool:
+    """Whether every partition's clock has passed the period's last day: the condition for
+    emitting its snapshots. ``Period.closed`` counts only partitions with a clock, which is
+    right for a view but not for an event that is never taken back: a partition with no clock
+    (no event yet, or its first partial published before its first event) may still hold
+    answers of the quarter, and emitting without them made the snapshot depend on which
+    worker published first. ``partials`` are whole partials (:meth:`Engine.group_partial`).
+    """
+    return all(
+        p.get("clock_ms") is not None and day_label(int(p["clock_ms"]) // MS_PER_DAY) > period.end
+        for p in partials
+    )
 
 
 def rows(spec: GroupSpec, periods: Iterable[Period]) -> list[dict[str, Any]]:

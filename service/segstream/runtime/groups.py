@@ -5,7 +5,7 @@ Each worker publishes the partials of the partitions it owns to the compacted gr
 (one key per partition, so the newest partial of every partition is what the topic keeps) and
 reads the topic whole, as it reads the rules topic: every worker can answer
 ``GET /groups/{name}`` for all partitions. The owner of partition 0 emits a closed quarter's
-snapshot once every partition has reported and every partition with a clock has closed it,
+snapshot once every partition has reported and every partition's clock has passed its end,
 then records that in partition 0's lane record, so a crash in between emits it again with the
 same ids (at least once, never a second set of ids).
 """
@@ -19,7 +19,7 @@ from typing import Any
 import orjson
 
 from segstream.core.engine import Engine
-from segstream.core.groups import Period, merge, metrics_of, snapshots
+from segstream.core.groups import Period, closed_everywhere, merge, metrics_of, snapshots
 from segstream.runtime.metrics import Metrics
 from segstream.runtime.produce import BatchProducer, OutRecord
 from segstream.runtime.settings import Settings
@@ -134,7 +134,7 @@ class GroupExchange:
             due = [
                 p
                 for p in reversed(self.periods(name, owned))
-                if p.closed and (last is None or p.period > last)
+                if closed_everywhere(p, partials.values()) and (last is None or p.period > last)
             ]
             for period in due:
                 for event in snapshots(spec, period, engine.rules.version):
