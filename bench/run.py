@@ -65,7 +65,8 @@ def main() -> None:
     results: dict[str, Any] = orjson.loads(latest.read_bytes()) if latest.exists() else {}
     results["machine"] = machine()
     now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    results.setdefault("measured_at", {}).update(dict.fromkeys(stages, now))
+    stamped = stages | ({"latency"} if "stream" in stages else set())  # stream runs latency
+    results.setdefault("measured_at", {}).update(dict.fromkeys(stamped, now))
     results.setdefault("args", {}).update(
         {stage: vars(args) for stage in stages}  # what each stage last ran with
     )
