@@ -35,18 +35,19 @@ def core_throughput(path: Path) -> dict[str, Any]:
     engine = Engine(load_rules(ROOT / "rules"), clock="event")
     gc.collect()
     gc.disable()  # as `segstream replay` runs the core (the core makes no reference cycles)
-    started = time.perf_counter()
-    changes = 0
-    for start in range(0, len(lines), BATCH):
-        changes += len(engine.process(lines[start : start + BATCH]).changes)
-        engine.drop_pending()
-    changes += len(engine.refresh_population())
-    seconds = time.perf_counter() - started
-    # the core's objects, allocated with the collector off, would all be in the youngest
-    # generation: the first collections would walk them inside the parse timing (16.97 us an
-    # event measured that way, against 6-7 us): frozen, they are out of every collection
-    gc.freeze()
-    gc.enable()
+    try:
+        started = time.perf_counter()
+        changes = 0
+        for start in range(0, len(lines), BATCH):
+            changes += len(engine.process(lines[start : start + BATCH]).changes)
+            engine.drop_pending()
+        changes += len(engine.refresh_population())
+        seconds = time.perf_counter() - started
+        # the core's objects, allocated with the collector off, are all in the youngest
+        # generation: the first collections would walk them inside the parse timing
+        gc.freeze()
+    finally:
+        gc.enable()
     parse_started = time.perf_counter()
     for line in lines[:100_000]:
         engine.parse(line)

@@ -288,7 +288,9 @@ def test_a_contribution_is_computed_again_for_the_new_quarter_though_no_item_cha
     assert all(bucket >= first for bucket in group.contributions["A"][1])
 
 
-def test_a_snapshot_waits_for_every_partition_to_pass_the_quarter() -> None:
+def test_a_snapshot_waits_for_every_partition_to_pass_the_quarter(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     """Two workers, one partition each. Worker B's first partial on the groups topic was
     published before its first event (no clock): worker A, past the quarter, must not emit the
     quarter's snapshots without B's answers, nor while B's clock is still inside it."""
@@ -317,7 +319,14 @@ def test_a_snapshot_waits_for_every_partition_to_pass_the_quarter() -> None:
         return [orjson.loads(r[2]) for r in journal.sent(settings.topic_group_snapshots)]
 
     a.process(quarter_lines(0) + next_quarter(0))
-    assert emitted_after(b.group_partial(1)) == []  # B has no clock yet
+    with caplog.at_level("INFO", logger="segstream.groups"):
+        assert emitted_after(b.group_partial(1)) == []  # B has no clock yet
+        assert emitted_after(b.group_partial(1)) == []
+    waiting = [r.getMessage() for r in caplog.records if "wait for partitions" in r.getMessage()]
+    assert waiting == [  # said once while nothing changes, naming what it waits for
+        "group managers: quarter 2024-Q4 has closed where clocks passed it; its snapshots "
+        "wait for partitions [1] (no event yet, or a clock still inside it)"
+    ]
     b.process(quarter_lines(1))
     assert emitted_after(b.group_partial(1)) == []  # B's clock is still in 2024-Q4
     b.process(next_quarter(1))

@@ -7,6 +7,7 @@ collector off and ask that collection to find nothing."""
 from __future__ import annotations
 
 import gc
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -17,6 +18,8 @@ from hypothesis import given, seed, settings
 
 from segstream.core import engine as production
 from segstream.core import state as production_state
+from segstream.core.evaluation import Reading
+from segstream.core.rulelang import load_rules
 from segstream.synth import SynthConfig, generate
 from tests.unit.factories import ROOT
 from tests.unit.test_reference_equality import EQUALITY, Scenario, Side, scenarios
@@ -111,3 +114,13 @@ def test_the_replay_command_runs_without_the_cyclic_collector(
     assert cli.main([*args, *map(str, files(tmp_path))]) == 0
     assert seen == [False]
     assert gc.isenabled()
+
+
+def test_a_rule_sets_generated_functions_are_freed_by_reference_counts() -> None:
+    """The rule set's ``evaluate`` and the engine's ``fill`` are compiled per rule set (every
+    rules change): held by their own globals, each would live on until a collection."""
+    with collector_off():
+        rules = load_rules(ROOT / "rules")
+        generated = [weakref.ref(rules.evaluate), weakref.ref(Reading.of(rules).fill)]
+        del rules
+        assert [f() for f in generated] == [None, None]

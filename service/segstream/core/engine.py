@@ -1273,13 +1273,15 @@ class Engine:
                 ranked = st.ranked
                 if len(scores) == 1 and len(ranked) == 3 and ranked[0] == scores[0][0]:
                     scores[0][1].load(customer_id, ranked[1])  # the usual one score, no dict
-                elif all(name in (known := st.quantiles) for name, _ in scores):
-                    for name, population in scores:
-                        population.load(customer_id, known[name][0])
-                else:  # stored by an older version or under other rules: recompute
-                    values, _ = st.read(clock_day, windows)
-                    for field_name, population in populations.items():
-                        population.load(customer_id, values[field_name])
+                else:
+                    known = st.quantiles  # (a dict built per read: read once)
+                    if all(name in known for name, _ in scores):
+                        for name, population in scores:
+                            population.load(customer_id, known[name][0])
+                    else:  # stored by an older version or under other rules: recompute
+                        values, _ = st.read(clock_day, windows)
+                        for field_name, population in populations.items():
+                            population.load(customer_id, values[field_name])
             due = st.due_day  # not indexed in this process yet: as _schedule from None
             if due is not None:
                 st.due_day = due = shared_day(due)
@@ -1328,6 +1330,8 @@ class Engine:
         none, where sorting a partition's ids took longer than checking them."""
         store, populations = self.store, lane.populations
         scores = [(s, s.name, populations[s.field].cuts) for s in self._quantile_scores]
+        if not scores:
+            return []
         moved: list[str] = []
         single = scores[0] if len(scores) == 1 else None
         for customer_id in lane.customers:

@@ -446,18 +446,19 @@ def merge(spec: GroupSpec, partials: Iterable[dict[str, Any] | None]) -> list[Pe
     return periods[: spec.keep + 1]
 
 
-def closed_everywhere(period: Period, partials: Iterable[dict[str, Any]]) -> bool:
-    """Whether every partition's clock has passed the period's last day: the condition for
-    emitting its snapshots. ``Period.closed`` counts only partitions with a clock, which is
-    right for a view but not for an event that is never taken back: a partition with no clock
-    (no event yet, or its first partial published before its first event) may still hold
-    answers of the quarter, and emitting without them made the snapshot depend on which
-    worker published first. ``partials`` are whole partials (:meth:`Engine.group_partial`).
-    """
-    return all(
-        p.get("clock_ms") is not None and day_label(int(p["clock_ms"]) // MS_PER_DAY) > period.end
-        for p in partials
-    )
+def holding_back(period: Period, partials: dict[int, dict[str, Any]]) -> list[int]:
+    """The partitions whose clock has not passed the period's last day, in order: while any
+    remains, the period's snapshots wait. ``Period.closed`` counts only partitions with a
+    clock, which is right for a view but not for an event that is never taken back: a
+    partition with no clock (no event yet, or its first partial published before its first
+    event) may still hold answers of the quarter, and emitting without them made the snapshot
+    depend on which worker published first. ``partials`` are whole partials by partition
+    (:meth:`Engine.group_partial`)."""
+    return [
+        partition
+        for partition, p in sorted(partials.items())
+        if p.get("clock_ms") is None or day_label(int(p["clock_ms"]) // MS_PER_DAY) <= period.end
+    ]
 
 
 def rows(spec: GroupSpec, periods: Iterable[Period]) -> list[dict[str, Any]]:

@@ -296,7 +296,8 @@ class CustomerState:
     @property
     def quantiles(self) -> dict[str, tuple[float | None, int]]:
         """Quantile score name -> (field value, score) at the last evaluation, in the order
-        the scores were kept (what is stored)."""
+        the scores were kept (what is stored). A new dict on every read: writes to it are not
+        kept; assign the whole dict."""
         flat = iter(self.ranked)
         return {name: (value, score) for name, value, score in zip(flat, flat, flat, strict=True)}
 

@@ -19,7 +19,7 @@ from typing import Any
 import orjson
 
 from segstream.core.engine import Engine
-from segstream.core.groups import Period, closed_everywhere, merge, metrics_of, snapshots
+from segstream.core.groups import Period, holding_back, merge, metrics_of, snapshots
 from segstream.runtime.metrics import Metrics
 from segstream.runtime.produce import BatchProducer, OutRecord
 from segstream.runtime.settings import Settings
@@ -42,6 +42,7 @@ class GroupExchange:
         self.metrics = metrics
         self.remote: dict[int, dict[str, Any]] = {}  # partition -> newest partial on the topic
         self.published: dict[int, bytes] = {}  # partition -> what this worker last sent
+        self._waiting: dict[str, tuple[str, list[int]]] = {}  # group -> period, partitions
 
     @property
     def engine(self) -> Engine:
@@ -131,11 +132,22 @@ class GroupExchange:
             if spec.rolling_days is not None:
                 continue
             last = emitted.get(name)
-            due = [
-                p
-                for p in reversed(self.periods(name, owned))
-                if closed_everywhere(p, partials.values()) and (last is None or p.period > last)
-            ]
+            due: list[Period] = []
+            for p in reversed(self.periods(name, owned)):
+                if not p.closed or (last is not None and p.period <= last):
+                    continue
+                waiting = holding_back(p, partials)
+                if not waiting:
+                    due.append(p)
+                elif self._waiting.get(name) != (p.period, waiting):
+                    self._waiting[name] = (p.period, waiting)  # said once, not every publish
+                    log.info(
+                        "group %s: quarter %s has closed where clocks passed it; its snapshots "
+                        "wait for partitions %s (no event yet, or a clock still inside it)",
+                        name,
+                        p.period,
+                        waiting,
+                    )
             for period in due:
                 for event in snapshots(spec, period, engine.rules.version):
                     out.append(
