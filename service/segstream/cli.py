@@ -131,8 +131,9 @@ def _output(name: str, flag: str, inputs: list[Path]) -> IO[bytes]:
 def _few_full_collections() -> Iterator[None]:
     """A worker builds one large heap that lives on (every customer's state) and makes little
     cyclic garbage, while the default thresholds have the collector traverse that whole heap
-    again each time it grew by a quarter: a fifth of a replay's time or more. Young collections
-    still run, less often; full ones at most every 100M net allocations."""
+    again each time it grew by a quarter (a fifth of the core's time or more, measured when
+    replay ran this way). Young collections still run, less often; full ones at most every 100M
+    net allocations."""
     before = gc.get_threshold()
     gc.set_threshold(50_000, 20, 100)
     try:
