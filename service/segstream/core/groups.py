@@ -454,10 +454,11 @@ def holding_back(period: Period, partials: dict[int, dict[str, Any]]) -> list[in
     event) may still hold answers of the quarter, and emitting without them made the snapshot
     depend on which worker published first. ``partials`` are whole partials by partition
     (:meth:`Engine.group_partial`)."""
+    last_day = (date.fromisoformat(period.end) - EPOCH).days
     return [
         partition
         for partition, p in sorted(partials.items())
-        if p.get("clock_ms") is None or day_label(int(p["clock_ms"]) // MS_PER_DAY) <= period.end
+        if p.get("clock_ms") is None or int(p["clock_ms"]) // MS_PER_DAY <= last_day
     ]
 
 
