@@ -65,6 +65,17 @@ class BatchConsumer(FencedConsumer):
         """On rebalance or stop, let the batch in flight finish so its offsets are acked."""
         await self._batch_idle.wait()
         await super().wait_empty()
+        await self.commit_after_any_in_flight()
+
+    async def commit_after_any_in_flight(self) -> None:
+        """Commit what is acked now. faust's ``commit`` returns without committing when another
+        commit is in flight, and that one (the periodic commit, which waits for the producer's
+        flush) may have taken its offsets before the last batch was acked: a clean stop then
+        left its last batch to be read again. No await between the last wait and the commit,
+        so no other commit can start in between."""
+        while await self.maybe_wait_for_commit_to_finish():
+            pass
+        await self.commit_and_end_transactions()
 
     async def highwaters(self, *partitions: TP) -> dict[TP, int]:
         reported = await super().highwaters(*partitions)
