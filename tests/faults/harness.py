@@ -450,7 +450,8 @@ async def _settle(
     dep: Deployment, slots: list[Slot], plan: FaultPlan, ends: Ends
 ) -> list[dict[str, Any]]:
     """Read ``segment-changes`` until every partition is assigned, the group has committed
-    every input record, and no change has arrived for ``plan.quiet`` seconds; return it all.
+    every input record, no partition waits for a population refresh, and no change has
+    arrived for ``plan.quiet`` seconds; return it all.
 
     Not the workers' lag gauge: a restarted worker reports a partition it has read nothing
     from since the restart as lagging by its whole high watermark (its position is unset)."""
@@ -483,7 +484,11 @@ async def _settle(
                 behind = {
                     tp: end - committed[tp] for tp, end in ends.items() if committed[tp] < end
                 }
-                if not behind and await asyncio.to_thread(_assigned, slots, plan.partitions):
+                if (
+                    not behind
+                    and await asyncio.to_thread(_assigned, slots, plan.partitions)
+                    and await asyncio.to_thread(_refreshed, slots)
+                ):
                     return changes
             if loop.time() > deadline:
                 raise AssertionError(
@@ -493,6 +498,24 @@ async def _settle(
     finally:
         await consumer.stop()
         await group.stop()
+
+
+PENDING_REFRESH = "segstream_population_refresh_pending"
+
+
+def _refreshed(slots: list[Slot]) -> bool:
+    """No partition waits for its quiet-input population refresh, whose changes would still
+    come: on a loaded machine one came after the quiet period, and the topic's final segments
+    then missed them while the workers' state had them."""
+    for slot in slots:
+        try:
+            text = slot.worker.get("/metrics").text
+        except httpx.HTTPError:
+            return False
+        pending = [line for line in text.splitlines() if line.startswith(PENDING_REFRESH + " ")]
+        if not pending or float(pending[0].rsplit(" ", 1)[1]) != 0:
+            return False
+    return True
 
 
 def _assigned(slots: list[Slot], partitions: int) -> bool:

@@ -126,6 +126,7 @@ def test_worker_end_to_end(deployment: Deployment) -> None:
         "segstream_evaluation_duration_seconds_bucket",
         "segstream_event_to_emit_latency_seconds_bucket",
         "segstream_customers_tracked",
+        "segstream_population_refresh_pending",
         "segstream_segment_members{",
         "segstream_rules_info{",
         "segstream_consumer_lag_messages{",

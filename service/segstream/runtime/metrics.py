@@ -66,6 +66,12 @@ class Metrics:
         self.customers = Gauge(
             "segstream_customers_tracked", "Customers held by this worker", registry=r
         )
+        self.population_pending = Gauge(
+            "segstream_population_refresh_pending",
+            "Partitions of this worker whose quantile cut points wait for the refresh that"
+            " follows a quiet input (their last changes are still to come)",
+            registry=r,
+        )
         self.rules_info = Gauge(
             "segstream_rules_info", "Active rule set", ["rules_version"], registry=r
         )
