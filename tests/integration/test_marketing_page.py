@@ -48,6 +48,9 @@ def test_the_marketers_page_shows_segments_flows_and_a_customer(
 ) -> None:
     deployment.partitions = 2
     deployment.settings["api_token"] = TOKEN
+    # no clock tick during the test: today's size point must come from the page's own load
+    # (it once had no day at all when no tick had run since the worker was ready)
+    deployment.settings["clock_tick_seconds"] = "3600"
     worker = deployment.start_worker()
     worker.wait_ready()
     lines = [orjson.dumps(e) for e in generate(SynthConfig(customers=200, events=2500, seed=9))]
@@ -69,6 +72,8 @@ def test_the_marketers_page_shows_segments_flows_and_a_customer(
     assert sum(bars) == sum(n for tiers in served.values() for n in tiers.values())
     days = browser.execute_script("return Chart.getChart('history').data.labels")
     assert len(days) >= 1
+    data = get_json(worker, "/marketing/data")
+    assert data["history"][-1]["sizes"] == data["sizes"]  # today's point is what is shown
     cells = browser.find_elements(By.CSS_SELECTOR, "#flows td")
     assert any(c.text.strip().isdigit() for c in cells)
 

@@ -81,6 +81,7 @@ def add_views(app: Any, worker: SegmentWorker) -> None:
         flows: dict[str, list[dict[str, Any]]] = {name: [] for name in engine.rules.segment_names}
         for (family, old, new), n in sorted(worker.handler.flows.items()):
             flows.setdefault(family, []).append({"from": old, "to": new, "customers": n})
+        worker.timers.record_sizes()  # today's point is the sizes shown, not the last tick's
         history = worker.progress.size_history
         return web.json(
             {
