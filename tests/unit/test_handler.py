@@ -12,6 +12,7 @@ from segstream.core.contracts import RejectReason
 from segstream.core.engine import Engine
 from segstream.core.partitioning import partition_for
 from segstream.core.rulelang import load_rules
+from segstream.core.state import dump_state, load_state
 from segstream.runtime.control import ControlTopics
 from segstream.runtime.groups import GroupExchange
 from segstream.runtime.handler import BatchHandler, Topics
@@ -28,13 +29,20 @@ SETTINGS = Settings(KAFKA_BOOTSTRAP_SERVERS="127.0.0.1:9", rules_dir=ROOT / "rul
 
 
 def handler_for(
-    *, budget: int = 400, rules: Any = None
+    *, budget: int = 400, rules: Any = None, wall_clock: bool = False
 ) -> tuple[BatchHandler, Journal, MemoryStateLog]:
     journal = Journal()
     state_log = MemoryStateLog(journal)
-    engine = Engine(rules or default_rules(), partitions=PARTITIONS)
+    clock = "wall" if wall_clock else "event"
+    engine = Engine(rules or default_rules(), clock=clock, partitions=PARTITIONS)
     handler = BatchHandler(
-        engine, TOPICS, state_log, MemoryOutbox(journal), Metrics(), commit_max_items=budget
+        engine,
+        TOPICS,
+        state_log,
+        MemoryOutbox(journal),
+        Metrics(),
+        commit_max_items=budget,
+        wall_clock=wall_clock,
     )
     return handler, journal, state_log
 
@@ -85,6 +93,37 @@ def test_a_large_fetch_is_written_and_sent_slice_by_slice() -> None:
     # each slice: its commits, then its changes; never two slices' writes before a send
     assert kinds.count("w") >= 6 and "sw" in kinds
     assert all(len(c.states) <= 10 + PARTITIONS for c in journal.commits())
+
+
+def test_a_new_days_due_customers_are_committed_in_slices_on_the_wall_clock() -> None:
+    """The first batch of a day ran every due customer of a partition inside its first
+    record: one commit, which outgrows one record batch in a large partition (a crash
+    between its batches loses changes: docs/runtime.md, Determinism)."""
+    handler, journal, _ = handler_for(budget=10, wall_clock=True)
+    for day in (0, 10, 20):  # three orders in 30 days: cash cows, until they age
+        run(handler, records_of(*(order(f"C{i}", day=day) for i in range(100))), day=day)
+    journal.entries.clear()
+    run(handler, records_of(order("C1", day=60)), day=60)  # 40 days on: every one is due
+    commits = journal.commits()
+    moved = [c for commit in commits for c in commit.changes if c["cause"]["kind"] == "clock"]
+    assert all(len(c.states) + len(c.changes) <= 10 + 6 for c in commits)
+    assert len(commits) > 10
+    assert len(moved) > 50  # every partition's day, not only those the batch has records of
+
+
+def test_the_wall_clocks_tick_commits_a_new_days_due_customers_in_slices() -> None:
+    handler, journal, _ = handler_for(budget=10, wall_clock=True)
+    for day in (0, 10, 20):
+        run(handler, records_of(*(order(f"C{i}", day=day) for i in range(100))), day=day)
+    journal.entries.clear()
+    settings = Settings(
+        KAFKA_BOOTSTRAP_SERVERS="127.0.0.1:9", rules_dir=ROOT / "rules", commit_max_items=10
+    )
+    timers = Timers(settings, handler.engine, Progress(ready=True), None, set, handler.settle)  # type: ignore[arg-type]
+    asyncio.run(timers.tick_clock())  # today: years after the orders
+    commits = journal.commits()
+    assert all(len(c.states) + len(c.changes) <= 10 + 6 for c in commits)
+    assert sum(len(c.changes) for c in commits) > 100
 
 
 INVALID = {
@@ -152,7 +191,13 @@ def test_nothing_is_sent_when_the_state_cannot_be_written() -> None:
 def control_for(handler: BatchHandler) -> ControlTopics:
     groups = GroupExchange(SETTINGS, lambda: handler.engine, None, handler.metrics)  # type: ignore[arg-type]
     return ControlTopics(
-        SETTINGS, handler.engine, asyncio.Lock(), handler.metrics, groups, handler.settle
+        SETTINGS,
+        handler.engine,
+        asyncio.Lock(),
+        handler.metrics,
+        groups,
+        handler.settle,
+        handler.reevaluate,
     )
 
 
@@ -171,6 +216,63 @@ def test_a_rules_message_switches_rules_and_sends_the_re_evaluations() -> None:
     assert all(c.lane["rules_version"] == stricter.version for c in journal.commits()[-1:])
     rejected = handler.metrics.rules_rejected._value.get()  # one refused record counted
     assert rejected == 1
+
+
+STRICTER = "version: 1\nflags:\n  big: {when: 'monetary_total >= 5'}\n"
+
+
+def test_a_rules_switch_commits_in_slices_of_the_commit_budget() -> None:
+    """A commit larger than one record batch is written in several; a crash between them
+    keeps customers with segments whose changes were never sent (the lane record that would
+    re-send them comes last). The switch re-evaluated 2,000 customers per commit: 617 changes
+    were lost that way in the soak."""
+    handler, journal, _ = handler_for(budget=10)
+    run(handler, records_of(*(order(f"C{i}", day=1) for i in range(120))))
+    journal.entries.clear()
+    control = control_for(handler)
+    asyncio.run(control.accept_rules(Latest(rules_from(STRICTER, "new.yaml"), 8, [])))
+    moved = [orjson.loads(r[2]) for r in journal.sent("segment-changes")]
+    assert {(c["family"], c["to"]) for c in moved if c["family"] == "big"} == {("big", True)}
+    commits = journal.commits()
+    assert len(commits) >= 12
+    # pending work is checked after each customer: a commit holds at most the budget plus
+    # what the last customer added (its state and its changes)
+    assert all(len(c.states) + len(c.changes) <= 10 + 4 for c in commits)
+
+
+def test_a_lane_adopted_under_older_rules_is_re_evaluated_in_commit_sized_slices() -> None:
+    """Its owner died during a rules switch: the adopting worker re-evaluates the lane in
+    slices, and ends with what the engine's own whole-lane pass gives."""
+    first, _, _ = handler_for()
+    run(first, records_of(*(order(f"C{i}", day=1) for i in range(120))))
+    source = first.engine
+    stricter = rules_from(STRICTER, "new.yaml")
+
+    def adopted() -> Engine:
+        engine = Engine(stricter, partitions=PARTITIONS)
+        for partition, lane in sorted(source.lanes.items()):
+            engine.adopt_lane(partition, orjson.loads(orjson.dumps(lane.record())))
+            held = sorted(lane.customers)
+            engine.adopt_all(partition, [load_state(dump_state(source.store[c])) for c in held])
+        return engine
+
+    whole = adopted()
+    for partition in sorted(whole.lanes):
+        whole.settle_adopted(partition, had_record=True)
+    handler, journal, _ = handler_for(budget=10)
+    handler.engine = sliced = adopted()
+    for partition, lane in sorted(source.lanes.items()):
+        assert sliced.settle_adopted(partition, had_record=True, rules=False) == []
+        stale = sliced.stale_under_rules(partition)
+        assert stale == sorted(lane.customers)
+        asyncio.run(handler.reevaluate(stale))
+        sliced.rules_done([partition])
+        assert sliced.stale_under_rules(partition) == []
+    assert len(journal.commits()) >= 12
+    assert all(len(c.states) + len(c.changes) <= 10 + 4 for c in journal.commits())
+    segments = {c: sliced.segments_of(c) for c in sliced.customer_ids()}
+    assert segments == {c: whole.segments_of(c) for c in whole.customer_ids()}
+    assert sum(bool(s and s["big"]) for s in segments.values()) == 120
 
 
 def test_a_quiet_partitions_population_refresh_sends_its_changes() -> None:

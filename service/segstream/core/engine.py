@@ -17,7 +17,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from hashlib import blake2b
 from operator import itemgetter
@@ -242,22 +242,51 @@ class Engine:
             changes += self._advance(self.lane(partition), now_ms)
         return changes
 
+    def advance_steps(self, now_ms: int, budget: int) -> Iterator[None]:
+        """:meth:`advance` of every lane, pausing whenever a lane's pending work reaches
+        ``budget``, so that the caller can commit in between and every commit stays one
+        record batch (a day's due customers of a partition can be thousands). The
+        evaluations, their order and their changes are those of :meth:`advance`; a commit
+        taken at a pause has the new clock and leaves the rest due, as a recovered lane
+        finishes them (:meth:`settle_adopted`)."""
+        for partition in sorted(self.lanes):
+            lane = self.lanes[partition]
+            if not self._new_day(lane, now_ms):
+                continue
+            day, store = lane.clock_day, self.store
+            at = day * MS_PER_DAY
+            for customer_id in lane.due.pop_through(day):
+                st = store.get(customer_id)
+                if st is not None and st.due_day is not None and st.due_day <= day:
+                    st.due_day = None
+                    self._evaluate(st, lane, "clock", None, at)
+                    if lane.pending() >= budget:
+                        yield
+            self._refresh_if_stale(lane)
+
     def _advance(self, lane: Lane, now_ms: int) -> list[Change]:
         """Re-evaluate only the customers due by the new day; a first clock (a fresh or
         recovered lane) runs everything already due, so a restart catches up at once."""
-        if lane.clock_ms is not None and now_ms <= lane.clock_ms:
+        if not self._new_day(lane, now_ms):
             return []
+        changes = self._run_due(lane, lane.clock_day)
+        return changes + self._refresh_if_stale(lane)
+
+    def _new_day(self, lane: Lane, now_ms: int) -> bool:
+        """Move a lane's clock to ``now_ms`` (never back); True when it entered a new day (or
+        had no clock), with what a new day does before the due customers run."""
+        if lane.clock_ms is not None and now_ms <= lane.clock_ms:
+            return False
         old_day = None if lane.clock_ms is None else lane.clock_day
         lane.set_clock(now_ms)
         if old_day is not None and lane.clock_day == old_day:
-            return []
+            return False
         if lane.erasures:
             horizon = (lane.clock_day - self.limits.event_id_memory_days) * MS_PER_DAY
             lane.erasures = {k: v for k, v in lane.erasures.items() if v[0] >= horizon}
         if lane.groups:
             self._roll_groups(lane)
-        changes = self._run_due(lane, lane.clock_day)
-        return changes + self._refresh_if_stale(lane)
+        return True
 
     def _run_due(self, lane: Lane, day: int) -> list[Change]:
         changes: list[Change] = []
@@ -1298,14 +1327,18 @@ class Engine:
             if value is not None and value is not False:
                 members[(name, name if value is True else str(value))] += n
 
-    def settle_adopted(self, partition: int, *, had_record: bool) -> list[Change]:
+    def settle_adopted(
+        self, partition: int, *, had_record: bool, rules: bool = True
+    ) -> list[Change]:
         """After a lane's customers were adopted: finish what its last commit left half done.
 
         A commit may end inside a clock day (customers still due) or inside a refresh (cut
         points recorded, some customers not yet re-scored); the uncrashed worker would have
         gone on with exactly those evaluations, in this order, so the recovered one does. A
         lane recovered without its record (written by an older version) takes its clock from
-        its customers and computes its cut points."""
+        its customers and computes its cut points. ``rules`` False leaves a lane recorded
+        under other rules to the caller (:meth:`stale_under_rules`, then :meth:`rules_done`):
+        the worker re-evaluates it in commit-sized slices."""
         lane = self.lane(partition)
         if not had_record:
             if self.clock == CLOCK_EVENT:
@@ -1319,10 +1352,18 @@ class Engine:
         at = lane.clock_day * MS_PER_DAY
         changes = self._run_due(lane, lane.clock_day) if lane.clock_ms is not None else []
         changes += self._reevaluate(lane, self._off_cuts(lane), "population", at)
-        if lane.rules_version != self.rules.version:
+        if rules and lane.rules_version != self.rules.version:
             changes += self._reevaluate(lane, sorted(lane.customers), "rules", lane.clock_ms or 0)
             lane.rules_version = self.rules.version
         return changes + self._refresh_if_stale(lane)
+
+    def stale_under_rules(self, partition: int) -> list[str]:
+        """The customers of a lane recorded under other rules than the current ones, in id
+        order (none when its record has the current version)."""
+        lane = self.lanes.get(partition)
+        if lane is None or lane.rules_version == self.rules.version:
+            return []
+        return sorted(lane.customers)
 
     def _off_cuts(self, lane: Lane) -> list[str]:
         """Customers whose stored quantile scores differ from the lane's current cut points, in

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 
 from aiokafka import TopicPartition
 
@@ -28,6 +28,7 @@ class ControlTopics:
         metrics: Metrics,
         groups: GroupExchange,
         settle: Callable[[], Awaitable[None]],
+        reevaluate: Callable[[Sequence[str]], Awaitable[None]],
     ) -> None:
         self.settings = settings
         self.engine = engine
@@ -35,6 +36,7 @@ class ControlTopics:
         self.metrics = metrics
         self.groups = groups
         self.settle = settle
+        self.reevaluate = reevaluate
         self.rules_offset: int | None = None  # where the rules topic was read to, once
         self.rules_sync = asyncio.Lock()
 
@@ -131,8 +133,7 @@ class ControlTopics:
             async with self.lock:
                 if engine.rules is not rules:
                     return  # a newer rule set took over
-                engine.reevaluate(customers[start : start + size])
-                await self.settle()
+                await self.reevaluate(customers[start : start + size])
             await asyncio.sleep(0)
         async with self.lock:
             if engine.rules is rules:

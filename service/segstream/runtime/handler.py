@@ -113,6 +113,7 @@ class BatchHandler:
         metrics: Metrics,
         *,
         commit_max_items: int = 400,
+        wall_clock: bool = False,
         on_change: Callable[[Change], None] | None = None,
     ) -> None:
         self.engine = engine
@@ -121,6 +122,7 @@ class BatchHandler:
         self.outbox = outbox
         self.metrics = metrics
         self.commit_max_items = commit_max_items
+        self.wall_clock = wall_clock
         self.on_change = on_change
         # (family, from, to) -> customers moved since this process started (the page's flows)
         self.flows: Counter[tuple[str, str, str]] = Counter()
@@ -132,6 +134,12 @@ class BatchHandler:
         whole fetch's."""
         consumed: Counter[tuple[str, str]] = Counter()  # one metric update per label
         stamps: list[int] = []
+        if self.wall_clock:
+            # a new day's due customers, in commit-sized slices, before any record would
+            # run them all inside one (a commit that outgrows one record batch can lose its
+            # changes in a crash: docs/runtime.md, Determinism)
+            for _ in self.engine.advance_steps(wall_ms, self.commit_max_items):
+                await self.emit(self.engine.commits(), [])
         start = 0
         while start < len(records):
             started = time.perf_counter()
@@ -254,6 +262,21 @@ class BatchHandler:
                     to_segment=new,
                     change=kind,
                 ).inc(n)
+
+    async def reevaluate(self, customer_ids: Sequence[str]) -> None:
+        """Re-evaluate customers under the current rules, committing (and sending) whenever a
+        lane's pending work reaches the commit budget, as the batch path does: a commit that
+        does not fit in one record batch is written in several, and a crash between them
+        left customers stored with segments whose changes were never sent (their lane record,
+        which carries the changes to re-send, is written last). A rules switch re-evaluated
+        2,000 customers per commit, and that lost 617 changes in the soak."""
+        engine = self.engine
+        budget = self.commit_max_items
+        for customer_id in customer_ids:
+            engine.reevaluate((customer_id,))
+            if engine.pending(engine.partition_for(customer_id)) >= budget:
+                await self.settle()
+        await self.settle()
 
     async def settle(self) -> None:
         """Commit and emit whatever the engine decided outside the batch path (clock ticks,

@@ -9,7 +9,7 @@ import itertools
 import logging
 import operator
 import os
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import orjson
@@ -80,6 +80,7 @@ class Recovery:
         assigned: Callable[[], set[int]],
         sync_rules: Callable[[], Awaitable[int]],
         settle: Callable[[], Awaitable[None]],
+        reevaluate: Callable[[Sequence[str]], Awaitable[None]],
     ) -> None:
         self.app = app
         self.table = table
@@ -90,6 +91,7 @@ class Recovery:
         self.assigned = assigned
         self.sync_rules = sync_rules
         self.settle = settle
+        self.reevaluate = reevaluate
 
     async def on_recovered(self) -> None:
         """Tables are recovered: take over the lanes and customers of partitions we now own,
@@ -105,7 +107,13 @@ class Recovery:
             new = owned - held
             lanes, customers = self._load(new)
             for partition in sorted(new):
-                engine.settle_adopted(partition, had_record=partition in lanes)
+                engine.settle_adopted(partition, had_record=partition in lanes, rules=False)
+            await self.settle()
+            for partition in sorted(new):
+                # a lane recorded under older rules (its owner died during a switch): every
+                # customer again, in commit-sized slices, not one commit of the whole lane
+                await self.reevaluate(engine.stale_under_rules(partition))
+                engine.rules_done([partition])
             await self.settle()
             self.progress.ready = True
         log.info(

@@ -58,7 +58,10 @@ class Timers:
         if self.settings.clock != "wall" or not self.progress.ready:
             return
         async with self.progress.lock:
-            self.engine.advance(int(time.time() * 1000))  # the lanes this worker holds
+            # the lanes this worker holds; a day's due customers in commit-sized slices
+            budget = self.settings.commit_max_items
+            for _ in self.engine.advance_steps(int(time.time() * 1000), budget):
+                await self.settle()
             await self.settle()
 
     async def refresh_population(self) -> None:

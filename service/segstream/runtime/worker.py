@@ -77,12 +77,19 @@ class SegmentWorker:
             self.producer,
             self.metrics,
             commit_max_items=s.commit_max_items,
+            wall_clock=s.clock == "wall",
             on_change=on_change,
         )
         settle = self.handler.settle
         self.groups = GroupExchange(s, lambda: self.engine, self.producer, self.metrics)
         self.control = ControlTopics(
-            s, self.engine, self.progress.lock, self.metrics, self.groups, settle
+            s,
+            self.engine,
+            self.progress.lock,
+            self.metrics,
+            self.groups,
+            settle,
+            self.handler.reevaluate,
         )
         self.timers = Timers(
             s, self.engine, self.progress, self.groups, self.assigned_partitions, settle
@@ -97,6 +104,7 @@ class SegmentWorker:
             self.assigned_partitions,
             self.control.sync_rules,
             settle,
+            self.handler.reevaluate,
         )
         self._wire(self.app)
 
