@@ -98,3 +98,58 @@ def test_a_crash_at_any_pause_loses_no_change_and_repeats_none_differently(pause
 
 def _key(change: Change) -> tuple[str, int]:
     return change["customer_id"], change["seq"]
+
+
+def crashed_during_the_day(pause: int) -> dict[str, Any]:
+    """What is durable when a sliced day crashed at ``pause``: customers still due."""
+    engine = fed()
+    durable = durable_of(engine)
+    for done, _ in enumerate(engine.advance_steps(NOW, BUDGET), start=1):
+        for commit in engine.commits():
+            durable["states"].update((st.customer_id, dump_state(st)) for st in commit.states)
+            durable["lanes"][commit.partition] = orjson.dumps(commit.lane)
+        if done == pause:
+            return durable
+    raise AssertionError("fewer pauses than the crash point")
+
+
+def test_a_recovered_lane_finishes_its_day_in_slices_with_the_same_changes() -> None:
+    durable = crashed_during_the_day(2)
+    whole, sliced = recovered(durable), recovered(durable)
+    for partition in sorted(whole.lanes):
+        whole.settle_adopted(partition, had_record=True, rules=False)
+    # with the changes the crashed commits had not confirmed, re-sent
+    expected = [c for commit in whole.commits() for c in commit.changes]
+    commits = []
+    for partition in sorted(sliced.lanes):
+        for _ in sliced.settle_steps(partition, had_record=True, budget=BUDGET):
+            commits += sliced.commits()
+    commits += sliced.commits()
+    assert len(expected) > 2 * BUDGET
+    got = [c for commit in commits for c in commit.changes]
+    assert sorted(got, key=_key) == sorted(expected, key=_key)
+    assert all(len(c.states) + len(c.changes) <= BUDGET + 6 for c in commits)
+    assert durable_of(sliced)["states"] == durable_of(whole)["states"]
+
+
+def test_a_population_refresh_in_slices_says_what_one_refresh_says() -> None:
+    def stale_cuts() -> Engine:
+        engine = fed()
+        engine.advance(NOW)
+        engine.commits()
+        for lane in engine.lanes.values():  # as if every value had moved since: many move
+            for population in lane.populations.values():
+                population.cuts = tuple(0.0 for _ in population.cuts)
+        return engine
+
+    whole, sliced = stale_cuts(), stale_cuts()
+    expected = whole.refresh_population()
+    commits = []
+    for partition in sorted(sliced.lanes):
+        for _ in sliced.refresh_steps(partition, BUDGET):
+            commits += sliced.commits()
+    commits += sliced.commits()
+    assert expected and len(commits) > 5  # every re-scored customer is written: slices
+    assert [c for commit in commits for c in commit.changes] == expected
+    assert all(len(c.states) + len(c.changes) <= BUDGET + 6 for c in commits)
+    assert durable_of(sliced)["states"] == durable_of(whole)["states"]

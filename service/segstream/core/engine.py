@@ -253,16 +253,9 @@ class Engine:
             lane = self.lanes[partition]
             if not self._new_day(lane, now_ms):
                 continue
-            day, store = lane.clock_day, self.store
-            at = day * MS_PER_DAY
-            for customer_id in lane.due.pop_through(day):
-                st = store.get(customer_id)
-                if st is not None and st.due_day is not None and st.due_day <= day:
-                    st.due_day = None
-                    self._evaluate(st, lane, "clock", None, at)
-                    if lane.pending() >= budget:
-                        yield
-            self._refresh_if_stale(lane)
+            yield from self._due_steps(lane, lane.clock_day, budget)
+            if self._stale(lane):
+                yield from self.refresh_steps(partition, budget)
 
     def _advance(self, lane: Lane, now_ms: int) -> list[Change]:
         """Re-evaluate only the customers due by the new day; a first clock (a fresh or
@@ -1143,8 +1136,21 @@ class Engine:
             changes += self._refresh(lane, lane.clock_day * MS_PER_DAY)
         return changes
 
+    def refresh_steps(self, partition: int, budget: int) -> Iterator[None]:
+        """:meth:`refresh_population` of one lane, pausing whenever its pending work reaches
+        ``budget`` so that the caller can commit in between (a commit taken at a pause has
+        the new cut points, and a recovered lane re-scores the rest: :meth:`settle_adopted`)."""
+        lane = self.lane(partition)
+        moved = self._new_cuts(lane)
+        yield from self._evaluate_steps(
+            lane, moved, "population", lane.clock_day * MS_PER_DAY, budget
+        )
+
     def _refresh(self, lane: Lane, at: int) -> list[Change]:
-        """New cut points; re-evaluate exactly the customers whose score moved, in id order."""
+        return self._reevaluate(lane, self._new_cuts(lane), "population", at)
+
+    def _new_cuts(self, lane: Lane) -> list[str]:
+        """New cut points; the customers whose score moved (to re-evaluate), in id order."""
         affected: set[str] = set()
         for population in lane.populations.values():
             population.updates_since_refresh = 0
@@ -1153,7 +1159,30 @@ class Engine:
                 continue
             population.cuts = new_cuts
             affected.update(population.moved(old_cuts, new_cuts))
-        return self._reevaluate(lane, sorted(affected), "population", at)
+        return sorted(affected)
+
+    def _evaluate_steps(
+        self, lane: Lane, customer_ids: Iterable[str], cause: str, at: int, budget: int
+    ) -> Iterator[None]:
+        """:meth:`_reevaluate`, pausing whenever the lane's pending work reaches ``budget``."""
+        store = self.store
+        for customer_id in customer_ids:
+            st = store.get(customer_id)
+            if st is not None:
+                self._evaluate(st, lane, cause, None, at)
+                if lane.pending() >= budget:
+                    yield
+
+    def _due_steps(self, lane: Lane, day: int, budget: int) -> Iterator[None]:
+        """:meth:`_run_due`, pausing whenever the lane's pending work reaches ``budget``."""
+        store, at = self.store, day * MS_PER_DAY
+        for customer_id in lane.due.pop_through(day):
+            st = store.get(customer_id)
+            if st is not None and st.due_day is not None and st.due_day <= day:
+                st.due_day = None
+                self._evaluate(st, lane, "clock", None, at)
+                if lane.pending() >= budget:
+                    yield
 
     def _reevaluate(
         self, lane: Lane, customer_ids: Iterable[str], cause: str, at: int
@@ -1341,14 +1370,7 @@ class Engine:
         the worker re-evaluates it in commit-sized slices."""
         lane = self.lane(partition)
         if not had_record:
-            if self.clock == CLOCK_EVENT:
-                latest = max((self.store[c].last_event_ms for c in lane.customers), default=None)
-                if latest:
-                    lane.set_clock(latest)
-            for population in lane.populations.values():
-                population.cuts = population.compute_cuts()
-            if lane.groups:
-                self._refill_groups(lane)
+            self._without_record(lane)
         at = lane.clock_day * MS_PER_DAY
         changes = self._run_due(lane, lane.clock_day) if lane.clock_ms is not None else []
         changes += self._reevaluate(lane, self._off_cuts(lane), "population", at)
@@ -1356,6 +1378,31 @@ class Engine:
             changes += self._reevaluate(lane, sorted(lane.customers), "rules", lane.clock_ms or 0)
             lane.rules_version = self.rules.version
         return changes + self._refresh_if_stale(lane)
+
+    def settle_steps(self, partition: int, *, had_record: bool, budget: int) -> Iterator[None]:
+        """:meth:`settle_adopted` without the rules (``rules=False``), pausing whenever the
+        lane's pending work reaches ``budget`` so that the caller can commit in between: the
+        same evaluations in the same order."""
+        lane = self.lane(partition)
+        if not had_record:
+            self._without_record(lane)
+        if lane.clock_ms is not None:
+            yield from self._due_steps(lane, lane.clock_day, budget)
+        at = lane.clock_day * MS_PER_DAY
+        yield from self._evaluate_steps(lane, self._off_cuts(lane), "population", at, budget)
+        if self._stale(lane):
+            yield from self.refresh_steps(partition, budget)
+
+    def _without_record(self, lane: Lane) -> None:
+        """A lane recovered without its record (written by an older version)."""
+        if self.clock == CLOCK_EVENT:
+            latest = max((self.store[c].last_event_ms for c in lane.customers), default=None)
+            if latest:
+                lane.set_clock(latest)
+        for population in lane.populations.values():
+            population.cuts = population.compute_cuts()
+        if lane.groups:
+            self._refill_groups(lane)
 
     def stale_under_rules(self, partition: int) -> list[str]:
         """The customers of a lane recorded under other rules than the current ones, in id

@@ -81,6 +81,7 @@ class Recovery:
         sync_rules: Callable[[], Awaitable[int]],
         settle: Callable[[], Awaitable[None]],
         reevaluate: Callable[[Sequence[str]], Awaitable[None]],
+        commit_max_items: int,
     ) -> None:
         self.app = app
         self.table = table
@@ -92,6 +93,7 @@ class Recovery:
         self.sync_rules = sync_rules
         self.settle = settle
         self.reevaluate = reevaluate
+        self.commit_max_items = commit_max_items
 
     async def on_recovered(self) -> None:
         """Tables are recovered: take over the lanes and customers of partitions we now own,
@@ -107,7 +109,12 @@ class Recovery:
             new = owned - held
             lanes, customers = self._load(new)
             for partition in sorted(new):
-                engine.settle_adopted(partition, had_record=partition in lanes, rules=False)
+                # what the last commit left half done, in commit-sized slices
+                settling = engine.settle_steps(
+                    partition, had_record=partition in lanes, budget=self.commit_max_items
+                )
+                for _ in settling:
+                    await self.settle()
             await self.settle()
             for partition in sorted(new):
                 # a lane recorded under older rules (its owner died during a switch): every

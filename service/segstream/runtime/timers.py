@@ -90,7 +90,8 @@ class Timers:
                 # sent: a partition on its way to another worker is not decided here
                 if not progress.ready or partition not in engine.partitions_held():
                     return
-                engine.refresh_population([partition])
+                for _ in engine.refresh_steps(partition, self.settings.commit_max_items):
+                    await self.settle()
                 await self.settle()
 
     async def refresh_shadow(self) -> None:

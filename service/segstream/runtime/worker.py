@@ -105,6 +105,7 @@ class SegmentWorker:
             self.control.sync_rules,
             settle,
             self.handler.reevaluate,
+            s.commit_max_items,
         )
         self._wire(self.app)
 
