@@ -13,6 +13,7 @@ import pytest
 
 from segstream.core.engine import Change, Engine
 from segstream.core.state import dump_state, load_state
+from segstream.synth import SynthConfig, generate
 from tests.unit.factories import at, default_rules, order, raw
 
 PARTITIONS = 2
@@ -153,3 +154,39 @@ def test_a_population_refresh_in_slices_says_what_one_refresh_says() -> None:
     assert [c for commit in commits for c in commit.changes] == expected
     assert all(len(c.states) + len(c.changes) <= BUDGET + 6 for c in commits)
     assert durable_of(sliced)["states"] == durable_of(whole)["states"]
+
+
+@pytest.mark.parametrize("clock", ["event", "wall"])
+def test_ingest_in_steps_says_what_ingest_says(clock: str) -> None:
+    """The worker's per-record path with pauses: a synthetic feed (duplicates, corrections,
+    profile updates, late events; 8,000 events) through ``ingest`` and through
+    ``ingest_steps`` with commits at every pause."""
+    config = SynthConfig(customers=400, events=8000, seed=3, duplicate_rate=0.05)
+    lines = [orjson.dumps(body) for body in generate(config)]
+    whole = Engine(default_rules(), clock=clock, partitions=PARTITIONS)
+    sliced = Engine(default_rules(), clock=clock, partitions=PARTITIONS)
+    expected: list[Change] = []
+    commits = []
+    pauses = 0
+    for line in lines:
+        body = orjson.loads(line)
+        partition = whole.partition_for(str(body.get("customer_id")))
+        now = body["occurred_at"] if isinstance(body.get("occurred_at"), int) else None
+        ingested = whole.ingest(line, partition, now_ms=now)
+        expected += ingested.changes or []
+        steps = sliced.ingest_steps(line, partition, now_ms=now, budget=BUDGET)
+        while True:
+            try:
+                next(steps)
+            except StopIteration as done:
+                assert done.value.parsed == ingested.parsed
+                break
+            pauses += 1
+            commits += sliced.commits()
+        commits += sliced.commits()
+    assert pauses > 10
+    assert [c for commit in commits for c in commit.changes] == expected
+    assert durable_of(sliced)["states"] == durable_of(whole)["states"]
+    assert {p: lane.record() | {"unconfirmed": None} for p, lane in sliced.lanes.items()} == {
+        p: lane.record() | {"unconfirmed": None} for p, lane in whole.lanes.items()
+    }

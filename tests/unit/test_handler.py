@@ -111,6 +111,19 @@ def test_a_new_days_due_customers_are_committed_in_slices_on_the_wall_clock() ->
     assert len(moved) > 50  # every partition's day, not only those the batch has records of
 
 
+def test_an_event_that_starts_a_day_commits_the_days_due_customers_in_slices() -> None:
+    """On the event clock one record can run its partition's whole day of due customers
+    (and a population refresh): the batch path commits inside that record."""
+    handler, journal, _ = handler_for(budget=10)
+    for day in (0, 10, 20):
+        run(handler, records_of(*(order(f"C{i}", day=day) for i in range(100))), day=day)
+    journal.entries.clear()
+    run(handler, records_of(order("C1", day=60)), day=60)  # one partition's day, at once
+    commits = journal.commits()
+    assert all(len(c.states) + len(c.changes) <= 10 + 6 for c in commits)
+    assert sum(c["cause"]["kind"] == "clock" for k in commits for c in k.changes) > 10
+
+
 def test_the_wall_clocks_tick_commits_a_new_days_due_customers_in_slices() -> None:
     handler, journal, _ = handler_for(budget=10, wall_clock=True)
     for day in (0, 10, 20):

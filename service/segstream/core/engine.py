@@ -17,7 +17,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from hashlib import blake2b
 from operator import itemgetter
@@ -414,12 +414,59 @@ class Engine:
             return Ingested(parsed, foreign=True)
         return Ingested(parsed, changes=self.apply(parsed, partition=partition, now_ms=now_ms))
 
+    def ingest_steps(
+        self,
+        raw: bytes | str,
+        partition: int,
+        *,
+        wall_ms: int | None = None,
+        now_ms: int | None = None,
+        reroute: bool = False,
+        budget: int,
+    ) -> Generator[None, None, Ingested]:
+        """:meth:`ingest`, pausing whenever the lane's pending work reaches ``budget`` while
+        the event runs others: the due customers of the day it starts, and the population
+        refresh it may set off (thousands of customers in a large partition), so that the
+        caller can commit in between. The same evaluations in the same order; the event's
+        changes (``Ingested.changes``) are its own and its day's, as :meth:`apply` gives them,
+        less what was committed at a pause."""
+        parsed = self.parse(raw, wall_ms)
+        if isinstance(parsed, Rejection):
+            return Ingested(parsed)
+        if reroute and not self.belongs(parsed.customer_id, partition):
+            return Ingested(parsed, foreign=True)
+        lane = self.lane(partition)
+        if self.clock == CLOCK_EVENT:
+            moved = lane.clock_ms is None or parsed.occurred_at > lane.clock_ms
+            new_day = moved and self._new_day(lane, parsed.occurred_at)
+        else:
+            new_day = now_ms is not None and self._new_day(lane, now_ms)
+        if new_day:
+            yield from self._due_steps(lane, lane.clock_day, budget)
+            if self._stale(lane):
+                yield from self.refresh_steps(partition, budget)
+        changes, evaluated = self._apply(parsed, partition, now_ms)
+        if evaluated and self._stale(lane):
+            yield from self.refresh_steps(partition, budget)
+        return Ingested(parsed, changes=changes)
+
     def apply(
         self, event: Event, *, partition: int = 0, now_ms: int | None = None
     ) -> list[Change] | None:
         """Apply one event; returns its changes, or None when it changed nothing (a duplicate).
         With the wall clock, ``now_ms`` is the time it is applied at (a lane's first event is
         evaluated on today's date, not on a clock that has not ticked yet)."""
+        changes, evaluated = self._apply(event, partition, now_ms)
+        if evaluated:
+            assert changes is not None
+            return changes + self._refresh_if_stale(self.lanes[partition])
+        return changes
+
+    def _apply(
+        self, event: Event, partition: int, now_ms: int | None
+    ) -> tuple[list[Change] | None, bool]:
+        """:meth:`apply` without the population refresh an evaluated event may set off; True
+        when the event was evaluated (only then may it set one off)."""
         lane = self.lane(partition)
         changes: list[Change] = []
         if self.clock == CLOCK_EVENT:
@@ -430,10 +477,10 @@ class Engine:
         customer_id = event.customer_id
         erased = lane.erasures.get(_digest(customer_id)) if lane.erasures else None
         if erased is not None and event.occurred_at <= erased[0]:
-            return changes or None  # the customer was erased after this event: it stays gone
+            return changes or None, False  # erased after this event: it stays gone
         st = self.store.get(customer_id)
         if isinstance(event, ProfileEvent) and event.erase:
-            return changes + self._erase(customer_id, st, lane, event)
+            return changes + self._erase(customer_id, st, lane, event), False
         if st is None:
             st = CustomerState(customer_id)
             if erased is not None:
@@ -444,9 +491,9 @@ class Engine:
         applied = st.apply(event, lane.clock_day, self.rules.windows, self.limits)
         self._take_limit_hits(st)
         if not applied:
-            return changes or None
+            return changes or None, False
         changes += self._evaluate(st, lane, "event", event.event_id, lane.clock_ms or 0)
-        return changes + self._refresh_if_stale(lane)
+        return changes, True
 
     def _erase(
         self, customer_id: str, st: CustomerState | None, lane: Lane, event: ProfileEvent

@@ -21,7 +21,7 @@ from typing import Protocol
 import orjson
 
 from segstream.core.contracts import Rejection
-from segstream.core.engine import Change, Commit, Engine
+from segstream.core.engine import Change, Commit, Engine, Ingested
 from segstream.core.timeutil import parse_timestamp
 from segstream.runtime.metrics import Metrics
 from segstream.runtime.produce import OutRecord
@@ -144,7 +144,7 @@ class BatchHandler:
         while start < len(records):
             started = time.perf_counter()
             outputs: list[OutRecord] = []
-            start = self._apply(records, start, outputs, stamps, consumed, wall_ms)
+            start = await self._apply(records, start, outputs, stamps, consumed, wall_ms)
             self.metrics.evaluation.observe(time.perf_counter() - started)
             await self.emit(self.engine.commits(), outputs)
         metrics = self.metrics
@@ -156,7 +156,7 @@ class BatchHandler:
         for stamp in stamps:
             metrics.latency.observe(max(now - stamp / 1000, 0.0))
 
-    def _apply(
+    async def _apply(
         self,
         records: Sequence[InputRecord],
         start: int,
@@ -166,7 +166,8 @@ class BatchHandler:
         wall_ms: int,
     ) -> int:
         """Apply records from ``start`` until one partition's pending work reaches the commit
-        budget; returns where it stopped."""
+        budget; returns where it stopped. A record whose event runs many other evaluations
+        (a day's due customers, a population refresh) is committed in slices inside it."""
         engine, metrics, dlq = self.engine, self.metrics, self.topics.dlq
         budget = self.commit_max_items
         for index in range(start, len(records)):
@@ -175,9 +176,22 @@ class BatchHandler:
                 metrics.tombstones.labels(topic=record.topic).inc()
                 continue
             partition = record.partition
-            ingested = engine.ingest(
-                record.value, partition, wall_ms=wall_ms, now_ms=wall_ms, reroute=True
+            steps = engine.ingest_steps(
+                record.value,
+                partition,
+                wall_ms=wall_ms,
+                now_ms=wall_ms,
+                reroute=True,
+                budget=budget,
             )
+            while True:
+                try:
+                    next(steps)
+                except StopIteration as done:
+                    ingested: Ingested = done.value
+                    break
+                await self.emit(engine.commits(), outputs)  # the slice so far, then on
+                outputs.clear()
             parsed = ingested.parsed
             if isinstance(parsed, Rejection):
                 reason = parsed.reason.value
