@@ -128,6 +128,7 @@ def test_a_stop_commits_the_last_batch_while_a_periodic_commit_is_in_flight(
         await asyncio.sleep(0)  # it has taken offset 5 and waits on the broker
         await consumer.ack_batch(tp, [5, 6, 7, 8, 9])  # the last batch, done
         asyncio.get_running_loop().call_later(0.05, broker_slow.set)
+        consumer._stopped.set()  # as Service.stop does before on_stop
         await consumer.wait_empty()  # the stop's wait and commit
         await periodic
 

@@ -65,7 +65,8 @@ class BatchConsumer(FencedConsumer):
         """On rebalance or stop, let the batch in flight finish so its offsets are acked."""
         await self._batch_idle.wait()
         await super().wait_empty()
-        await self.commit_after_any_in_flight()
+        if self.should_stop:  # on a rebalance the next owner reads them again: at least once
+            await self.commit_after_any_in_flight()
 
     async def commit_after_any_in_flight(self) -> None:
         """Commit what is acked now. faust's ``commit`` returns without committing when another
