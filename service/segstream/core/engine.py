@@ -423,32 +423,48 @@ class Engine:
         now_ms: int | None = None,
         reroute: bool = False,
         budget: int,
-    ) -> Generator[None, None, Ingested]:
-        """:meth:`ingest`, pausing whenever the lane's pending work reaches ``budget`` while
-        the event runs others: the due customers of the day it starts, and the population
-        refresh it may set off (thousands of customers in a large partition), so that the
-        caller can commit in between. The same evaluations in the same order; the event's
-        changes (``Ingested.changes``) are its own and its day's, as :meth:`apply` gives them,
-        less what was committed at a pause."""
+    ) -> Ingested | Generator[None, None, Ingested]:
+        """:meth:`ingest`, for a caller that commits whenever a lane's pending work reaches
+        ``budget``. Most records run no other evaluation and come back as an
+        :class:`Ingested` at once. One that starts its lane's day (its due customers) or sets
+        off a population refresh (thousands of customers in a large partition) comes back as
+        a generator that pauses at the budget (drive it with ``next`` until StopIteration,
+        whose value is the Ingested). The same evaluations in the same order as
+        :meth:`ingest`; ``Ingested.changes`` holds the event's own changes (and its day's,
+        when the day's came before a pause, they went out with the pause's commit)."""
         parsed = self.parse(raw, wall_ms)
         if isinstance(parsed, Rejection):
             return Ingested(parsed)
         if reroute and not self.belongs(parsed.customer_id, partition):
             return Ingested(parsed, foreign=True)
         lane = self.lane(partition)
-        if self.clock == CLOCK_EVENT:
-            moved = lane.clock_ms is None or parsed.occurred_at > lane.clock_ms
-            new_day = moved and self._new_day(lane, parsed.occurred_at)
-        else:
-            new_day = now_ms is not None and self._new_day(lane, now_ms)
-        if new_day:
-            yield from self._due_steps(lane, lane.clock_day, budget)
-            if self._stale(lane):
-                yield from self.refresh_steps(partition, budget)
+        at = parsed.occurred_at if self.clock == CLOCK_EVENT else now_ms
+        if at is not None and (
+            lane.clock_ms is None or (at > lane.clock_ms and day_of(at) != lane.clock_day)
+        ):
+            return self._ingest_new_day(parsed, lane, at, now_ms, budget)
         changes, evaluated = self._apply(parsed, partition, now_ms)
         if evaluated and self._stale(lane):
-            yield from self.refresh_steps(partition, budget)
+            return self._after_refresh(Ingested(parsed, changes=changes), partition, budget)
         return Ingested(parsed, changes=changes)
+
+    def _ingest_new_day(
+        self, event: Event, lane: Lane, at: int, now_ms: int | None, budget: int
+    ) -> Generator[None, None, Ingested]:
+        if self._new_day(lane, at):
+            yield from self._due_steps(lane, lane.clock_day, budget)
+            if self._stale(lane):
+                yield from self.refresh_steps(lane.partition, budget)
+        changes, evaluated = self._apply(event, lane.partition, now_ms)
+        if evaluated and self._stale(lane):
+            yield from self.refresh_steps(lane.partition, budget)
+        return Ingested(event, changes=changes)
+
+    def _after_refresh(
+        self, ingested: Ingested, partition: int, budget: int
+    ) -> Generator[None, None, Ingested]:
+        yield from self.refresh_steps(partition, budget)
+        return ingested
 
     def apply(
         self, event: Event, *, partition: int = 0, now_ms: int | None = None

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -184,14 +184,10 @@ class BatchHandler:
                 reroute=True,
                 budget=budget,
             )
-            while True:
-                try:
-                    next(steps)
-                except StopIteration as done:
-                    ingested: Ingested = done.value
-                    break
-                await self.emit(engine.commits(), outputs)  # the slice so far, then on
-                outputs.clear()
+            if isinstance(steps, Ingested):
+                ingested = steps
+            else:
+                ingested = await self._drive(steps, outputs)
             parsed = ingested.parsed
             if isinstance(parsed, Rejection):
                 reason = parsed.reason.value
@@ -213,6 +209,20 @@ class BatchHandler:
             if engine.pending(partition) >= budget:
                 return index + 1
         return len(records)
+
+    async def _drive(
+        self, steps: Generator[None, None, Ingested], outputs: list[OutRecord]
+    ) -> Ingested:
+        """Run a record that runs many evaluations, committing (with the slice's outputs so
+        far) at each of its pauses."""
+        while True:
+            try:
+                next(steps)
+            except StopIteration as done:
+                ingested: Ingested = done.value
+                return ingested
+            await self.emit(self.engine.commits(), outputs)
+            outputs.clear()
 
     async def emit(self, commits: list[Commit], outputs: list[OutRecord]) -> None:
         """Write the commits, then send their changes and the other outputs, then confirm.
