@@ -430,8 +430,8 @@ class Engine:
         off a population refresh (thousands of customers in a large partition) comes back as
         a generator that pauses at the budget (drive it with ``next`` until StopIteration,
         whose value is the Ingested). The same evaluations in the same order as
-        :meth:`ingest`; ``Ingested.changes`` holds the event's own changes (and its day's,
-        when the day's came before a pause, they went out with the pause's commit)."""
+        :meth:`ingest`; ``Ingested.changes`` holds the event's own changes only (its day's
+        and its refresh's are in the lane's commits, as everything else it decided is)."""
         parsed = self.parse(raw, wall_ms)
         if isinstance(parsed, Rejection):
             return Ingested(parsed)
