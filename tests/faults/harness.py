@@ -451,7 +451,13 @@ async def _settle(
 ) -> list[dict[str, Any]]:
     """Read ``segment-changes`` until every partition is assigned, the group has committed
     every input record, no partition waits for a population refresh, and no change has
-    arrived for ``plan.quiet`` seconds; return it all.
+    arrived for ``plan.quiet`` seconds since all of that first held; return it all.
+
+    The quiet period is counted again from the moment the workers were all ready: a
+    replacement sends what it recovered (re-sent changes, a rules pass) just before it says
+    ready, and a check that returned at once then missed those changes, although they were
+    on the topic (the fault suite's "final topic != worker state" failures of 2026-12-02,
+    reproduced about once in five runs: every change of the rules fault's victim missing).
 
     Not the workers' lag gauge: a restarted worker reports a partition it has read nothing
     from since the restart as lagging by its whole high watermark (its position is unset)."""
@@ -474,6 +480,7 @@ async def _settle(
     try:
         loop = asyncio.get_running_loop()
         deadline, last = loop.time() + plan.settle_timeout, loop.time()
+        settled_since: float | None = None  # when everything last began to hold
         while True:
             batch = await consumer.getmany(timeout_ms=500)
             for records in batch.values():
@@ -489,7 +496,12 @@ async def _settle(
                     and await asyncio.to_thread(_assigned, slots, plan.partitions)
                     and await asyncio.to_thread(_refreshed, slots)
                 ):
-                    return changes
+                    if settled_since is None or last > settled_since:
+                        settled_since = loop.time()  # read for a whole quiet period more
+                    elif loop.time() - settled_since > plan.quiet:
+                        return changes
+                else:
+                    settled_since = None
             if loop.time() > deadline:
                 raise AssertionError(
                     f"not settled in {plan.settle_timeout}s: input not committed {behind}, "
