@@ -290,10 +290,9 @@ class BatchHandler:
     async def reevaluate(self, customer_ids: Sequence[str]) -> None:
         """Re-evaluate customers under the current rules, committing (and sending) whenever a
         lane's pending work reaches the commit budget, as the batch path does: a commit that
-        does not fit in one record batch is written in several, and a crash between them
-        left customers stored with segments whose changes were never sent (their lane record,
-        which carries the changes to re-send, is written last). A rules switch re-evaluated
-        2,000 customers per commit, and that lost 617 changes in the soak."""
+        outgrows one record batch is written in several, and a crash between them leaves
+        customers stored with segments whose changes are never sent (their lane record, which
+        carries the changes to re-send, is written last: docs/runtime.md, Determinism)."""
         engine = self.engine
         budget = self.commit_max_items
         for customer_id in customer_ids:
