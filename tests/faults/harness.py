@@ -457,7 +457,7 @@ async def _settle(
     replacement sends what it recovered (re-sent changes, a rules pass) just before it says
     ready, and a check that returned at once then missed those changes, although they were
     on the topic (the fault suite's "final topic != worker state" failures of 2026-12-02,
-    reproduced about once in five runs: every change of the rules fault's victim missing).
+    once in 11 local runs: every change of the rules fault's victim missing).
 
     Not the workers' lag gauge: a restarted worker reports a partition it has read nothing
     from since the restart as lagging by its whole high watermark (its position is unset)."""
@@ -516,9 +516,8 @@ PENDING_REFRESH = "segstream_population_refresh_pending"
 
 
 def _refreshed(slots: list[Slot]) -> bool:
-    """No partition waits for its quiet-input population refresh, whose changes would still
-    come: on a loaded machine one came after the quiet period, and the topic's final segments
-    then missed them while the workers' state had them."""
+    """No partition waits for its quiet-input population refresh, whose changes are still to
+    come and could come after the quiet period on a loaded machine."""
     for slot in slots:
         try:
             text = slot.worker.get("/metrics").text

@@ -1295,6 +1295,18 @@ class Engine:
                 changes += self._evaluate(st, lane, cause, None, lane.clock_ms or 0)
         return changes
 
+    def reevaluate_steps(self, customer_ids: Iterable[str], budget: int) -> Iterator[None]:
+        """:meth:`reevaluate` (cause ``rules``), pausing whenever the lane of the customer just
+        evaluated has pending work of ``budget`` or more, so that the caller can commit."""
+        store, partition_of, lanes = self.store, self.partition_of, self.lanes
+        for customer_id in customer_ids:
+            st = store.get(customer_id)
+            if st is not None:
+                lane = lanes[partition_of[customer_id]]
+                self._evaluate(st, lane, "rules", None, lane.clock_ms or 0)
+                if lane.pending() >= budget:
+                    yield
+
     def rules_done(self, partitions: Iterable[int] | None = None) -> None:
         """Every customer of these lanes was re-evaluated under the current rules."""
         for partition in sorted(self.lanes) if partitions is None else partitions:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Callable, Generator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -139,7 +139,7 @@ class BatchHandler:
             # run them all inside one (a commit that outgrows one record batch can lose its
             # changes in a crash: docs/runtime.md, Determinism)
             for _ in self.engine.advance_steps(wall_ms, self.commit_max_items):
-                await self.emit(self.engine.commits(), [])
+                await self.settle()  # the rest goes with the first slice of records
         start = 0
         while start < len(records):
             started = time.perf_counter()
@@ -293,12 +293,13 @@ class BatchHandler:
         outgrows one record batch is written in several, and a crash between them leaves
         customers stored with segments whose changes are never sent (their lane record, which
         carries the changes to re-send, is written last: docs/runtime.md, Determinism)."""
-        engine = self.engine
-        budget = self.commit_max_items
-        for customer_id in customer_ids:
-            engine.reevaluate((customer_id,))
-            if engine.pending(engine.partition_for(customer_id)) >= budget:
-                await self.settle()
+        await self.settle_each(self.engine.reevaluate_steps(customer_ids, self.commit_max_items))
+
+    async def settle_each(self, steps: Iterator[None]) -> None:
+        """Run engine work that pauses at the commit budget (its ``*_steps`` methods),
+        committing and sending at each pause and once it is done."""
+        for _ in steps:
+            await self.settle()
         await self.settle()
 
     async def settle(self) -> None:

@@ -9,7 +9,7 @@ import itertools
 import logging
 import operator
 import os
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 import orjson
@@ -80,7 +80,7 @@ class Recovery:
         assigned: Callable[[], set[int]],
         sync_rules: Callable[[], Awaitable[int]],
         settle: Callable[[], Awaitable[None]],
-        reevaluate: Callable[[Sequence[str]], Awaitable[None]],
+        settle_each: Callable[[Iterator[None]], Awaitable[None]],
         commit_max_items: int,
     ) -> None:
         self.app = app
@@ -92,7 +92,7 @@ class Recovery:
         self.assigned = assigned
         self.sync_rules = sync_rules
         self.settle = settle
-        self.reevaluate = reevaluate
+        self.settle_each = settle_each
         self.commit_max_items = commit_max_items
 
     async def on_recovered(self) -> None:
@@ -108,18 +108,18 @@ class Recovery:
                 engine.release_partition(partition)
             new = owned - held
             lanes, customers = self._load(new)
+            budget = self.commit_max_items
             for partition in sorted(new):
                 # what the last commit left half done, in commit-sized slices
-                settling = engine.settle_steps(
-                    partition, had_record=partition in lanes, budget=self.commit_max_items
+                had_record = partition in lanes
+                await self.settle_each(
+                    engine.settle_steps(partition, had_record=had_record, budget=budget)
                 )
-                for _ in settling:
-                    await self.settle()
-            await self.settle()
             for partition in sorted(new):
                 # a lane recorded under older rules (its owner died during a switch): every
                 # customer again, in commit-sized slices, not one commit of the whole lane
-                await self.reevaluate(engine.stale_under_rules(partition))
+                stale = engine.stale_under_rules(partition)
+                await self.settle_each(engine.reevaluate_steps(stale, budget))
                 engine.rules_done([partition])
             await self.settle()
             self.progress.ready = True

@@ -104,7 +104,7 @@ class SegmentWorker:
             self.assigned_partitions,
             self.control.sync_rules,
             settle,
-            self.handler.reevaluate,
+            self.handler.settle_each,
             s.commit_max_items,
         )
         self._wire(self.app)
