@@ -9,7 +9,10 @@ every change (all fields, in order), every stored state (``dump_state`` bytes) a
 record are the same.
 
 Do not "fix" these files: they define today's behaviour. A deliberate change of semantics in
-the production core is made here too, in the same commit, and says so.
+the production core is made here too, in the same commit, and says so. Made so far: late
+orders, corrections and closed tickets judged by their own topic's clock instead of the
+partition's clock over all topics (2026-12-02; state must not depend on how the topics
+interleave, ``tests/unit/test_interleaving.py``).
 
 What they still share with production: the event contracts and their parser, the rule
 compiler (including the ``Windows`` the rules carry), groups, partitioning and time helpers.

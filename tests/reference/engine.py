@@ -102,6 +102,7 @@ class Lane:
         "populations",
         "rules_version",
         "snapshots",
+        "topic_days",
         "touched",
         "unconfirmed",
     )
@@ -110,6 +111,7 @@ class Lane:
         self.partition = partition
         self.clock_ms: int | None = None
         self.clock_day = 0
+        self.topic_days: dict[str, int] = {}  # event type -> its topic's clock
         self.customers: set[str] = set()
         self.due: dict[int, set[str]] = {}
         self.due_days: list[int] = []
@@ -141,6 +143,7 @@ class Lane:
             "format": LANE_FORMAT,
             "partition": self.partition,
             "clock_ms": self.clock_ms,
+            "topic_days": dict(sorted(self.topic_days.items())),
             "rules_version": self.rules_version,
             "populations": {
                 name: {"cuts": list(p.cuts), "updates": p.updates_since_refresh}
@@ -446,6 +449,11 @@ class Engine:
                 changes += self._advance(lane, event.occurred_at)
         elif now_ms is not None:
             changes += self._advance(lane, now_ms)
+        day = day_of(event.occurred_at)
+        topic_day = lane.topic_days.get(event.type)
+        if topic_day is None or day > topic_day:
+            lane.topic_days[event.type] = day
+            lane.touched = True
         customer_id = event.customer_id
         erased = lane.erasures.get(_digest(customer_id))
         if erased is not None and event.occurred_at <= erased[0]:
@@ -460,7 +468,13 @@ class Engine:
             self.store[customer_id] = st
             self.partition_of[customer_id] = partition
             lane.customers.add(customer_id)
-        applied = st.apply(event, lane.clock_day, self.rules.windows, self.limits)
+        applied = st.apply(
+            event,
+            lane.clock_day,
+            self.rules.windows,
+            self.limits,
+            day if topic_day is None else topic_day,
+        )
         self._take_limit_hits(st)
         if not applied:
             return changes or None
@@ -545,7 +559,7 @@ class Engine:
         rules = r.rules
         day = lane.clock_day
         if compact:
-            st.compact(day, self.rules.windows, self.limits)
+            st.compact(day, self.rules.windows, self.limits, lane.topic_days)
             self._take_limit_hits(st)
         values, exits = st.values(day, rules.windows, self._watch if reading is None else _NONE)
         values.update(r.attribute_defaults)
@@ -1211,6 +1225,10 @@ class Engine:
         lane = self.lane(partition)
         if record["clock_ms"] is not None:
             lane.set_clock(int(record["clock_ms"]))
+        if "topic_days" in record:
+            lane.topic_days = {k: int(v) for k, v in record["topic_days"].items()}
+        elif lane.clock_ms is not None:
+            lane.topic_days = {kind: lane.clock_day for kind in ("order", "support")}
         lane.rules_version = record.get("rules_version")
         for name, stored in record.get("populations", {}).items():
             population = lane.populations.get(name)

@@ -235,7 +235,12 @@ class CustomerState:
     # -- applying events ---------------------------------------------------------------------
 
     def apply(
-        self, event: Event, clock_day: int, windows: Windows, limits: Limits = DEFAULT_LIMITS
+        self,
+        event: Event,
+        clock_day: int,
+        windows: Windows,
+        limits: Limits = DEFAULT_LIMITS,
+        topic_day: int | None = None,
     ) -> bool:
         """Fold one event in; returns False when it changed nothing (a duplicate)."""
         day = day_of(event.occurred_at)
@@ -251,9 +256,11 @@ class CustomerState:
         if event.occurred_at > self.last_event_ms:
             self.last_event_ms = event.occurred_at
         if isinstance(event, OrderEvent):
-            changed |= self._apply_order(event, day, clock_day, windows, limits)
+            at = clock_day if topic_day is None else topic_day
+            changed |= self._apply_order(event, day, at, windows, limits)
         elif isinstance(event, SupportEvent):
-            if self._apply_ticket(event, day, clock_day, windows):
+            at = clock_day if topic_day is None else topic_day
+            if self._apply_ticket(event, day, at, windows):
                 changed = True
                 if len(self.tickets) > limits.max_open_tickets:
                     self._cap_open_tickets(limits.max_open_tickets)
@@ -293,28 +300,40 @@ class CustomerState:
         self._hit(LIMIT_OPEN_TICKETS, excess)
 
     def _apply_order(
-        self, event: OrderEvent, day: int, clock_day: int, windows: Windows, limits: Limits
+        self, event: OrderEvent, day: int, order_day: int, windows: Windows, limits: Limits
     ) -> bool:
+        held = windows.horizon + LATE_DAYS
+        order = self.orders.get(event.order_id)
+        if order is not None and order_day - order[2] >= held:
+            return False  # compaction may have folded it
         if event.status != "completed":
-            order = self.orders.get(event.order_id)
             if order is not None and day - order[2] >= windows.horizon:
                 return False  # dated a horizon after its order: it cannot undo it (event time,
                 # so the answer does not depend on when it arrives)
             if order is None and _digest(event.order_id) in self.folded_ids:
                 return False  # folded already: too late to undo, and it would only take memory
+            if order is None and order_day - day >= held:
+                return False
             known = self.refunds.get(event.order_id)
-            if known is not None and known <= day:
+            if (
+                known is not None
+                and known <= day
+                and (order is not None or order_day - known < held)
+            ):
                 return False
             self.refunds[event.order_id] = day
             return True
         if _digest(event.order_id) in self.folded_ids:
             return False
-        if clock_day - day >= windows.horizon + LATE_DAYS and event.order_id not in self.refunds:
-            if event.order_id in self.orders:
-                return False
-            self._fold(event.order_id, day, event.amount)
-            self._cap_folded_ids(limits)
-            return True
+        if order is None:
+            known = self.refunds.get(event.order_id)
+            if known is not None and order_day - known >= held:
+                del self.refunds[event.order_id]  # compaction may have dropped it
+                known = None
+            if known is None and order_day - day >= held:
+                self._fold(event.order_id, day, event.amount)
+                self._cap_folded_ids(limits)
+                return True
         return _lww(
             self.orders, event.order_id, (event.occurred_at, event.event_id, day, event.amount)
         )
@@ -326,13 +345,20 @@ class CustomerState:
         return refunded is not None and refunded - day < horizon
 
     def _apply_ticket(
-        self, event: SupportEvent, day: int, clock_day: int, windows: Windows
+        self, event: SupportEvent, day: int, ticket_day: int, windows: Windows
     ) -> bool:
         old = self.tickets.get(event.ticket_id)
+        removable = (
+            old is not None
+            and old[2] == "closed"
+            and ticket_day - max(day_of(old[0]), old[3]) >= windows.horizon
+        )
+        if removable:
+            old = None  # compaction may have removed it
         if (
             old is None
-            and clock_day - day >= windows.horizon
-            and _digest(event.ticket_id) in self.closed_ids
+            and ticket_day - day >= windows.horizon
+            and (removable or _digest(event.ticket_id) in self.closed_ids)
         ):
             # compaction removed the ticket closed; every event of it it had seen was at least
             # a horizon old, so this late one (a duplicate, a re-send) must not reopen it
@@ -361,15 +387,23 @@ class CustomerState:
     def _cap_folded_ids(self, limits: Limits) -> None:
         self._hit(LIMIT_FOLDED_IDS, _keep_smallest(self.folded_ids, limits.max_folded_ids))
 
-    def compact(self, clock_day: int, windows: Windows, limits: Limits = DEFAULT_LIMITS) -> None:
+    def compact(
+        self,
+        clock_day: int,
+        windows: Windows,
+        limits: Limits = DEFAULT_LIMITS,
+        topic_days: dict[str, int] | None = None,
+    ) -> None:
         """Drop or fold what no window can see any more; bounded memory per customer."""
         if clock_day - self.compacted_day < COMPACT_EVERY_DAYS:
             return
         self.compacted_day = clock_day
         horizon = windows.horizon
         held = horizon + LATE_DAYS
+        orders_at = (topic_days or {}).get("order", clock_day)
+        tickets_at = (topic_days or {}).get("support", clock_day)
         for order_id, (_, _, day, amount) in list(self.orders.items()):
-            if clock_day - day >= held:
+            if orders_at - day >= held:
                 del self.orders[order_id]
                 if self._refunded(order_id, day, horizon):
                     del self.refunds[order_id]
@@ -378,14 +412,14 @@ class CustomerState:
                     self._fold(order_id, day, amount)
         self._cap_folded_ids(limits)
         for order_id, day in list(self.refunds.items()):
-            if clock_day - day >= held and order_id not in self.orders:
+            if orders_at - day >= held and order_id not in self.orders:
                 del self.refunds[order_id]
         survey_days = _survey_days(windows)
         for key, survey in list(self.surveys.items()):
             if clock_day - survey[2] >= survey_days:
                 del self.surveys[key]
         for ticket_id, (ms, _, status, opened) in list(self.tickets.items()):
-            if status == "closed" and clock_day - max(day_of(ms), opened) >= horizon:
+            if status == "closed" and tickets_at - max(day_of(ms), opened) >= horizon:
                 del self.tickets[ticket_id]
                 self.closed_ids.add(_digest(ticket_id))
         dropped = _keep_smallest(self.closed_ids, limits.max_closed_ticket_ids)

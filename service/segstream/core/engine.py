@@ -116,6 +116,7 @@ class Lane:
         "populations",
         "rules_version",
         "snapshots",
+        "topic_days",
         "touched",
         "unconfirmed",
     )
@@ -124,6 +125,10 @@ class Lane:
         self.partition = partition
         self.clock_ms: int | None = None
         self.clock_day = 0
+        # event type -> the day of the newest event of that type applied: each input topic's
+        # own clock, by which late orders, corrections and tickets are decided (the clock
+        # above is over all four topics, which interleave as fetches come; CustomerState.apply)
+        self.topic_days: dict[str, int] = {}
         self.customers: set[str] = set()
         self.due = DueIndex()
         self.populations: dict[str, Population] = {}
@@ -154,6 +159,7 @@ class Lane:
             "format": LANE_FORMAT,
             "partition": self.partition,
             "clock_ms": self.clock_ms,
+            "topic_days": dict(sorted(self.topic_days.items())),
             "rules_version": self.rules_version,
             "populations": {
                 name: {"cuts": list(p.cuts), "updates": p.updates_since_refresh}
@@ -490,6 +496,13 @@ class Engine:
                 changes += self._advance(lane, event.occurred_at)
         elif now_ms is not None:
             changes += self._advance(lane, now_ms)
+        # its topic's clock moves after the day's due customers ran (their compaction must not
+        # see this event's time: its own fate is decided by the clock before it)
+        kind, day = event.type, day_of(event.occurred_at)
+        topic_day = lane.topic_days.get(kind)
+        if topic_day is None or day > topic_day:
+            lane.topic_days[kind] = shared_day(day)
+            lane.touched = True  # the lane record carries it (a crash must not lose it)
         customer_id = event.customer_id
         erased = lane.erasures.get(_digest(customer_id)) if lane.erasures else None
         if erased is not None and event.occurred_at <= erased[0]:
@@ -504,7 +517,13 @@ class Engine:
             self.store[customer_id] = st
             self.partition_of[customer_id] = partition
             lane.customers.add(customer_id)
-        applied = st.apply(event, lane.clock_day, self.rules.windows, self.limits)
+        applied = st.apply(
+            event,
+            lane.clock_day,
+            self.rules.windows,
+            self.limits,
+            day if topic_day is None else topic_day,  # its topic's first: nothing is late yet
+        )
         self._take_limit_hits(st)
         if not applied:
             return changes or None, False
@@ -592,7 +611,7 @@ class Engine:
         # nearly always returns at once (and only compaction can have hit a limit since the
         # last take: every other change of the state takes its hits at once)
         if compact and day - st.compacted_day >= COMPACT_EVERY_DAYS:
-            st.compact(day, self.rules.windows, self.limits)
+            st.compact(day, self.rules.windows, self.limits, lane.topic_days)
             self._take_limit_hits(st)
         values, windowed = st.read(day, rules.windows, keep=reading is None)
         r.fill(values, st.attrs, day, lane.populations)
@@ -1359,6 +1378,11 @@ class Engine:
         lane = self.lane(partition)
         if record["clock_ms"] is not None:
             lane.set_clock(int(record["clock_ms"]))
+        if "topic_days" in record:
+            lane.topic_days = {k: shared_day(int(v)) for k, v in record["topic_days"].items()}
+        elif lane.clock_ms is not None:  # a record from before the topics' clocks: the clock
+            # its states were compacted by
+            lane.topic_days = {kind: lane.clock_day for kind in ("order", "support")}
         lane.rules_version = record.get("rules_version")
         for name, stored in record.get("populations", {}).items():
             population = lane.populations.get(name)

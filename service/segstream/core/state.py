@@ -18,7 +18,7 @@ from __future__ import annotations
 import heapq
 import sys
 from bisect import bisect_left, insort
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from hashlib import blake2b
@@ -342,9 +342,20 @@ class CustomerState:
     # -- applying events ---------------------------------------------------------------------
 
     def apply(
-        self, event: Event, clock_day: int, windows: Windows, limits: Limits = DEFAULT_LIMITS
+        self,
+        event: Event,
+        clock_day: int,
+        windows: Windows,
+        limits: Limits = DEFAULT_LIMITS,
+        topic_day: int | None = None,
     ) -> bool:
-        """Fold one event in; returns False when it changed nothing (a duplicate)."""
+        """Fold one event in; returns False when it changed nothing (a duplicate).
+
+        ``topic_day`` is the clock of the event's own topic: the day of the newest event of its
+        type that the partition applied before it (default ``clock_day``). Whether an order or
+        a ticket is still open to a late event is decided by it, never by ``clock_day``, the
+        partition's clock over all four topics: each topic is read in one order, while the
+        topics interleave as fetches come (see :meth:`_apply_order`)."""
         day = shared_day(day_of(event.occurred_at))
         if event.event_id in self.activity:
             return False
@@ -360,9 +371,11 @@ class CustomerState:
         if event.occurred_at > self.last_event_ms:
             self.last_event_ms = event.occurred_at
         if isinstance(event, OrderEvent):
-            changed |= self._apply_order(event, day, clock_day, windows, limits)
+            at = clock_day if topic_day is None else topic_day
+            changed |= self._apply_order(event, day, at, windows, limits)
         elif isinstance(event, SupportEvent):
-            if self._apply_ticket(event, day, clock_day, windows):
+            at = clock_day if topic_day is None else topic_day
+            if self._apply_ticket(event, day, at, windows):
                 changed = True
                 if len(self.tickets) > limits.max_open_tickets:
                     self._cap_open_tickets(limits.max_open_tickets)
@@ -411,38 +424,53 @@ class CustomerState:
         self._hit(LIMIT_OPEN_TICKETS, excess)
 
     def _apply_order(
-        self, event: OrderEvent, day: int, clock_day: int, windows: Windows, limits: Limits
+        self, event: OrderEvent, day: int, order_day: int, windows: Windows, limits: Limits
     ) -> bool:
+        """Compaction (:meth:`compact`) folds an order once the order clock is ``held`` days
+        past it, and drops a correction of an absent order as late. It runs whenever its
+        customer is evaluated, which depends on the other topics. So every event here treats
+        what compaction *may* have folded or dropped by now as folded or dropped: which
+        corrections count is decided by the orders topic alone, whenever compaction ran."""
+        held = windows.horizon + LATE_DAYS
+        order_id = event.order_id
+        old = self.orders.get(order_id)
+        if old is not None and order_day - old[2] >= held:
+            return False  # foldable: nothing may change it any more, folded or not yet
         if event.status != "completed":
-            order = self.orders.get(event.order_id)
-            if order is not None and day - order[2] >= windows.horizon:
+            if old is not None and day - old[2] >= windows.horizon:
                 return False  # dated a horizon after its order: it cannot undo it (event time,
                 # so the answer does not depend on when it arrives)
-            if order is None and _digest(event.order_id) in self.folded_ids:
-                return False  # folded already: too late to undo, and it would only take memory
-            known = self.refunds.get(event.order_id)
-            if known is not None and known <= day:
+            if old is None and (order_day - day >= held or _digest(order_id) in self.folded_ids):
+                return False  # too late to undo, and it would only take memory
+            known = self.refunds.get(order_id)
+            if (
+                known is not None
+                and known <= day
+                and not (old is None and order_day - known >= held)
+            ):
                 return False
-            self._windowed_order(event.order_id, -1)
+            self._windowed_order(order_id, -1)
             if self.refunds is NOTHING:
                 self.refunds = {}
-            self.refunds[event.order_id] = day
-            self._windowed_order(event.order_id, 1)
+            self.refunds[order_id] = day
+            self._windowed_order(order_id, 1)
             return True
-        if _digest(event.order_id) in self.folded_ids:
+        if _digest(order_id) in self.folded_ids:
             return False
-        if clock_day - day >= windows.horizon + LATE_DAYS and event.order_id not in self.refunds:
-            if event.order_id in self.orders:
-                return False
-            self._fold(event.order_id, day, event.amount)
-            self._cap_folded_ids(limits)
-            return True
-        old = self.orders.get(event.order_id)
+        if old is None:
+            known = self.refunds.get(order_id)
+            if known is not None and order_day - known >= held:
+                del self.refunds[order_id]  # compaction may have dropped it: as if it had
+                known = None
+            if known is None and order_day - day >= held:
+                self._fold(order_id, day, event.amount)
+                self._cap_folded_ids(limits)
+                return True
         if old is not None and (old[0], old[1]) >= (event.occurred_at, event.event_id):
             return False
-        self._windowed_order(event.order_id, -1)
-        self.orders[event.order_id] = (event.occurred_at, event.event_id, day, event.amount)
-        self._windowed_order(event.order_id, 1)
+        self._windowed_order(order_id, -1)
+        self.orders[order_id] = (event.occurred_at, event.event_id, day, event.amount)
+        self._windowed_order(order_id, 1)
         return True
 
     def _refunded(self, order_id: str, day: int, horizon: int) -> bool:
@@ -452,16 +480,28 @@ class CustomerState:
         return refunded is not None and refunded - day < horizon
 
     def _apply_ticket(
-        self, event: SupportEvent, day: int, clock_day: int, windows: Windows
+        self, event: SupportEvent, day: int, ticket_day: int, windows: Windows
     ) -> bool:
+        """As for orders (:meth:`_apply_order`), a closed ticket that compaction may have
+        removed by now (``ticket_day``, the support topic's clock, a horizon past its last
+        event) is treated as removed, whether it ran or not."""
+        horizon = windows.horizon
         old = self.tickets.get(event.ticket_id)
+        removable = (
+            old is not None
+            and old[2] == "closed"
+            and ticket_day - max(day_of(old[0]), old[3]) >= horizon
+        )
+        if removable:
+            old = None
         if (
             old is None
-            and clock_day - day >= windows.horizon
-            and _digest(event.ticket_id) in self.closed_ids
+            and ticket_day - day >= horizon
+            and (removable or _digest(event.ticket_id) in self.closed_ids)
         ):
-            # compaction removed the ticket closed; every event of it it had seen was at least
-            # a horizon old, so this late one (a duplicate, a re-send) must not reopen it
+            # compaction removed (or may have removed) the ticket closed; every event of it it
+            # had seen was at least a horizon old, so this late one (a duplicate, a re-send)
+            # must not reopen it
             return False
         opened = day if event.status == "opened" else -1
         record: tuple[int, str, str, int]
@@ -529,16 +569,27 @@ class CustomerState:
     def _cap_folded_ids(self, limits: Limits) -> None:
         self._hit(LIMIT_FOLDED_IDS, _keep_smallest(self.folded_ids, limits.max_folded_ids))
 
-    def compact(self, clock_day: int, windows: Windows, limits: Limits = DEFAULT_LIMITS) -> None:
-        """Drop or fold what no window can see any more; bounded memory per customer."""
+    def compact(
+        self,
+        clock_day: int,
+        windows: Windows,
+        limits: Limits = DEFAULT_LIMITS,
+        topic_days: Mapping[str, int] | None = None,
+    ) -> None:
+        """Drop or fold what no window can see any more; bounded memory per customer. Orders
+        and tickets go by their own topic's clock in ``topic_days`` (event type -> day;
+        ``clock_day`` for a type it lacks; see :meth:`apply`)."""
         if clock_day - self.compacted_day < COMPACT_EVERY_DAYS:
             return
         self.compacted_day = shared_day(clock_day)
         horizon = windows.horizon
         held = horizon + LATE_DAYS
+        clocks = {} if topic_days is None else topic_days
+        orders_at = clocks.get("order", clock_day)
+        tickets_at = clocks.get("support", clock_day)
         # each pass first picks what goes (one comprehension: usually nothing), then takes it
         # out in the collection's order; taking one item out changes no other's test
-        old_orders = [(k, o[2], o[3]) for k, o in self.orders.items() if clock_day - o[2] >= held]
+        old_orders = [(k, o[2], o[3]) for k, o in self.orders.items() if orders_at - o[2] >= held]
         for order_id, day, amount in old_orders:
             self._windowed_order(order_id, -1)
             del self.orders[order_id]
@@ -550,7 +601,7 @@ class CustomerState:
         self._cap_folded_ids(limits)
         orders = self.orders
         for order_id in [
-            k for k, day in self.refunds.items() if clock_day - day >= held and k not in orders
+            k for k, day in self.refunds.items() if orders_at - day >= held and k not in orders
         ]:
             del self.refunds[order_id]
         survey_days = _survey_days(windows)
@@ -560,7 +611,7 @@ class CustomerState:
         for ticket_id in [
             k
             for k, t in self.tickets.items()
-            if t[2] == "closed" and clock_day - max(day_of(t[0]), t[3]) >= horizon
+            if t[2] == "closed" and tickets_at - max(day_of(t[0]), t[3]) >= horizon
         ]:
             self._windowed_ticket(ticket_id, -1)
             del self.tickets[ticket_id]
