@@ -136,3 +136,22 @@ def test_state_does_not_depend_on_how_the_topics_interleave(data: st.DataObject)
     by_topic = data.draw(topics())
     one, other = data.draw(interleaving(by_topic)), data.draw(interleaving(by_topic))
     assert final_values(one) == final_values(other)
+
+
+# -- the topics' clocks in the lane record ------------------------------------------------------
+
+
+def test_the_lane_record_carries_the_topics_clocks() -> None:
+    engine = Engine(RULES, partitions=1)
+    engine.process(raw(order("C1", day=3, order_id="O1"), AHEAD))
+    commit = engine.commit(0)
+    assert commit is not None
+    assert commit.lane["topic_days"] == {"order": DAY0 + 3, "survey": DAY0 + 520}
+    recovered = Engine(RULES, partitions=1)
+    recovered.adopt_lane(0, commit.lane)
+    assert recovered.lanes[0].topic_days == {"order": DAY0 + 3, "survey": DAY0 + 520}
+    # written before the topics' clocks: its states were compacted by the partition's clock
+    older = {k: v for k, v in commit.lane.items() if k != "topic_days"}
+    recovered = Engine(RULES, partitions=1)
+    recovered.adopt_lane(0, older)
+    assert recovered.lanes[0].topic_days == {"order": DAY0 + 520, "support": DAY0 + 520}
