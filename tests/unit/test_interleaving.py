@@ -65,10 +65,17 @@ def test_a_late_reopening_counts_whichever_topic_is_fetched_first(survey_first: 
 # -- any interleaving ---------------------------------------------------------------------------
 
 CUSTOMERS = ("A", "B", "C")
-TOPIC_OF = {"order": "orders", "refund": "orders", "support": "support", "survey": "surveys"}
+TOPIC_OF = {
+    "order": "orders",
+    "refund": "orders",
+    "support": "support",
+    "survey": "surveys",
+    "profile": "profiles",
+}
 # days each event moves time on, and days it is dated before that (late, re-sent): many on the
 # horizon (365), the horizon plus the 90 days orders are held (455), and around them
 STEPS = (0, 0, 1, 5, 30, 90, 200, 365, 455)
+EVENTS = 40  # at most, so the last is dated before day 40 * 455 (the wall clock's time below)
 LATE = (0,) * 10 + (1, 30, 90, 200, 365, 366, 400, 455, 456, 500)
 
 
@@ -81,10 +88,10 @@ def topics(draw: st.DrawFn) -> dict[str, list[dict[str, Any]]]:
     """One partition's input, topic by topic, in each topic's own order. Erasures are left
     out: an erasure removes what the worker holds when it arrives, which is by design
     interleaving-dependent (docs/runtime.md)."""
-    out: dict[str, list[dict[str, Any]]] = {"orders": [], "support": [], "surveys": [], "pro": []}
+    out: dict[str, list[dict[str, Any]]] = {topic: [] for topic in TOPIC_OF.values()}
     day = 0
     kinds = ("order",) * 3 + ("refund",) * 2 + ("support",) * 3 + ("survey", "profile")
-    for number in range(draw(st.integers(1, 40))):
+    for number in range(draw(st.integers(1, EVENTS))):
         kind = draw(st.sampled_from(kinds))
         day += draw(st.sampled_from(STEPS))
         when = day - draw(st.sampled_from(LATE))
@@ -115,7 +122,7 @@ def topics(draw: st.DrawFn) -> dict[str, list[dict[str, Any]]]:
             body |= {"type": "survey", "score": draw(st.integers(0, 10)), "survey_id": survey_id}
         else:
             body |= {"type": "profile", "attributes": {"capacity": draw(st.integers(1, 5))}}
-        out[TOPIC_OF.get(kind, "pro")].append(body)
+        out[TOPIC_OF[kind]].append(body)
     return out
 
 
@@ -134,11 +141,13 @@ def interleaving(draw: st.DrawFn, by_topic: dict[str, list[dict[str, Any]]]) -> 
 
 def settled(stream: list[dict[str, Any]], rules: str, partitions: int, wall: bool) -> Any:
     """Every customer's values after the stream, through the partitions the worker would use;
-    on the wall clock, every record applied at one time, long after the last event."""
+    on the wall clock, every record applied at one time, after the last event."""
     engine = Engine(RULE_SETS[rules], partitions=partitions, clock="wall" if wall else "event")
     for body in stream:
         partition = partition_for(body["customer_id"], partitions)
-        engine.process(raw(body), partition=partition, now_ms=ms(3000, 0) if wall else None)
+        engine.process(
+            raw(body), partition=partition, now_ms=ms(EVENTS * STEPS[-1], 0) if wall else None
+        )
     return {customer: engine.values(st) for customer, st in sorted(engine.store.items())}
 
 
