@@ -62,6 +62,27 @@ def test_a_late_reopening_counts_whichever_topic_is_fetched_first(survey_first: 
     assert tickets_open(survey_first) == 1
 
 
+def refunded_twice(survey_first: bool) -> dict[str, Any]:
+    """An exact re-delivery (same event id) of a correction rejected the first time, arriving
+    after the earlier correction it lost to is past the order clock's 455 days: whether the
+    event-id memory still catches it depends on the partition's clock over all topics."""
+    first = order("C1", day=0, amount="0", order_id="O1", event_id="x1", status="cancelled")
+    second = order("C1", day=500, amount="0", order_id="O1", event_id="x2", status="refunded")
+    bought = order("C1", day=600, amount="50", order_id="O1", event_id="x3")
+    survey = event("survey", "C2", day=560, survey_id="S1", score=7, event_id="s")
+    orders = [first, second, dict(second), bought]
+    return final_values([survey, *orders] if survey_first else [*orders, survey])["C1"]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="event ids are remembered and forgotten by the partition's clock over all topics;"
+    " a re-sent correction older than that memory is judged again, later (docs/runtime.md)",
+)
+def test_a_re_delivered_late_correction_counts_whichever_topic_is_fetched_first() -> None:
+    assert refunded_twice(survey_first=True) == refunded_twice(survey_first=False)
+
+
 # -- any interleaving ---------------------------------------------------------------------------
 
 CUSTOMERS = ("A", "B", "C")
@@ -75,7 +96,9 @@ TOPIC_OF = {
 # days each event moves time on, and days it is dated before that (late, re-sent): many on the
 # horizon (365), the horizon plus the 90 days orders are held (455), and around them
 STEPS = (0, 0, 1, 5, 30, 90, 200, 365, 455)
-EVENTS = 40  # at most, so the last is dated before day 40 * 455 (the wall clock's time below)
+# at most, so the last is dated before day 40 * 455 (the wall clock's time below), and fewer
+# than a population refresh needs (50 updates): cut points follow when refreshes run
+EVENTS = 40
 LATE = (0,) * 10 + (1, 30, 90, 200, 365, 366, 400, 455, 456, 500)
 
 
