@@ -370,11 +370,10 @@ class CustomerState:
             changed = True
         if event.occurred_at > self.last_event_ms:
             self.last_event_ms = event.occurred_at
+        at = clock_day if topic_day is None else topic_day
         if isinstance(event, OrderEvent):
-            at = clock_day if topic_day is None else topic_day
             changed |= self._apply_order(event, day, at, windows, limits)
         elif isinstance(event, SupportEvent):
-            at = clock_day if topic_day is None else topic_day
             if self._apply_ticket(event, day, at, windows):
                 changed = True
                 if len(self.tickets) > limits.max_open_tickets:
@@ -487,11 +486,7 @@ class CustomerState:
         event) is treated as removed, whether it ran or not."""
         horizon = windows.horizon
         old = self.tickets.get(event.ticket_id)
-        removable = (
-            old is not None
-            and old[2] == "closed"
-            and ticket_day - max(day_of(old[0]), old[3]) >= horizon
-        )
+        removable = old is not None and _closed_past(old, ticket_day, horizon)
         if removable:
             old = None
         if (
@@ -609,9 +604,7 @@ class CustomerState:
             self._windowed_survey(key, -1)
             del self.surveys[key]
         for ticket_id in [
-            k
-            for k, t in self.tickets.items()
-            if t[2] == "closed" and tickets_at - max(day_of(t[0]), t[3]) >= horizon
+            k for k, t in self.tickets.items() if _closed_past(t, tickets_at, horizon)
         ]:
             self._windowed_ticket(ticket_id, -1)
             del self.tickets[ticket_id]
@@ -978,6 +971,13 @@ _LENGTH = {
 
 def _digest(natural_id: str) -> int:
     return int.from_bytes(blake2b(natural_id.encode(), digest_size=8).digest(), "big")
+
+
+def _closed_past(ticket: tuple[int, str, str, int], ticket_day: int, horizon: int) -> bool:
+    """Closed, and a horizon past its last event by the support topic's clock: what
+    compaction removes, and what an arriving event must treat as removed whether compaction
+    ran or not (one test for both, so the two cannot drift apart)."""
+    return ticket[2] == "closed" and ticket_day - max(day_of(ticket[0]), ticket[3]) >= horizon
 
 
 def _keep_smallest(digests: set[int] | frozenset[int], limit: int) -> int:
