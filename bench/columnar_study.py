@@ -46,7 +46,7 @@ from bench.common import events_file
 from segstream.core import changes as changes_module
 from segstream.core.engine import Engine, Lane
 from segstream.core.rulelang import load_rules
-from segstream.core.state import CustomerState, Windowed
+from segstream.core.state import CustomerState, Windowed, seen_day
 
 ROOT = Path(__file__).resolve().parent.parent
 SHIFT = 20  # key = slot << SHIFT | day (days since 1970 fit in 20 bits until the year 4840)
@@ -205,8 +205,8 @@ class Columns:
                 self.kinds[TICKETS].add((base | opened, 1))
         for survey in st.surveys.values():
             self.kinds[SURVEYS].add((base | survey[2], *_survey_weights(survey[3], 1)))
-        for day in st.activity.values():
-            self.kinds[ACTIVITY].add((base | day, 1))
+        for seen in st.activity.values():
+            self.kinds[ACTIVITY].add((base | seen_day(seen), 1))
         self.dirty.add(st.customer_id)
 
     def to_cents(self, amount: Decimal) -> int:

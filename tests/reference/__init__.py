@@ -12,7 +12,9 @@ Do not "fix" these files: they define today's behaviour. A deliberate change of 
 the production core is made here too, in the same commit, and says so. Made so far: late
 orders, corrections and closed tickets judged by their own topic's clock instead of the
 partition's clock over all topics (2026-12-02; state must not depend on how the topics
-interleave, ``tests/unit/test_interleaving.py``).
+interleave, ``tests/unit/test_interleaving.py``); event ids remembered and forgotten by their
+own topic's clock, with the kind of event stored beside each id's day (state format 4,
+2026-12-02, for the same reason: an exact re-delivery was caught or not by the other topics).
 
 What they still share with production: the event contracts and their parser, the rule
 compiler (including the ``Windows`` the rules carry), groups, partitioning and time helpers.

@@ -30,6 +30,9 @@ COMPACT_EVERY_DAYS = 90  # compaction only bounds memory; reads filter windows b
 # every window (partitions' input topics are consumed unevenly, most after a restart)
 LATE_DAYS = 90
 ZERO = Decimal(0)
+# an event id's record in ``activity``: day * 8 + the kind of event it came with (0: stored in
+# format 3 or older, forgotten by the partition's clock)
+SEEN_KINDS = {"order": 1, "support": 2, "survey": 3, "profile": 4}
 
 # Every name a rule can read from a customer's state, with its type (used by the rule checker).
 STATE_FIELDS: dict[str, str] = {
@@ -244,11 +247,20 @@ class CustomerState:
     ) -> bool:
         """Fold one event in; returns False when it changed nothing (a duplicate)."""
         day = day_of(event.occurred_at)
-        if event.event_id in self.activity:
-            return False
+        at = clock_day if topic_day is None else topic_day
+        kind = SEEN_KINDS[event.type]
+        seen = self.activity.get(event.event_id)
+        if seen is not None:
+            seen_day, seen_kind = divmod(seen, 8)
+            if seen_kind not in (0, kind):
+                return False
+            if (at if seen_kind else clock_day) - seen_day < limits.event_id_memory_days:
+                return False
+            # past its kind's clock: as if compaction had forgotten it
         changed = False
-        if clock_day - day < limits.event_id_memory_days:
-            self.activity[event.event_id] = day
+        if at - day < limits.event_id_memory_days:
+            self.activity.pop(event.event_id, None)
+            self.activity[event.event_id] = day * 8 + kind
             changed = True
         if self.last_activity_day is None or day > self.last_activity_day:
             self.last_activity_day = day
@@ -424,8 +436,10 @@ class CustomerState:
                 self.closed_ids.add(_digest(ticket_id))
         dropped = _keep_smallest(self.closed_ids, limits.max_closed_ticket_ids)
         self._hit(LIMIT_CLOSED_TICKET_IDS, dropped)
-        for event_id, day in list(self.activity.items()):
-            if clock_day - day >= limits.event_id_memory_days:
+        kind_days = [clock_day] + [(topic_days or {}).get(k, clock_day) for k in SEEN_KINDS]
+        for event_id, seen in list(self.activity.items()):
+            seen_day, seen_kind = divmod(seen, 8)
+            if kind_days[seen_kind] - seen_day >= limits.event_id_memory_days:
                 del self.activity[event_id]
 
     # -- reading -----------------------------------------------------------------------------
@@ -505,7 +519,8 @@ class CustomerState:
                     last_key = (ms, eid)
                     last_score = score
         recent = previous = 0
-        for day in self.activity.values():
+        for seen in self.activity.values():
+            day = seen // 8
             age = clock_day - day
             if age < ACTIVITY_DAYS:
                 recent += 1
@@ -570,9 +585,10 @@ def _lww(table: dict[str, Any], key: str, record: tuple[Any, ...]) -> bool:
     return True
 
 
-_FORMAT = 3
-# 3: named fields (an added field can no longer shift the others), empty ones left out, and
-#    ``closed_ids``; 2: positional, added ``quantiles``; 1: positional. All three are read.
+_FORMAT = 4
+# 4: ``activity`` holds day * 8 + kind per event id (see SEEN_KINDS); 3: named fields (an
+#    added field can no longer shift the others), empty ones left out, and ``closed_ids``; 2:
+#    positional, added ``quantiles``; 1: positional. All four are read.
 # Records inside a field stay arrays in the order of the tuples they hold (see __init__).
 
 
@@ -638,7 +654,7 @@ def load_state(raw: bytes) -> CustomerState:
     data = orjson.loads(raw)
     if isinstance(data, list) and data and data[0] in (1, 2):
         return _load_positional(data)
-    if not isinstance(data, dict) or data.get("format") != _FORMAT:
+    if not isinstance(data, dict) or data.get("format") not in (3, _FORMAT):
         version = data.get("format") if isinstance(data, dict) else data[:1]
         raise ValueError(f"unknown state format {version!r}")
     st = CustomerState(data["customer_id"])
@@ -655,6 +671,8 @@ def load_state(raw: bytes) -> CustomerState:
     st.surveys = {k: (s[0], s[1], s[2], s[3]) for k, s in get("surveys", {}).items()}
     st.attrs = {k: (a[0], a[1], a[2]) for k, a in get("attrs", {}).items()}
     st.activity = get("activity", {})
+    if data["format"] == 3:
+        st.activity = {k: day * 8 for k, day in st.activity.items()}
     st.last_activity_day = get("last_activity_day")
     st.last_event_ms = get("last_event_ms", 0)
     st.compacted_day = data["compacted_day"]
@@ -679,7 +697,7 @@ def _load_positional(data: list[Any]) -> CustomerState:
     st.tickets = {k: (t[0], t[1], t[2], t[3]) for k, t in data[9].items()}
     st.surveys = {k: (s[0], s[1], s[2], s[3]) for k, s in data[10].items()}
     st.attrs = {k: (a[0], a[1], a[2]) for k, a in data[11].items()}
-    st.activity = data[12]
+    st.activity = {k: day * 8 for k, day in data[12].items()}
     st.last_activity_day, st.last_event_ms, st.compacted_day = data[13], data[14], data[15]
     st.segments, st.seq, st.due_day = data[16], data[17], data[18]
     if data[0] >= 2:

@@ -209,12 +209,12 @@ def test_states_of_older_formats_still_load(stored: bytes) -> None:
     assert st.closed_ids == set()
     again = load_state(dump_state(st))
     assert again.values(20403, Windows()) == (values, {})
-    assert orjson.loads(dump_state(again))["format"] == 3
+    assert orjson.loads(dump_state(again))["format"] == 4
 
 
 def test_an_unknown_state_format_is_refused() -> None:
     with pytest.raises(ValueError, match="unknown state format"):
-        load_state(b'{"format": 4, "customer_id": "C1"}')
+        load_state(b'{"format": 5, "customer_id": "C1"}')
     with pytest.raises(ValueError, match="unknown state format"):
         load_state(b'[7, "C1"]')
 

@@ -101,7 +101,8 @@ def test_open_tickets_kept_are_capped_newest_first() -> None:
     newest = sorted(bodies, key=lambda b: (b["occurred_at"], b["event_id"]))[-200:]
     assert st.tickets.keys() == {b["ticket_id"] for b in newest}
     assert st.take_limit_hits() == {LIMIT_OPEN_TICKETS: 1800}
-    assert len(dump_state(st)) < 40_000  # 2,000 open tickets stored 827 KB
+    # 2,000 open tickets stored 827 KB; the 2,000 remembered event ids are most of the rest
+    assert len(dump_state(st)) < 45_000
 
 
 def test_closed_tickets_do_not_count_against_the_open_cap() -> None:

@@ -203,6 +203,33 @@ def shared_day(day: int) -> int:
     return day
 
 
+# An event id's record in :attr:`CustomerState.activity` is one int: its day times 8 plus the
+# kind of event it came with, so the id is forgotten by its own topic's clock (an exact
+# re-delivery is then caught, or not, whatever the other topics did meanwhile). Kind 0: stored
+# before ids had kinds (state format 3 and older), forgotten by the partition's clock as then.
+SEEN_KINDS: dict[str, int] = {"order": 1, "support": 2, "survey": 3, "profile": 4}
+_KIND_BITS = 3
+_KIND_MASK = (1 << _KIND_BITS) - 1
+_SEEN: dict[int, int] = {}
+
+
+def seen_record(day: int, kind: int) -> int:
+    """The one int object recording an event id seen on ``day`` with an event of ``kind``
+    (shared as :func:`shared_day` shares days)."""
+    record = (day << _KIND_BITS) | kind
+    known = _SEEN.get(record)
+    if known is not None:
+        return known
+    if len(_SEEN) < _MAX_DAYS:
+        _SEEN[record] = record
+    return record
+
+
+def seen_day(record: int) -> int:
+    """The day of an event id's record (:func:`seen_record`)."""
+    return record >> _KIND_BITS
+
+
 def _day_or_none(day: int | None) -> int | None:
     return None if day is None else shared_day(day)
 
@@ -263,7 +290,8 @@ class CustomerState:
         self.surveys: dict[str, tuple[int, str, int, int]] = NOTHING
         # attribute -> (occurred_at, event_id, value); value None is a tombstone
         self.attrs: dict[str, tuple[int, str, Any]] = NOTHING
-        # event_id -> day, for events young enough to count as activity (the de-dup record)
+        # event_id -> seen_record(day, kind), for events young enough by their own topic's
+        # clock (the de-dup record; the days also count as activity)
         self.activity: dict[str, int] = {}
         self.last_activity_day: int | None = None
         self.last_event_ms = 0
@@ -357,11 +385,24 @@ class CustomerState:
         partition's clock over all four topics: each topic is read in one order, while the
         topics interleave as fetches come (see :meth:`_apply_order`)."""
         day = shared_day(day_of(event.occurred_at))
-        if event.event_id in self.activity:
-            return False
+        at = clock_day if topic_day is None else topic_day
+        memory = limits.event_id_memory_days
+        kind = SEEN_KINDS[event.type]
+        seen = self.activity.get(event.event_id)
+        if seen is not None:
+            seen_kind = seen & _KIND_MASK
+            if seen_kind != kind and seen_kind:
+                return False  # another kind's event with this id (a producer's error)
+            # compaction forgets an id by its kind's clock, whenever it runs: an id that clock
+            # passed is treated as forgotten, whether compaction ran or not (its day is out of
+            # every activity window by then, so its record changes no value while it stays)
+            if (at if seen_kind else clock_day) - (seen >> _KIND_BITS) < memory:
+                return False
         changed = False
-        if clock_day - day < limits.event_id_memory_days:
-            self.activity[event.event_id] = day
+        if at - day < memory:
+            if seen is not None:
+                self._forget(event.event_id, seen)
+            self.activity[event.event_id] = seen_record(day, kind)
             if self.windowed is not None:
                 self.windowed.activity(day, 1)
             changed = True
@@ -370,7 +411,6 @@ class CustomerState:
             changed = True
         if event.occurred_at > self.last_event_ms:
             self.last_event_ms = event.occurred_at
-        at = clock_day if topic_day is None else topic_day
         if isinstance(event, OrderEvent):
             changed |= self._apply_order(event, day, at, windows, limits)
         elif isinstance(event, SupportEvent):
@@ -614,12 +654,22 @@ class CustomerState:
             closed.add(_digest(ticket_id))
         dropped = _keep_smallest(self.closed_ids, limits.max_closed_ticket_ids)
         self._hit(LIMIT_CLOSED_TICKET_IDS, dropped)
-        windowed = self.windowed
         memory = limits.event_id_memory_days
-        for event_id, day in [(k, d) for k, d in self.activity.items() if clock_day - d >= memory]:
-            del self.activity[event_id]
-            if windowed is not None:
-                windowed.activity(day, -1)
+        # each kind's clock, less the memory: ids seen before it are forgotten
+        forget_before = [clock_day - memory] + [
+            clocks.get(kind, clock_day) - memory for kind in SEEN_KINDS
+        ]
+        for event_id, seen in [
+            (k, v)
+            for k, v in self.activity.items()
+            if v >> _KIND_BITS <= forget_before[v & _KIND_MASK]
+        ]:
+            self._forget(event_id, seen)
+
+    def _forget(self, event_id: str, seen: int) -> None:
+        del self.activity[event_id]
+        if self.windowed is not None:
+            self.windowed.activity(seen >> _KIND_BITS, -1)
 
     # -- reading -----------------------------------------------------------------------------
 
@@ -735,8 +785,8 @@ class CustomerState:
             w.ticket(status != "closed", opened, 1)
         for survey in self.surveys.values():
             w.survey(survey, 1)
-        for day in self.activity.values():
-            w.activity(day, 1)
+        for seen in self.activity.values():
+            w.activity(seen >> _KIND_BITS, 1)
         return w
 
     def _sums(self, clock_day: int, windows: Windows) -> tuple[Decimal, Decimal]:
@@ -1004,9 +1054,11 @@ def _lww(table: dict[str, Any], key: str, record: tuple[Any, ...]) -> bool:
     return True
 
 
-_FORMAT = 3
-# 3: named fields (an added field can no longer shift the others), empty ones left out, and
-#    ``closed_ids``; 2: positional, added ``quantiles``; 1: positional. All three are read.
+_FORMAT = 4
+# 4: ``activity`` holds seen_record(day, kind) for each event id (the kind of event it came
+#    with); 3: named fields (an added field can no longer shift the others), empty ones left
+#    out, and ``closed_ids``; 2: positional, added ``quantiles``; 1: positional. All four are
+#    read; an id from 3 or older has kind 0 (forgotten by the partition's clock, as then).
 # Records inside a field stay arrays in the order of the tuples they hold (see __init__).
 
 
@@ -1077,7 +1129,7 @@ def load_state(raw: bytes) -> CustomerState:
     data = orjson.loads(raw)
     if isinstance(data, list) and data and data[0] in (1, 2):
         return _load_positional(data)
-    if not isinstance(data, dict) or data.get("format") != _FORMAT:
+    if not isinstance(data, dict) or data.get("format") not in (3, _FORMAT):
         version = data.get("format") if isinstance(data, dict) else data[:1]
         raise ValueError(f"unknown state format {version!r}")
     st = CustomerState(data["customer_id"])
@@ -1088,9 +1140,14 @@ def load_state(raw: bytes) -> CustomerState:
     # order's event id is the activity record's (one string, as when the event was applied):
     # a recovered worker holds every customer this way. Values are equal, bytes unchanged.
     stored = get("activity")
-    activity: dict[str, int] = (
-        {k: day(v) or shared_day(v) for k, v in stored.items()} if stored else {}
-    )
+    activity: dict[str, int] = {}
+    if stored and data["format"] == 3:
+        activity = {k: seen_record(v, 0) for k, v in stored.items()}
+    elif stored:
+        seen = _SEEN.get
+        activity = {
+            k: seen(v) or seen_record(v >> _KIND_BITS, v & _KIND_MASK) for k, v in stored.items()
+        }
     event_ids = {k: k for k in activity}.get if activity else _same
     stored = get("orders")
     st.orders = (
@@ -1198,7 +1255,7 @@ def _load_positional(data: list[Any]) -> CustomerState:
     st.tickets = {k: (t[0], t[1], t[2], t[3]) for k, t in data[9].items()} or NOTHING
     st.surveys = {k: (s[0], s[1], s[2], s[3]) for k, s in data[10].items()} or NOTHING
     st.attrs = {k: (a[0], a[1], a[2]) for k, a in data[11].items()} or NOTHING
-    st.activity = data[12]
+    st.activity = {k: seen_record(v, 0) for k, v in data[12].items()}
     st.last_activity_day, st.last_event_ms, st.compacted_day = data[13], data[14], data[15]
     st.segments, st.seq, st.due_day = data[16], data[17], data[18]
     if data[0] >= 2:
