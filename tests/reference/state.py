@@ -248,17 +248,18 @@ class CustomerState:
         """Fold one event in; returns False when it changed nothing (a duplicate)."""
         day = day_of(event.occurred_at)
         at = clock_day if topic_day is None else topic_day
+        ids_at = min(at, clock_day)
         kind = SEEN_KINDS[event.type]
         seen = self.activity.get(event.event_id)
         if seen is not None:
             seen_day, seen_kind = divmod(seen, 8)
-            if seen_kind not in (0, kind):
+            if seen_kind != kind:
                 return False
-            if (at if seen_kind else clock_day) - seen_day < limits.event_id_memory_days:
+            if ids_at - seen_day < limits.event_id_memory_days:
                 return False
             # past its kind's clock: as if compaction had forgotten it
         changed = False
-        if at - day < limits.event_id_memory_days:
+        if ids_at - day < limits.event_id_memory_days:
             self.activity.pop(event.event_id, None)
             self.activity[event.event_id] = day * 8 + kind
             changed = True
@@ -436,7 +437,9 @@ class CustomerState:
                 self.closed_ids.add(_digest(ticket_id))
         dropped = _keep_smallest(self.closed_ids, limits.max_closed_ticket_ids)
         self._hit(LIMIT_CLOSED_TICKET_IDS, dropped)
-        kind_days = [clock_day] + [(topic_days or {}).get(k, clock_day) for k in SEEN_KINDS]
+        kind_days = [clock_day] + [
+            min((topic_days or {}).get(k, clock_day), clock_day) for k in SEEN_KINDS
+        ]
         for event_id, seen in list(self.activity.items()):
             seen_day, seen_kind = divmod(seen, 8)
             if kind_days[seen_kind] - seen_day >= limits.event_id_memory_days:

@@ -79,6 +79,33 @@ def test_a_re_delivered_late_correction_counts_whichever_topic_is_fetched_first(
     assert refunded_twice(survey_first=True) == refunded_twice(survey_first=False)
 
 
+def activity_on_the_wall_clock(future_first: bool) -> list[int]:
+    """On the wall clock a topic's clock can run a day ahead of the partition's (an event
+    dated up to a day in the future). Ids must still be forgotten no earlier than the
+    partition's clock allows: a survey 59 days old on the wall clock is in activity_trend's
+    window, whatever another customer's survey dated tomorrow did to the surveys' clock."""
+    wall = 200
+    stream = [
+        (event("profile", "C1", day=wall - 100, attributes={"capacity": 2}), wall - 100),
+        (event("survey", "C1", day=wall - 59, score=9, event_id="s"), wall - 59),
+    ]
+    today = event("profile", "C1", day=wall, attributes={"capacity": 2})  # C1 evaluated today
+    tomorrow = event("survey", "C2", day=wall + 1, hour=0, score=9)
+    stream += (
+        [(tomorrow, wall), (today, wall)] if future_first else [(today, wall), (tomorrow, wall)]
+    )
+    engine = Engine(RULE_SETS["counts"], partitions=1, clock="wall")
+    for body, day in stream:
+        engine.process(raw(body), partition=0, now_ms=(DAY0 + day) * MS_PER_DAY + 60_000)
+    values = engine.values(engine.store["C1"])
+    return [values["activity_30d"], values["activity_trend"]]
+
+
+@pytest.mark.parametrize("future_first", [False, True])
+def test_an_id_the_activity_windows_count_is_kept_on_the_wall_clock(future_first: bool) -> None:
+    assert activity_on_the_wall_clock(future_first) == [1, 0]
+
+
 # -- any interleaving ---------------------------------------------------------------------------
 
 CUSTOMERS = ("A", "B", "C")

@@ -386,20 +386,25 @@ class CustomerState:
         topics interleave as fetches come (see :meth:`_apply_order`)."""
         day = shared_day(day_of(event.occurred_at))
         at = clock_day if topic_day is None else topic_day
+        # ids go by the topic's clock, but never past the partition's: on the wall clock a
+        # topic's clock can run a day ahead (events dated up to a day in the future), and an
+        # id must stay while the activity windows, read at the partition's clock, count it
+        ids_at = at if at < clock_day else clock_day
         memory = limits.event_id_memory_days
         kind = SEEN_KINDS[event.type]
         seen = self.activity.get(event.event_id)
         if seen is not None:
-            seen_kind = seen & _KIND_MASK
-            if seen_kind != kind and seen_kind:
-                return False  # another kind's event with this id (a producer's error)
+            if seen & _KIND_MASK != kind:
+                # stored before ids had kinds (caught while stored, as then), or another
+                # kind's event with this id (a producer's error)
+                return False
             # compaction forgets an id by its kind's clock, whenever it runs: an id that clock
             # passed is treated as forgotten, whether compaction ran or not (its day is out of
             # every activity window by then, so its record changes no value while it stays)
-            if (at if seen_kind else clock_day) - (seen >> _KIND_BITS) < memory:
+            if ids_at - (seen >> _KIND_BITS) < memory:
                 return False
         changed = False
-        if at - day < memory:
+        if ids_at - day < memory:
             if seen is not None:
                 self._forget(event.event_id, seen)
             self.activity[event.event_id] = seen_record(day, kind)
@@ -655,9 +660,10 @@ class CustomerState:
         dropped = _keep_smallest(self.closed_ids, limits.max_closed_ticket_ids)
         self._hit(LIMIT_CLOSED_TICKET_IDS, dropped)
         memory = limits.event_id_memory_days
-        # each kind's clock, less the memory: ids seen before it are forgotten
+        # each kind's clock (never past the partition's: see apply), less the memory: ids seen
+        # before it are forgotten
         forget_before = [clock_day - memory] + [
-            clocks.get(kind, clock_day) - memory for kind in SEEN_KINDS
+            min(clocks.get(kind, clock_day), clock_day) - memory for kind in SEEN_KINDS
         ]
         for event_id, seen in [
             (k, v)
