@@ -22,6 +22,7 @@ from segstream.runtime.settings import Settings
 from segstream.runtime.timers import Progress, Timers
 from tests.unit.factories import ROOT, at, default_rules, order, rules_from
 from tests.unit.fakes import FakeRecord, Journal, MemoryOutbox, MemoryStateLog
+from tests.unit.test_clock_slices import NOW, durable_of, fed, recovered
 
 TOPICS = Topics(changes="segment-changes", dlq="segstream-dlq", source="urn:test")
 PARTITIONS = 4
@@ -375,3 +376,55 @@ flags:
     # C1 has no order in the last 30 days: monetary / 0 raised, counted for the derived metric
     errors = sample(handler, "segstream_rule_errors_total", segment="per_recent_order")
     assert errors is not None and errors >= 1
+
+
+def test_a_rebalance_stops_a_refresh_at_its_next_pause_and_the_recovery_finishes_it() -> None:
+    """A worker whose refresh kept deciding after its partitions were revoked wrote for
+    partitions another worker had already recovered (the soak of 2026-12-02: the group evicted
+    it while its revocation waited for the batch that waited for the refresh). It stops at the
+    first pause after the rebalance began, with that slice written, and the partition is half
+    done: reloaded from what was written, the recovery's settling finishes the refresh."""
+
+    def stale_cuts() -> Engine:
+        engine = fed()
+        engine.advance(NOW)
+        engine.commits()
+        engine.confirm()
+        for lane in engine.lanes.values():  # as if every value had moved since: many move
+            for population in lane.populations.values():
+                population.updates_since_refresh = 1
+                population.cuts = tuple(0.0 for _ in population.cuts)
+        return engine
+
+    whole = stale_cuts()
+    whole.refresh_population()
+    handler, journal, _ = handler_for(budget=10)
+    handler.engine = engine = stale_cuts()
+    progress = Progress(ready=True)
+    slices = 0
+
+    async def settle_while_revoked() -> None:
+        nonlocal slices
+        slices += 1
+        await handler.settle()
+        progress.rebalancing = True  # the partitions were revoked while that slice was sent
+
+    settings = Settings(
+        KAFKA_BOOTSTRAP_SERVERS="127.0.0.1:9", rules_dir=ROOT / "rules", commit_max_items=10
+    )
+    timers = Timers(settings, engine, progress, None, set, settle_while_revoked)  # type: ignore[arg-type]
+    asyncio.run(timers.refresh_population())
+    first = min(engine.lanes)
+    assert slices == 1 and progress.half_done == {first}
+    assert [c.partition for c in journal.commits()] == [first]
+    assert all(engine.has_pending_population(p) for p in engine.lanes if p != first)
+    customers = sorted(engine.lanes[first].customers)
+    assert [dump_state(engine.store[c]) for c in customers] != [
+        dump_state(whole.store[c]) for c in customers
+    ]  # half done
+    again = recovered(durable_of(engine))
+    for _ in again.settle_steps(first, had_record=True, budget=10):
+        again.commits()
+    assert [dump_state(again.store[c]) for c in customers] == [
+        dump_state(whole.store[c]) for c in customers
+    ]

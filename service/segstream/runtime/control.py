@@ -28,7 +28,7 @@ class ControlTopics:
         metrics: Metrics,
         groups: GroupExchange,
         settle: Callable[[], Awaitable[None]],
-        reevaluate: Callable[[Sequence[str]], Awaitable[None]],
+        reevaluate: Callable[[Sequence[str]], Awaitable[bool]],
     ) -> None:
         self.settings = settings
         self.engine = engine
@@ -133,7 +133,8 @@ class ControlTopics:
             async with self.lock:
                 if engine.rules is not rules:
                     return  # a newer rule set took over
-                await self.reevaluate(customers[start : start + size])
+                if not await self.reevaluate(customers[start : start + size]):
+                    return  # a rebalance began: the new assignment's recovery finishes it
             await asyncio.sleep(0)
         async with self.lock:
             if engine.rules is rules:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Callable, Generator, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -28,6 +28,29 @@ from segstream.runtime.produce import OutRecord
 
 Header = tuple[str, bytes]
 LEAVING = ("exited", "downgraded")
+
+
+async def decide_in_slices(
+    steps: Iterator[None], settle: Callable[[], Awaitable[None]], rebalancing: Callable[[], bool]
+) -> bool:
+    """:meth:`BatchHandler.settle_each` for work a rebalance must be able to stop (clock
+    ticks, population refreshes, rule switches): once ``rebalancing()`` says one began, stop
+    at the next pause, with everything decided so far written and sent, and return False.
+    The caller then has the engine's half-done lanes reloaded from the store once the new
+    assignment is recovered, which finishes the work as after a crash at that pause.
+
+    A worker that kept deciding wrote for partitions that another worker may already have
+    recovered: the group evicts a member whose revocation waits too long (here for the batch
+    that waited for this work's lock), and two workers then decided one customer's next
+    changes differently (the soak of 2026-12-02: 2,050 ``seq`` with two ids)."""
+    while not rebalancing():
+        try:
+            next(steps)
+        except StopIteration:
+            await settle()
+            return True
+        await settle()
+    return False
 
 
 class InputRecord(Protocol):
@@ -287,13 +310,16 @@ class BatchHandler:
                     change=kind,
                 ).inc(n)
 
-    async def reevaluate(self, customer_ids: Sequence[str]) -> None:
+    async def reevaluate(self, customer_ids: Sequence[str]) -> bool:
         """Re-evaluate customers under the current rules, committing (and sending) whenever a
         lane's pending work reaches the commit budget, as the batch path does: a commit that
         outgrows one record batch is written in several, and a crash between them leaves
         customers stored with segments whose changes are never sent (their lane record, which
-        carries the changes to re-send, is written last: docs/runtime.md, Determinism)."""
+        carries the changes to re-send, is written last: docs/runtime.md, Determinism).
+        Always to the end (True); the worker's own, which a rebalance stops, returns False
+        when stopped."""
         await self.settle_each(self.engine.reevaluate_steps(customer_ids, self.commit_max_items))
+        return True
 
     async def settle_each(self, steps: Iterator[None]) -> None:
         """Run engine work that pauses at the commit budget (its ``*_steps`` methods),

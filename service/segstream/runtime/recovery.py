@@ -100,9 +100,22 @@ class Recovery:
         finish what their last commits left half done, and re-send their unconfirmed changes."""
         await self.sync_rules()  # never take customers under rules about to be replaced
         async with self.progress.lock:
+            progress = self.progress
+            progress.rebalancing = False
             owned = self.assigned()
             await self._refuse_a_cluster_that_lost_our_writes(owned)
             engine = self.engine
+            if progress.half_done:
+                log.info(
+                    "partitions %s: a rebalance stopped work on them at a pause; reloading"
+                    " what was written",
+                    sorted(progress.half_done),
+                )
+            for partition in sorted(progress.half_done):
+                # work a rebalance stopped (a clock day, a refresh, a rule switch): what was
+                # committed is in the store; reloaded, the settling below finishes it
+                engine.release_partition(partition)
+            progress.half_done.clear()
             held = set(engine.partitions_held())
             for partition in held - owned:
                 engine.release_partition(partition)

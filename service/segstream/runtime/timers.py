@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 from segstream.core.engine import Engine
 from segstream.runtime.control import compare_with_shadow
 from segstream.runtime.groups import GroupExchange
+from segstream.runtime.handler import decide_in_slices
 from segstream.runtime.settings import Settings
 
 HISTORY_DAYS = 30
@@ -22,6 +23,12 @@ class Progress:
 
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     ready: bool = False
+    # a rebalance revoked this worker's partitions and its new assignment is not recovered
+    # yet: work outside the batch path stops deciding at its next pause
+    # (BatchHandler.decide_in_slices), and the partitions it left half done are reloaded
+    # from the store when the assignment is recovered
+    rebalancing: bool = False
+    half_done: set[int] = field(default_factory=set)
     next_offset: dict[tuple[str, int], int] = field(default_factory=dict)
     last_input_at: dict[int, float] = field(default_factory=dict)  # partition -> monotonic
     # UTC day (YYYY-MM-DD) -> segment sizes at the day's last clock tick, the latest 30 days
@@ -45,6 +52,16 @@ class Timers:
         self.assigned = assigned
         self.settle = settle
 
+    def _rebalancing(self) -> bool:
+        return self.progress.rebalancing
+
+    async def _decide(self, steps: Iterator[None], partitions: Iterable[int]) -> bool:
+        """The engine's ``steps``, stopped by a rebalance; then ``partitions`` are half done."""
+        if await decide_in_slices(steps, self.settle, self._rebalancing):
+            return True
+        self.progress.half_done.update(partitions)
+        return False
+
     def record_sizes(self) -> None:
         if not self.progress.ready:
             return
@@ -60,9 +77,8 @@ class Timers:
         async with self.progress.lock:
             # the lanes this worker holds; a day's due customers in commit-sized slices
             budget = self.settings.commit_max_items
-            for _ in self.engine.advance_steps(int(time.time() * 1000), budget):
-                await self.settle()
-            await self.settle()
+            held = set(self.engine.partitions_held())
+            await self._decide(self.engine.advance_steps(int(time.time() * 1000), budget), held)
 
     async def refresh_population(self) -> None:
         """Under load a partition refreshes its cut points itself (every 5% of its values
@@ -85,14 +101,14 @@ class Timers:
                 if engine.has_pending_population(p)
                 and progress.last_input_at.get(p, 0) < quiet_since
             ]
+            budget = self.settings.commit_max_items
             for partition in quiet:
                 # a rebalance may have begun while the previous partition's changes were
                 # sent: a partition on its way to another worker is not decided here
                 if not progress.ready or partition not in engine.partitions_held():
                     return
-                for _ in engine.refresh_steps(partition, self.settings.commit_max_items):
-                    await self.settle()
-                await self.settle()
+                if not await self._decide(engine.refresh_steps(partition, budget), {partition}):
+                    return
 
     async def refresh_shadow(self) -> None:
         """Compare every customer with the shadow set again: its time-driven conditions move

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import ssl
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, cast
 
 import faust
@@ -32,7 +32,7 @@ from segstream.runtime.batching import (
 from segstream.runtime.control import ControlTopics
 from segstream.runtime.faust_compat import kafka_producer, when_recovery_ended
 from segstream.runtime.groups import GroupExchange
-from segstream.runtime.handler import BatchHandler, Topics
+from segstream.runtime.handler import BatchHandler, Topics, decide_in_slices
 from segstream.runtime.http import MAX_REQUEST_BYTES
 from segstream.runtime.metrics import Metrics
 from segstream.runtime.produce import BatchProducer
@@ -89,10 +89,15 @@ class SegmentWorker:
             self.metrics,
             self.groups,
             settle,
-            self.handler.reevaluate,
+            self._reevaluate,
         )
         self.timers = Timers(
-            s, self.engine, self.progress, self.groups, self.assigned_partitions, settle
+            s,
+            self.engine,
+            self.progress,
+            self.groups,
+            self.assigned_partitions,
+            settle,
         )
         self.recovery = Recovery(
             self.app,
@@ -191,6 +196,17 @@ class SegmentWorker:
 
     async def _on_revoked(self, app: Any, revoked: Iterable[Any], **_: Any) -> None:
         self.progress.ready = False
+        self.progress.rebalancing = True
+
+    async def _reevaluate(self, customer_ids: Sequence[str]) -> bool:
+        """A rule switch's chunk, stopped by a rebalance: every lane held is then half done
+        (earlier chunks re-evaluated some of each), and recovered under the new rules."""
+        engine, progress = self.engine, self.progress
+        steps = engine.reevaluate_steps(customer_ids, self.settings.commit_max_items)
+        if await decide_in_slices(steps, self.handler.settle, lambda: progress.rebalancing):
+            return True
+        progress.half_done.update(engine.partitions_held())
+        return False
 
     def assigned_partitions(self) -> set[int]:
         topic = self.settings.topic_orders
