@@ -186,9 +186,9 @@ NOTHING: dict[Any, Any] = _Nothing()
 NO_IDS: frozenset[int] = frozenset()
 
 # Day numbers, one int object each: a day (five digits, 28 bytes as an int of its own) is kept
-# in many places of many customers (activity, orders, surveys, tickets, refunds, due and
-# compaction days), and every computation or decoded state made a new one. Bounded by the
-# days an event may be dated on (about 84,000 from 1970 to 2199).
+# in many places of many customers (orders, surveys, tickets, refunds, due and compaction
+# days, and in the event ids' records: see seen_record), and every computation or decoded
+# state made a new one. Bounded: past the bound, ints are simply not shared.
 _DAYS: dict[int, int] = {}
 _MAX_DAYS = 1 << 17
 
@@ -210,19 +210,12 @@ def shared_day(day: int) -> int:
 SEEN_KINDS: dict[str, int] = {"order": 1, "support": 2, "survey": 3, "profile": 4}
 _KIND_BITS = 3
 _KIND_MASK = (1 << _KIND_BITS) - 1
-_SEEN: dict[int, int] = {}
 
 
 def seen_record(day: int, kind: int) -> int:
     """The one int object recording an event id seen on ``day`` with an event of ``kind``
-    (shared as :func:`shared_day` shares days)."""
-    record = (day << _KIND_BITS) | kind
-    known = _SEEN.get(record)
-    if known is not None:
-        return known
-    if len(_SEEN) < _MAX_DAYS:
-        _SEEN[record] = record
-    return record
+    (kept with the days by :func:`shared_day`: equal ints, one object)."""
+    return shared_day((day << _KIND_BITS) | kind)
 
 
 def seen_day(record: int) -> int:
@@ -1150,10 +1143,7 @@ def load_state(raw: bytes) -> CustomerState:
     if stored and data["format"] == 3:
         activity = {k: seen_record(v, 0) for k, v in stored.items()}
     elif stored:
-        seen = _SEEN.get
-        activity = {
-            k: seen(v) or seen_record(v >> _KIND_BITS, v & _KIND_MASK) for k, v in stored.items()
-        }
+        activity = {k: day(v) or shared_day(v) for k, v in stored.items()}
     event_ids = {k: k for k in activity}.get if activity else _same
     stored = get("orders")
     st.orders = (
