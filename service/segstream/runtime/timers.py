@@ -25,7 +25,7 @@ class Progress:
     ready: bool = False
     # a rebalance revoked this worker's partitions and its new assignment is not recovered
     # yet: work outside the batch path stops deciding at its next pause
-    # (BatchHandler.decide_in_slices), and the partitions it left half done are reloaded
+    # (handler.decide_in_slices), and the partitions it left half done are reloaded
     # from the store when the assignment is recovered
     rebalancing: bool = False
     half_done: set[int] = field(default_factory=set)

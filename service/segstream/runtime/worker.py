@@ -92,12 +92,7 @@ class SegmentWorker:
             self._reevaluate,
         )
         self.timers = Timers(
-            s,
-            self.engine,
-            self.progress,
-            self.groups,
-            self.assigned_partitions,
-            settle,
+            s, self.engine, self.progress, self.groups, self.assigned_partitions, settle
         )
         self.recovery = Recovery(
             self.app,
