@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from typing import Any
 
 import orjson
@@ -202,10 +203,10 @@ def test_nothing_is_sent_when_the_state_cannot_be_written() -> None:
     assert journal.sent() == []
 
 
-def control_for(handler: BatchHandler) -> ControlTopics:
-    groups = GroupExchange(SETTINGS, lambda: handler.engine, None, handler.metrics)  # type: ignore[arg-type]
+def control_for(handler: BatchHandler, settings: Settings = SETTINGS) -> ControlTopics:
+    groups = GroupExchange(settings, lambda: handler.engine, None, handler.metrics)  # type: ignore[arg-type]
     return ControlTopics(
-        SETTINGS,
+        settings,
         handler.engine,
         asyncio.Lock(),
         handler.metrics,
@@ -428,3 +429,49 @@ def test_a_rebalance_stops_a_refresh_at_its_next_pause_and_the_recovery_finishes
     assert [dump_state(again.store[c]) for c in customers] == [
         dump_state(whole.store[c]) for c in customers
     ]
+
+
+def test_a_rebalance_stops_the_wall_clocks_day_and_leaves_every_lane_half_done() -> None:
+    handler, journal, _ = handler_for(budget=10, wall_clock=True)
+    for day in (0, 10, 20):
+        run(handler, records_of(*(order(f"C{i}", day=day) for i in range(100))), day=day)
+    journal.entries.clear()
+    settings = Settings(
+        KAFKA_BOOTSTRAP_SERVERS="127.0.0.1:9", rules_dir=ROOT / "rules", commit_max_items=10
+    )
+    progress = Progress(ready=True)
+
+    async def settle_while_revoked() -> None:
+        await handler.settle()
+        progress.rebalancing = True
+
+    engine = handler.engine
+    timers = Timers(settings, engine, progress, None, set, settle_while_revoked)  # type: ignore[arg-type]
+    asyncio.run(timers.tick_clock())
+    assert len(journal.commits()) == 1  # the first slice, then nothing more is decided
+    assert progress.half_done == set(engine.lanes)  # which lane the day stopped in: any
+
+
+def test_a_rebalance_stops_a_rule_switch_before_its_lanes_are_marked_done() -> None:
+    """The switch stops at the chunk the rebalance interrupted; the lanes keep the old rules
+    version, so the recovery of the new assignment re-evaluates them (stale_under_rules)."""
+    handler, journal, _ = handler_for(budget=10)
+    run(handler, records_of(*(order(f"C{i}", day=1) for i in range(120))))
+    journal.entries.clear()
+    old_version = handler.engine.rules.version
+    chunks: list[int] = []
+
+    async def stopped(customer_ids: Sequence[str]) -> bool:
+        chunks.append(len(customer_ids))
+        await handler.reevaluate(customer_ids)
+        return False  # a rebalance began during this chunk
+
+    chunked = Settings(
+        KAFKA_BOOTSTRAP_SERVERS="127.0.0.1:9", rules_dir=ROOT / "rules", rules_chunk_size=40
+    )
+    control = control_for(handler, chunked)
+    control.reevaluate = stopped
+    asyncio.run(control.accept_rules(Latest(rules_from(STRICTER, "new.yaml"), 8, [])))
+    assert chunks == [40]  # no chunk after the interrupted one (of three)
+    records = [c.lane["rules_version"] for c in journal.commits()]
+    assert records and set(records) == {old_version}
