@@ -126,15 +126,25 @@ def test_an_event_that_starts_a_day_commits_the_days_due_customers_in_slices() -
     assert sum(c["cause"]["kind"] == "clock" for k in commits for c in k.changes) > 10
 
 
-def test_the_wall_clocks_tick_commits_a_new_days_due_customers_in_slices() -> None:
+# commits of at most 10 items, for the runtime's own loops (the handler's budget is its own)
+SLICED = Settings(
+    KAFKA_BOOTSTRAP_SERVERS="127.0.0.1:9", rules_dir=ROOT / "rules", commit_max_items=10
+)
+
+
+def wall_clock_with_a_day_due() -> tuple[BatchHandler, Journal]:
+    """100 customers with orders on three days, on the wall clock: the next tick, years
+    later, finds them all due."""
     handler, journal, _ = handler_for(budget=10, wall_clock=True)
     for day in (0, 10, 20):
         run(handler, records_of(*(order(f"C{i}", day=day) for i in range(100))), day=day)
     journal.entries.clear()
-    settings = Settings(
-        KAFKA_BOOTSTRAP_SERVERS="127.0.0.1:9", rules_dir=ROOT / "rules", commit_max_items=10
-    )
-    timers = Timers(settings, handler.engine, Progress(ready=True), None, set, handler.settle)  # type: ignore[arg-type]
+    return handler, journal
+
+
+def test_the_wall_clocks_tick_commits_a_new_days_due_customers_in_slices() -> None:
+    handler, journal = wall_clock_with_a_day_due()
+    timers = Timers(SLICED, handler.engine, Progress(ready=True), None, set, handler.settle)  # type: ignore[arg-type]
     asyncio.run(timers.tick_clock())  # today: years after the orders
     commits = journal.commits()
     assert all(len(c.states) + len(c.changes) <= 10 + 6 for c in commits)
@@ -410,10 +420,7 @@ def test_a_rebalance_stops_a_refresh_at_its_next_pause_and_the_recovery_finishes
         await handler.settle()
         progress.rebalancing = True  # the partitions were revoked while that slice was sent
 
-    settings = Settings(
-        KAFKA_BOOTSTRAP_SERVERS="127.0.0.1:9", rules_dir=ROOT / "rules", commit_max_items=10
-    )
-    timers = Timers(settings, engine, progress, None, set, settle_while_revoked)  # type: ignore[arg-type]
+    timers = Timers(SLICED, engine, progress, None, set, settle_while_revoked)  # type: ignore[arg-type]
     asyncio.run(timers.refresh_population())
     first = min(engine.lanes)
     assert slices == 1 and progress.half_done == {first}
@@ -432,13 +439,7 @@ def test_a_rebalance_stops_a_refresh_at_its_next_pause_and_the_recovery_finishes
 
 
 def test_a_rebalance_stops_the_wall_clocks_day_and_leaves_every_lane_half_done() -> None:
-    handler, journal, _ = handler_for(budget=10, wall_clock=True)
-    for day in (0, 10, 20):
-        run(handler, records_of(*(order(f"C{i}", day=day) for i in range(100))), day=day)
-    journal.entries.clear()
-    settings = Settings(
-        KAFKA_BOOTSTRAP_SERVERS="127.0.0.1:9", rules_dir=ROOT / "rules", commit_max_items=10
-    )
+    handler, journal = wall_clock_with_a_day_due()
     progress = Progress(ready=True)
 
     async def settle_while_revoked() -> None:
@@ -446,7 +447,7 @@ def test_a_rebalance_stops_the_wall_clocks_day_and_leaves_every_lane_half_done()
         progress.rebalancing = True
 
     engine = handler.engine
-    timers = Timers(settings, engine, progress, None, set, settle_while_revoked)  # type: ignore[arg-type]
+    timers = Timers(SLICED, engine, progress, None, set, settle_while_revoked)  # type: ignore[arg-type]
     asyncio.run(timers.tick_clock())
     assert len(journal.commits()) == 1  # the first slice, then nothing more is decided
     assert progress.half_done == set(engine.lanes)  # which lane the day stopped in: any
