@@ -133,16 +133,21 @@ def test_a_recovered_lane_finishes_its_day_in_slices_with_the_same_changes() -> 
     assert durable_of(sliced)["states"] == durable_of(whole)["states"]
 
 
-def test_a_population_refresh_in_slices_says_what_one_refresh_says() -> None:
-    def stale_cuts() -> Engine:
-        engine = fed()
-        engine.advance(NOW)
-        engine.commits()
-        for lane in engine.lanes.values():  # as if every value had moved since: many move
-            for population in lane.populations.values():
-                population.cuts = tuple(0.0 for _ in population.cuts)
-        return engine
+def stale_cuts() -> Engine:
+    """The fed customers a day later, with cut points as if every value had moved since (many
+    move) and a refresh pending."""
+    engine = fed()
+    engine.advance(NOW)
+    engine.commits()
+    engine.confirm()
+    for lane in engine.lanes.values():
+        for population in lane.populations.values():
+            population.updates_since_refresh = 1
+            population.cuts = tuple(0.0 for _ in population.cuts)
+    return engine
 
+
+def test_a_population_refresh_in_slices_says_what_one_refresh_says() -> None:
     whole, sliced = stale_cuts(), stale_cuts()
     expected = whole.refresh_population()
     commits = []

@@ -23,7 +23,7 @@ from segstream.runtime.settings import Settings
 from segstream.runtime.timers import Progress, Timers
 from tests.unit.factories import ROOT, at, default_rules, order, rules_from
 from tests.unit.fakes import FakeRecord, Journal, MemoryOutbox, MemoryStateLog
-from tests.unit.test_clock_slices import NOW, durable_of, fed, recovered
+from tests.unit.test_clock_slices import durable_of, recovered, stale_cuts
 
 TOPICS = Topics(changes="segment-changes", dlq="segstream-dlq", source="urn:test")
 PARTITIONS = 4
@@ -395,17 +395,6 @@ def test_a_rebalance_stops_a_refresh_at_its_next_pause_and_the_recovery_finishes
     it while its revocation waited for the batch that waited for the refresh). It stops at the
     first pause after the rebalance began, with that slice written, and the partition is half
     done: reloaded from what was written, the recovery's settling finishes the refresh."""
-
-    def stale_cuts() -> Engine:
-        engine = fed()
-        engine.advance(NOW)
-        engine.commits()
-        engine.confirm()
-        for lane in engine.lanes.values():  # as if every value had moved since: many move
-            for population in lane.populations.values():
-                population.updates_since_refresh = 1
-                population.cuts = tuple(0.0 for _ in population.cuts)
-        return engine
 
     whole = stale_cuts()
     whole.refresh_population()

@@ -25,7 +25,7 @@ class Progress:
     ready: bool = False
     # a rebalance revoked this worker's partitions and its new assignment is not recovered
     # yet: work outside the batch path stops deciding at its next pause
-    # (handler.decide_in_slices), and the partitions it left half done are reloaded
+    # (Progress.decide), and the partitions it left half done are reloaded
     # from the store when the assignment is recovered
     rebalancing: bool = False
     half_done: set[int] = field(default_factory=set)
@@ -33,6 +33,19 @@ class Progress:
     last_input_at: dict[int, float] = field(default_factory=dict)  # partition -> monotonic
     # UTC day (YYYY-MM-DD) -> segment sizes at the day's last clock tick, the latest 30 days
     size_history: dict[str, dict[str, dict[str, int]]] = field(default_factory=dict)
+
+    async def decide(
+        self,
+        steps: Iterator[None],
+        settle: Callable[[], Awaitable[None]],
+        partitions: Iterable[int],
+    ) -> bool:
+        """The engine's ``steps`` in committed slices until a rebalance stops them
+        (:func:`decide_in_slices`); then ``partitions`` are half done. False when stopped."""
+        if await decide_in_slices(steps, settle, lambda: self.rebalancing):
+            return True
+        self.half_done.update(partitions)
+        return False
 
 
 class Timers:
@@ -52,16 +65,6 @@ class Timers:
         self.assigned = assigned
         self.settle = settle
 
-    def _rebalancing(self) -> bool:
-        return self.progress.rebalancing
-
-    async def _decide(self, steps: Iterator[None], partitions: Iterable[int]) -> bool:
-        """The engine's ``steps``, stopped by a rebalance; then ``partitions`` are half done."""
-        if await decide_in_slices(steps, self.settle, self._rebalancing):
-            return True
-        self.progress.half_done.update(partitions)
-        return False
-
     def record_sizes(self) -> None:
         if not self.progress.ready:
             return
@@ -77,8 +80,8 @@ class Timers:
         async with self.progress.lock:
             # the lanes this worker holds; a day's due customers in commit-sized slices
             budget = self.settings.commit_max_items
-            held = set(self.engine.partitions_held())
-            await self._decide(self.engine.advance_steps(int(time.time() * 1000), budget), held)
+            steps = self.engine.advance_steps(int(time.time() * 1000), budget)
+            await self.progress.decide(steps, self.settle, set(self.engine.partitions_held()))
 
     async def refresh_population(self) -> None:
         """Under load a partition refreshes its cut points itself (every 5% of its values
@@ -107,7 +110,8 @@ class Timers:
                 # sent: a partition on its way to another worker is not decided here
                 if not progress.ready or partition not in engine.partitions_held():
                     return
-                if not await self._decide(engine.refresh_steps(partition, budget), {partition}):
+                steps = engine.refresh_steps(partition, budget)
+                if not await progress.decide(steps, self.settle, {partition}):
                     return
 
     async def refresh_shadow(self) -> None:

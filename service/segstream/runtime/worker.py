@@ -32,7 +32,7 @@ from segstream.runtime.batching import (
 from segstream.runtime.control import ControlTopics
 from segstream.runtime.faust_compat import kafka_producer, when_recovery_ended
 from segstream.runtime.groups import GroupExchange
-from segstream.runtime.handler import BatchHandler, Topics, decide_in_slices
+from segstream.runtime.handler import BatchHandler, Topics
 from segstream.runtime.http import MAX_REQUEST_BYTES
 from segstream.runtime.metrics import Metrics
 from segstream.runtime.produce import BatchProducer
@@ -196,12 +196,10 @@ class SegmentWorker:
     async def _reevaluate(self, customer_ids: Sequence[str]) -> bool:
         """A rule switch's chunk, stopped by a rebalance: every lane held is then half done
         (earlier chunks re-evaluated some of each), and recovered under the new rules."""
-        engine, progress = self.engine, self.progress
+        engine = self.engine
         steps = engine.reevaluate_steps(customer_ids, self.settings.commit_max_items)
-        if await decide_in_slices(steps, self.handler.settle, lambda: progress.rebalancing):
-            return True
-        progress.half_done.update(engine.partitions_held())
-        return False
+        held = set(engine.partitions_held())
+        return await self.progress.decide(steps, self.handler.settle, held)
 
     def assigned_partitions(self) -> set[int]:
         topic = self.settings.topic_orders
