@@ -180,6 +180,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
             currency=args.currency,
             progress=not args.no_progress,
             partitions=partitions,
+            hot_customers=args.hot_customers,
         )
     if state_out is not None:
         with state_out:
@@ -425,6 +426,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--as-of", type=_timestamp, help="advance the clock to this time at the end")
     p.add_argument("--currency", type=_currency, default="USD")
     _partitions_argument(p)
+    p.add_argument(
+        "--hot-customers",
+        type=_count(0),
+        help="customers held as objects; the others as their stored bytes, decoded when"
+        " needed: less memory, more CPU, the same output (default: all held as objects)",
+    )
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_replay)
 

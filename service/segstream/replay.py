@@ -100,6 +100,7 @@ def replay(
     errors: IO[str] = sys.stderr,
     partitions: int = 1,
     show_invalid: Callable[[bytes], bool] | None = None,
+    hot_customers: int | None = None,
 ) -> tuple[Engine, ReplaySummary]:
     """Process the files in order, then settle the clock and population; return the engine.
 
@@ -109,7 +110,9 @@ def replay(
 
     The first invalid lines (those ``show_invalid`` accepts, if given) are listed on
     ``errors``; ``summary.unlisted`` says how many more there were."""
-    engine = Engine(rules, clock=clock, currency=currency, partitions=partitions)
+    engine = Engine(
+        rules, clock=clock, currency=currency, partitions=partitions, hot_customers=hot_customers
+    )
     summary = ReplaySummary()
     started = time.perf_counter()
     wall_ms = as_of_ms if as_of_ms is not None else int(time.time() * 1000)
@@ -158,7 +161,7 @@ def replay(
 
 
 def write_state(engine: Engine, handle: IO[bytes]) -> None:
-    for customer_id in sorted(engine.store):
+    for customer_id in engine.customer_ids():
         explained = engine.explain(customer_id)
         assert explained is not None
         line = {
@@ -174,7 +177,7 @@ def format_summary(summary: ReplaySummary, engine: Engine) -> str:
     lines = [
         f"lines {summary.lines}  events {summary.events}  duplicates {summary.duplicates}  "
         f"invalid {sum(summary.invalid.values())}  changes {summary.changes}  "
-        f"customers {len(engine.store)}  {summary.seconds:.2f}s ({rate:,.0f} events/s)",
+        f"customers {engine.customer_count()}  {summary.seconds:.2f}s ({rate:,.0f} events/s)",
         f"rules {engine.rules.version}  clock {engine.clock} as of {_as_of(engine)}",
         "",
         "segment sizes:",

@@ -50,6 +50,8 @@ from segstream.core.state import (
     CustomerState,
     Limits,
     Windowed,
+    dump_state,
+    load_state,
     shared_day,
 )
 from segstream.core.timeutil import (
@@ -97,6 +99,11 @@ class Commit:
     lane: dict[str, Any]
     changes: list[Change]
     erased: list[str] = field(default_factory=list)  # customers to delete (tombstones)
+
+
+# a cold customer: its stored bytes, its quantile scores (CustomerState.ranked, read for every
+# customer of a recovered lane) and its segments (pooled: read when its partition is released)
+Cold = tuple[bytes, tuple[Any, ...], tuple[tuple[str, Any], ...]]
 
 
 class Lane:
@@ -190,13 +197,22 @@ class Engine:
         partitions: int = 1,
         limits: Limits = DEFAULT_LIMITS,
         max_future_skew_ms: int = DEFAULT_MAX_FUTURE_SKEW_MS,
+        hot_customers: int | None = None,
     ) -> None:
         if clock not in (CLOCK_EVENT, CLOCK_WALL):
             raise ValueError(f"clock must be 'event' or 'wall', not {clock!r}")
         if partitions < 1:
             raise ValueError(f"partitions must be at least 1, not {partitions}")
+        if hot_customers is not None and hot_customers < 0:
+            raise ValueError(f"hot_customers must be 0 or more, not {hot_customers}")
         self.rules = rules
+        # the customers held as objects (the hot set), least recently committed first
         self.store: dict[str, CustomerState] = {}
+        # with a bounded hot set (``hot_customers``), the others: their stored bytes, with
+        # what is read of every customer of a lane without a state change (see :meth:`cool`)
+        self.cold: dict[str, Cold] = {}
+        self.hot_customers = hot_customers
+        self._segment_pool: dict[tuple[tuple[str, Any], ...], tuple[tuple[str, Any], ...]] = {}
         self.clock = clock
         self.currency = currency
         self.max_message_bytes = max_message_bytes
@@ -291,7 +307,7 @@ class Engine:
         changes: list[Change] = []
         at = day * MS_PER_DAY
         for customer_id in lane.due.pop_through(day):
-            st = self.store.get(customer_id)
+            st = self.store.get(customer_id) or self._warm(customer_id)
             if st is not None and st.due_day is not None and st.due_day <= day:
                 st.due_day = None
                 changes += self._evaluate(st, lane, "clock", None, at)
@@ -357,10 +373,15 @@ class Engine:
         return sorted(self.lanes)
 
     def customer_ids(self) -> list[str]:
-        return sorted(self.store)
+        return sorted(itertools.chain(self.store, self.cold))
 
     def customer_count(self) -> int:
-        return len(self.store)
+        return len(self.store) + len(self.cold)
+
+    def state_of(self, customer_id: str) -> CustomerState | None:
+        """A customer's state to read (None: unknown here). A cold customer is decoded for
+        the caller and stays cold: a look at a customer is not a state change."""
+        return self._peek(customer_id)
 
     def take_limit_hits(self) -> dict[str, int]:
         """How often each per-customer memory limit dropped something since the last call."""
@@ -507,7 +528,7 @@ class Engine:
         erased = lane.erasures.get(_digest(customer_id)) if lane.erasures else None
         if erased is not None and event.occurred_at <= erased[0]:
             return changes or None, False  # erased after this event: it stays gone
-        st = self.store.get(customer_id)
+        st = self.store.get(customer_id) or self._warm(customer_id)
         if isinstance(event, ProfileEvent) and event.erase:
             return changes + self._erase(customer_id, st, lane, event), False
         if st is None:
@@ -843,7 +864,7 @@ class Engine:
             return "true" if raw else "false"
         return str(raw)
 
-    def _group_update(self, st: CustomerState, lane: Lane) -> None:
+    def _group_update(self, st: CustomerState, lane: Lane, *, keep_source: bool = True) -> None:
         """Take the customer's contribution out of its groups and add it again, as it is now.
 
         A contribution is made of the counted orders and the surveys from the open period on.
@@ -865,7 +886,7 @@ class Engine:
                 continue
             source = (
                 None
-                if windowed is None or windowed.horizon != horizon
+                if windowed is None or windowed.horizon != horizon or not keep_source
                 else (windowed, windowed.items, group.first_bucket())
             )
             buckets = None if source is None else group.contribution_from(customer_id, source)
@@ -892,7 +913,11 @@ class Engine:
         for group in lane.groups.values():
             group.roll(lane.clock_day)
         for customer_id in sorted(lane.customers):
-            self._group_update(self.store[customer_id], lane)
+            st = self.store.get(customer_id)
+            if st is None:  # cold: its contribution from a decoded copy, no source kept
+                self._group_update(self._decoded(customer_id), lane, keep_source=False)
+            else:
+                self._group_update(st, lane)
 
     def group_partial(self, partition: int) -> dict[str, Any]:
         """What a partition contributes to every group: the groups topic's value for it, and
@@ -944,7 +969,7 @@ class Engine:
 
     def observe_shadow(self, customer_ids: Iterable[str]) -> None:
         for customer_id in customer_ids:
-            st = self.store.get(customer_id)
+            st = self.store.get(customer_id) or self._warm(customer_id)
             if st is not None and self._shadow is not None:
                 self._observe_shadow(st, self.lanes[self.partition_of[customer_id]])
 
@@ -1061,7 +1086,7 @@ class Engine:
 
     def timeline(self, customer_id: str) -> list[dict[str, Any]] | None:
         """A customer's latest transitions, oldest first (None: unknown customer)."""
-        st = self.store.get(customer_id)
+        st = self._peek(customer_id)
         if st is None:
             return None
         return [
@@ -1085,7 +1110,7 @@ class Engine:
         the ``from`` of its first transition after ``at_ms``, or, without one, its value now;
         the transition before ``at_ms``, if kept, says since when and which condition matched.
         For an earlier time ``complete`` is false and every value unknown (null)."""
-        st = self.store.get(customer_id)
+        st = self._peek(customer_id)
         if st is None:
             return None
         timeline = st.timeline
@@ -1249,7 +1274,7 @@ class Engine:
         """:meth:`_reevaluate`, pausing whenever the lane's pending work reaches ``budget``."""
         store = self.store
         for customer_id in customer_ids:
-            st = store.get(customer_id)
+            st = store.get(customer_id) or self._warm(customer_id)
             if st is not None:
                 self._evaluate(st, lane, cause, None, at)
                 if lane.pending() >= budget:
@@ -1259,7 +1284,7 @@ class Engine:
         """:meth:`_run_due`, pausing whenever the lane's pending work reaches ``budget``."""
         store, at = self.store, day * MS_PER_DAY
         for customer_id in lane.due.pop_through(day):
-            st = store.get(customer_id)
+            st = store.get(customer_id) or self._warm(customer_id)
             if st is not None and st.due_day is not None and st.due_day <= day:
                 st.due_day = None
                 self._evaluate(st, lane, "clock", None, at)
@@ -1271,7 +1296,7 @@ class Engine:
     ) -> list[Change]:
         changes: list[Change] = []
         for customer_id in customer_ids:
-            st = self.store.get(customer_id)
+            st = self.store.get(customer_id) or self._warm(customer_id)
             if st is not None:
                 changes += self._evaluate(st, lane, cause, None, at)
         return changes
@@ -1294,7 +1319,9 @@ class Engine:
             added = self._configure_lane(lane)
             if added:
                 for customer_id in sorted(lane.customers):
-                    values, _ = self._values(self.store[customer_id], lane, compact=False)
+                    st = self._peek(customer_id)
+                    assert st is not None  # every customer of a lane is held, hot or cold
+                    values, _ = self._values(st, lane, compact=False)
                     for field_name in added:
                         lane.populations[field_name].load(customer_id, values[field_name])
             for population in lane.populations.values():
@@ -1308,7 +1335,7 @@ class Engine:
         re-evaluated under the current rules records that version (see :meth:`rules_done`)."""
         changes: list[Change] = []
         for customer_id in customer_ids:
-            st = self.store.get(customer_id)
+            st = self.store.get(customer_id) or self._warm(customer_id)
             if st is not None:
                 lane = self.lanes[self.partition_of[customer_id]]
                 changes += self._evaluate(st, lane, cause, None, lane.clock_ms or 0)
@@ -1319,7 +1346,7 @@ class Engine:
         evaluated has pending work of ``budget`` or more, so that the caller can commit."""
         store, partition_of, lanes = self.store, self.partition_of, self.lanes
         for customer_id in customer_ids:
-            st = store.get(customer_id)
+            st = store.get(customer_id) or self._warm(customer_id)
             if st is not None:
                 lane = lanes[partition_of[customer_id]]
                 self._evaluate(st, lane, "rules", None, lane.clock_ms or 0)
@@ -1345,19 +1372,91 @@ class Engine:
         store = self.store
         states = [store[c] for c in sorted(lane.dirty) if c in store]
         erased = sorted(c for c in lane.erased if c not in store)
+        if self.hot_customers is not None:  # the last committed are the last to be cooled
+            for st in states:
+                store[st.customer_id] = store.pop(st.customer_id)
         fresh, lane.fresh, lane.dirty, lane.erased = lane.fresh, [], set(), set()
         lane.unconfirmed += fresh
         return Commit(partition, states, lane.record(), fresh, erased)
 
     def commits(self) -> list[Commit]:
-        return [c for p in sorted(self.lanes) if (c := self.commit(p)) is not None]
+        """Every lane's :meth:`commit`; then the hot set is brought back to its bound."""
+        done = [c for p in sorted(self.lanes) if (c := self.commit(p)) is not None]
+        self.cool()
+        return done
 
     def drop_pending(self) -> None:
         """Forget what the lanes decided since their last commit: for callers that keep no
         changelog (``replay``), whose pending work would otherwise grow with the input."""
         for lane in self.lanes.values():
+            if self.hot_customers is not None:
+                for customer_id in sorted(lane.dirty):
+                    st = self.store.pop(customer_id, None)
+                    if st is not None:
+                        self.store[customer_id] = st
             lane.fresh, lane.dirty, lane.erased = [], set(), set()
             lane.touched = False
+        self.cool()
+
+    # -- the hot set -------------------------------------------------------------------------
+
+    def cool(self) -> int:
+        """Keep at most ``hot_customers`` customers as objects; the others as their stored
+        bytes (about a third of the object's memory), decoded again when an event, a due day,
+        a refresh or a rules change needs them. Returns how many were cooled.
+
+        Decoding a customer gives what recovery gives, and a recovered worker says exactly
+        what one that never stopped says (the restart and reference-equality tests), so
+        cooling changes no change, id or stored byte: only memory against the decoding time.
+        Customers with work not yet committed stay hot; the least recently committed go
+        first. Called by :meth:`commits` and :meth:`drop_pending`, between batches: no
+        evaluation holds a customer while it is cooled."""
+        limit = self.hot_customers
+        store = self.store
+        if limit is None or len(store) <= limit:
+            return 0
+        excess = len(store) - limit
+        dirty = [lane.dirty for lane in self.lanes.values() if lane.dirty]
+        chosen: list[str] = []
+        for customer_id in store:
+            if not any(customer_id in d for d in dirty):
+                chosen.append(customer_id)
+                if len(chosen) == excess:
+                    break
+        pool, partition_of, lanes = self._segment_pool, self.partition_of, self.lanes
+        for customer_id in chosen:
+            st = store.pop(customer_id)
+            segments = tuple(st.segments.items())
+            segments = pool.setdefault(segments, segments)
+            self.cold[customer_id] = (dump_state(st), st.ranked, segments)
+            for group in lanes[partition_of[customer_id]].groups.values():
+                group.forget_source(customer_id)
+        return len(chosen)
+
+    def _warm(self, customer_id: str) -> CustomerState | None:
+        """A cold customer made hot again (None: not cold)."""
+        cold = self.cold.pop(customer_id, None)
+        if cold is None:
+            return None
+        st = self.store[customer_id] = self._loaded(cold[0])
+        return st
+
+    def _peek(self, customer_id: str) -> CustomerState | None:
+        """A customer to read without a state change: hot, or decoded and left cold."""
+        st = self.store.get(customer_id)
+        if st is None and customer_id in self.cold:
+            return self._decoded(customer_id)
+        return st
+
+    def _decoded(self, customer_id: str) -> CustomerState:
+        return self._loaded(self.cold[customer_id][0])
+
+    @staticmethod
+    def _loaded(raw: bytes) -> CustomerState:
+        st = load_state(raw)
+        if st.due_day is not None:
+            st.due_day = shared_day(st.due_day)  # as adoption holds it
+        return st
 
     def confirm(self, partitions: Iterable[int] | None = None) -> None:
         """The changes committed so far were emitted (acknowledged): no longer re-sent."""
@@ -1420,9 +1519,12 @@ class Engine:
         groups = bool(lane.groups) and lane.clock_ms is not None
         shadow = self._shadow is not None
         segments: list[dict[str, Any]] = []
+        cold = self.cold
         for st in states:
             customer_id = st.customer_id
             store[customer_id] = st
+            if cold:
+                cold.pop(customer_id, None)
             partition_of[customer_id] = partition
             customers.add(customer_id)
             segments.append(st.segments)
@@ -1495,13 +1597,17 @@ class Engine:
     def _without_record(self, lane: Lane) -> None:
         """A lane recovered without its record (written by an older version)."""
         if self.clock == CLOCK_EVENT:
-            latest = max((self.store[c].last_event_ms for c in lane.customers), default=None)
+            latest = max((self._last_event_ms(c) for c in lane.customers), default=None)
             if latest:
                 lane.set_clock(latest)
         for population in lane.populations.values():
             population.cuts = population.compute_cuts()
         if lane.groups:
             self._refill_groups(lane)
+
+    def _last_event_ms(self, customer_id: str) -> int:
+        st = self._peek(customer_id)
+        return 0 if st is None else st.last_event_ms
 
     def stale_under_rules(self, partition: int) -> list[str]:
         """The customers of a lane recorded under other rules than the current ones, in id
@@ -1515,19 +1621,21 @@ class Engine:
         """Customers whose stored quantile scores differ from the lane's current cut points, in
         id order. Asked for every lane taken over, so only those found are sorted: usually
         none, where sorting a partition's ids took longer than checking them."""
-        store, populations = self.store, lane.populations
+        store, cold, populations = self.store, self.cold, lane.populations
         scores = [(s, s.name, populations[s.field].cuts) for s in self._quantile_scores]
         if not scores:
             return []
         moved: list[str] = []
         single = scores[0] if len(scores) == 1 else None
         for customer_id in lane.customers:
-            ranked = store[customer_id].ranked
+            st = store.get(customer_id)
+            ranked = st.ranked if st is not None else cold[customer_id][1]
             if single is not None and len(ranked) == 3 and ranked[0] == single[1]:
                 if single[0].from_cuts(ranked[1], single[2]) != ranked[2]:  # the usual one score
                     moved.append(customer_id)
                 continue
-            known = store[customer_id].quantiles
+            flat = iter(ranked)  # as CustomerState.quantiles reads it
+            known = {name: (v, score) for name, v, score in zip(flat, flat, flat, strict=True)}
             for s, name, cuts in scores:
                 item = known.get(name)
                 if item is None or s.from_cuts(item[0], cuts) != item[1]:
@@ -1547,13 +1655,14 @@ class Engine:
                 self._shadow_segments.pop(customer_id, None)
         for customer_id in lane.customers:
             st = self.store.pop(customer_id, None)
+            cold = self.cold.pop(customer_id, None) if self.cold else None
             self.partition_of.pop(customer_id, None)
-            if st is not None:
-                for name, value in st.segments.items():
-                    self._count(name, value, -1)
+            segments = st.segments.items() if st is not None else () if cold is None else cold[2]
+            for name, value in segments:
+                self._count(name, value, -1)
 
     def segments_of(self, customer_id: str) -> dict[str, Any] | None:
-        st = self.store.get(customer_id)
+        st = self._peek(customer_id)
         if st is None:
             return None
         return {
@@ -1563,7 +1672,7 @@ class Engine:
 
     def explain(self, customer_id: str) -> dict[str, Any] | None:
         """State, segments, and for each family which tier conditions hold."""
-        st = self.store.get(customer_id)
+        st = self._peek(customer_id)
         if st is None:
             return None
         values = self.values(st)

@@ -259,6 +259,13 @@ class GroupLane:
                     totals[bucket] = total = Tally()
                 total.add(tally)
 
+    def forget_source(self, customer_id: str) -> None:
+        """The customer's tallies stay; what they were computed from is no longer held (the
+        customer was cooled: its next contribution is computed, not reused)."""
+        known = self.contributions.get(customer_id)
+        if known is not None and known[2] is not None:
+            self.contributions[customer_id] = (known[0], known[1], None, 0, None)
+
     def contribution_from(self, customer_id: str, source: Source) -> dict[int, Tally] | None:
         """The customer's tallies as last added, if they were computed from ``source``: the
         same object (held, so its identity is never another's), at the same version, for the

@@ -154,6 +154,13 @@ class Settings(BaseSettings):
         description="customers written plus changes decided after which a partition commits"
         " (one changelog record batch) within a fetched batch",
     )
+    hot_customers: int | None = Field(
+        None,
+        ge=0,
+        description="customers held as objects; the others are held as their stored bytes"
+        " and decoded when needed (memory for CPU: docs/performance.md, The hot set);"
+        " unset: every customer is held as an object",
+    )
     commit_max_bytes: int = Field(
         1024 * 1024,
         ge=64 * 1024,

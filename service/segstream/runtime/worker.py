@@ -61,6 +61,7 @@ class SegmentWorker:
             max_message_bytes=s.max_message_bytes,
             limits=s.limits(),
             max_future_skew_ms=int(s.max_future_skew.total_seconds() * 1000),
+            hot_customers=s.hot_customers,
         )
         self.metrics.set_rules(rules.version, [*rules.segment_names, *rules.derived])
         self.progress = Progress()
