@@ -3,6 +3,9 @@ as an object, then with ``SEGSTREAM_HOT_CUSTOMERS`` bounding them; peak RSS and 
 each, in one run (docs/performance.md, The hot set).
 
     python -m bench.hot_set [--events 1000000] [--customers 1250000] [--hot 100000]
+                            [--store rocksdb://] [--runs all-hot,bounded]
+
+``--runs all-hot`` with ``PYTHONPATH=<an older tree>/service`` measures an older worker.
 """
 
 from __future__ import annotations
@@ -23,16 +26,20 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--customers", type=int, default=1_250_000, help="ids to draw from")
     parser.add_argument("--hot", type=int, default=100_000)
+    parser.add_argument("--store", default="rocksdb://")
+    parser.add_argument("--runs", default="all-hot,bounded")
     args = parser.parse_args()
+    runs = {"all-hot": {}, "bounded": {"hot_customers": str(args.hot)}}
     lines = events_file(args.events, args.customers).read_bytes().splitlines()
     with tempfile.TemporaryDirectory() as tmp_name, EmbeddedBroker() as broker:
         tmp, boot = Path(tmp_name), broker.bootstrap
-        prefix = f"hot-{uuid.uuid4().hex[:6]}-"
-        asyncio.run(stream._topics(boot, prefix))
-        asyncio.run(stream.produce_lines(boot, lines, stream.prefixed(prefix)))
-        for name, extra in (("all-hot", {}), ("bounded", {"hot_customers": str(args.hot)})):
+        for name in args.runs.split(","):
+            extra = runs[name]
+            prefix = f"hot-{uuid.uuid4().hex[:6]}-"  # topics and group of its own: no recovery
+            asyncio.run(stream._topics(boot, prefix))
+            asyncio.run(stream.produce_lines(boot, lines, stream.prefixed(prefix)))
             run = stream.consume_then_stop(
-                boot, prefix, tmp, f"{prefix}{name}", len(lines), store="rocksdb://", **extra
+                boot, prefix, tmp, f"{prefix}{name}", len(lines), store=args.store, **extra
             )
             per_million = run["peak_rss_mib"] * 1_000_000 / max(run["customers"], 1)
             print(

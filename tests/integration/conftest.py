@@ -60,13 +60,18 @@ class Deployment:
         ) | {f"SEGSTREAM_{k.upper()}": v for k, v in (self.settings | settings).items()}
 
     def start_worker(
-        self, store: str = "memory://", data_of: int | None = None, module: str = "segstream.cli"
+        self,
+        store: str = "memory://",
+        data_of: int | None = None,
+        module: str = "segstream.cli",
+        **settings: str,
     ) -> WorkerProcess:
         """Start ``segstream worker``; ``data_of`` reuses an earlier worker's data directory;
-        ``module`` runs the command (tests/integration/held_fetch.py holds a fetch back)."""
+        ``module`` runs the command (tests/integration/held_fetch.py holds a fetch back);
+        ``settings`` are more SEGSTREAM_ settings, by name."""
         port = free_port()
         data = self.tmp / f"worker-{len(self.workers) if data_of is None else data_of}"
-        env = self.env(web_port=str(port), data_dir=str(data), store=store)
+        env = self.env(web_port=str(port), data_dir=str(data), store=store, **settings)
         log_path = self.tmp / f"worker-{len(self.workers)}.log"
         process = spawn_worker(env, log_path, module)
         worker = WorkerProcess(process, f"http://127.0.0.1:{port}", log_path)

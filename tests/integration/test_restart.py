@@ -38,6 +38,31 @@ def test_rocksdb_worker_restarts_with_its_state(deployment: Deployment, tmp_path
     assert recovered and int(recovered[0]) > 0  # state came back, not rebuilt from new events
 
 
+def test_a_bounded_hot_set_says_what_replay_says_through_a_restart(
+    deployment: Deployment, tmp_path: Path
+) -> None:
+    """SEGSTREAM_HOT_CUSTOMERS=5: nearly every customer is held as its stored bytes, cooled at
+    commits and adopted cold by the restarted worker's recovery, and decoded for each event, due
+    day and refresh. The segments still equal the offline replay's."""
+    deployment.partitions = 2
+    lines = load_events(SAMPLE)[:1200]
+    first = deployment.start_worker(store="rocksdb://", hot_customers="5")
+    first.wait_ready()
+    asyncio.run(produce(deployment, lines[:600]))
+    assert wait_for(lambda: metric(first, "segstream_events_consumed_total") >= 600)
+    assert wait_for(lambda: metric(first, "segstream_customers_cold") > 0)
+    first.stop()
+
+    second = deployment.start_worker(store="rocksdb://", data_of=0, hot_customers="5")
+    second.wait_ready()
+    assert metric(second, "segstream_customers_cold") > 0  # recovered cold
+    asyncio.run(produce(deployment, lines[600:]))
+    expected = offline_segments_for(lines, ROOT / "rules", tmp_path, deployment.partitions)
+    assert_streaming_equals_offline(second, expected)
+    tracked = metric(second, "segstream_customers_tracked")
+    assert tracked == len(expected) and metric(second, "segstream_customers_cold") >= tracked - 5
+
+
 def test_stopped_mid_batch_a_replacement_on_an_empty_disk_has_every_customer(
     deployment: Deployment, tmp_path: Path
 ) -> None:

@@ -358,11 +358,15 @@ class Side:
             self.engine = engine = self.new_engine()
             for partition, record in sorted(self.lanes.items()):
                 engine.adopt_lane(partition, orjson.loads(record))
-            for raw in self.states.values():
-                st = self.state_module.load_state(raw)
-                engine.adopt(st, engine.partition_for(st.customer_id))
             if self.options.get("hot_customers") is not None:
-                engine.cool()  # as a worker's commits between its partitions' settling may
+                # as a worker recovers with a bounded hot set: cold from the stored bytes
+                for raw in self.states.values():
+                    customer_id = orjson.loads(raw)["customer_id"]
+                    engine.adopt_stored(engine.partition_for(customer_id), [raw])
+            else:
+                for raw in self.states.values():
+                    st = self.state_module.load_state(raw)
+                    engine.adopt(st, engine.partition_for(st.customer_id))
             for partition in sorted(engine.lanes):
                 engine.settle_adopted(partition, had_record=partition in self.lanes)
             return said, self.commit()

@@ -378,6 +378,10 @@ class Engine:
     def customer_count(self) -> int:
         return len(self.store) + len(self.cold)
 
+    def cold_count(self) -> int:
+        """Customers held as their stored bytes (see :meth:`cool`)."""
+        return len(self.cold)
+
     def state_of(self, customer_id: str) -> CustomerState | None:
         """A customer's state to read (None: unknown here). A cold customer is decoded for
         the caller and stays cold: a look at a customer is not a state change."""
@@ -1423,15 +1427,48 @@ class Engine:
                 chosen.append(customer_id)
                 if len(chosen) == excess:
                     break
-        pool, partition_of, lanes = self._segment_pool, self.partition_of, self.lanes
         for customer_id in chosen:
             st = store.pop(customer_id)
-            segments = tuple(st.segments.items())
-            segments = pool.setdefault(segments, segments)
-            self.cold[customer_id] = (dump_state(st), st.ranked, segments)
-            for group in lanes[partition_of[customer_id]].groups.values():
-                group.forget_source(customer_id)
+            self._keep_cold(st, dump_state(st))
         return len(chosen)
+
+    def _keep_cold(self, st: CustomerState, raw: bytes) -> None:
+        """Hold a customer just taken out of the hot set as ``raw``, its stored bytes."""
+        customer_id = st.customer_id
+        segments = tuple(st.segments.items())
+        segments = self._segment_pool.setdefault(segments, segments)
+        self.cold[customer_id] = (raw, st.ranked, segments)
+        for group in self.lanes[self.partition_of[customer_id]].groups.values():
+            group.forget_source(customer_id)
+
+    def adopt_stored(self, partition: int, raws: Iterable[bytes]) -> None:
+        """:meth:`adopt_all` of stored states. With a bounded hot set, each customer beyond
+        the bound goes cold once adopted, held as the bytes it was read as: a recovery's
+        memory stays within the bound, and no state is encoded again."""
+        limit = self.hot_customers
+        if limit is None:
+            self.adopt_all(partition, map(load_state, raws))
+            return
+        store = self.store
+        adopted: list[tuple[CustomerState, bytes]] = []
+
+        def states() -> Iterator[CustomerState]:
+            # adopt_all asks for the next state once it is done with the one before
+            for raw in raws:
+                if adopted and len(store) > limit:
+                    self._cool_adopted(*adopted.pop())
+                st = load_state(raw)
+                adopted.append((st, raw))
+                yield st
+
+        self.adopt_all(partition, states())
+        if adopted and len(store) > limit:
+            self._cool_adopted(*adopted.pop())
+
+    def _cool_adopted(self, st: CustomerState, raw: bytes) -> None:
+        if self.store.get(st.customer_id) is st:
+            del self.store[st.customer_id]
+            self._keep_cold(st, raw)
 
     def _warm(self, customer_id: str) -> CustomerState | None:
         """A cold customer made hot again (None: not cold)."""

@@ -66,6 +66,11 @@ class Metrics:
         self.customers = Gauge(
             "segstream_customers_tracked", "Customers held by this worker", registry=r
         )
+        self.customers_cold = Gauge(
+            "segstream_customers_cold",
+            "Customers held as their stored bytes, beyond SEGSTREAM_HOT_CUSTOMERS (0 unset)",
+            registry=r,
+        )
         self.population_pending = Gauge(
             "segstream_population_refresh_pending",
             "Partitions of this worker whose quantile cut points wait for the refresh that"

@@ -17,7 +17,6 @@ from faust.types import TP
 
 from segstream.core.engine import Commit, Engine
 from segstream.core.partitioning import murmur_partition
-from segstream.core.state import load_state
 from segstream.runtime.batching import TableWriter, items_by_partition, lane_partition
 from segstream.runtime.metrics import Metrics
 from segstream.runtime.produce import BatchProducer
@@ -172,7 +171,7 @@ class Recovery:
                 engine.adopt_lane(partition, lanes[partition])
             # in the order read, a run of one partition's customers at a time
             for partition, run in itertools.groupby(customers, key=operator.itemgetter(0)):
-                engine.adopt_all(partition, (load_state(value) for _, value in run))
+                engine.adopt_stored(partition, (value for _, value in run))
         finally:
             gc.enable()
         gc.freeze()

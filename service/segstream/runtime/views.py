@@ -157,6 +157,7 @@ def assigned_or_none(worker: SegmentWorker) -> set[int]:
 def update_gauges(worker: SegmentWorker) -> None:
     engine, metrics = worker.engine, worker.metrics
     metrics.customers.set(engine.customer_count())
+    metrics.customers_cold.set(engine.cold_count())
     metrics.population_pending.set(
         sum(engine.has_pending_population(p) for p in engine.partitions_held())
     )
