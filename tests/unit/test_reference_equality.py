@@ -23,6 +23,7 @@ from hypothesis import HealthCheck, given, seed, settings
 from hypothesis import strategies as st
 
 from segstream.core import engine as production
+from segstream.core import packing
 from segstream.core import state as production_state
 from segstream.core.rulelang import RuleSet, compile_rules
 from segstream.core.timeutil import MS_PER_DAY, to_rfc3339
@@ -449,11 +450,13 @@ def test_the_core_equals_the_reference_on_random_streams(partitions: int, wall: 
 @pytest.mark.parametrize("partitions", [1, 4])
 @pytest.mark.parametrize("wall", [False, True], ids=["event-clock", "wall-clock"])
 def test_a_core_that_keeps_no_customer_hot_equals_the_reference(
-    partitions: int, wall: bool
+    partitions: int, wall: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """``hot_customers=0``: every customer without pending work is cooled to its stored bytes
-    at each commit and decoded when it is next needed (an event, a due day, a refresh, a rules
-    change, recovery's checks, a release). It must say what the reference says, step by step."""
+    at each commit (packed once the packer trained, here after three) and decoded when it is
+    next needed (an event, a due day, a refresh, a rules change, recovery's checks, a release).
+    It must say what the reference says, step by step."""
+    monkeypatch.setattr(packing, "TRAINING_STATES", 3)
 
     @EQUALITY
     @seed(2000 + 10 * partitions + wall)

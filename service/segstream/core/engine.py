@@ -35,6 +35,7 @@ from segstream.core.contracts import (
 )
 from segstream.core.evaluation import Reading
 from segstream.core.groups import GroupLane, GroupSpec, contribution
+from segstream.core.packing import StatePacker
 from segstream.core.partitioning import partition_for
 from segstream.core.population import REFRESH_MIN_UPDATES, Population
 from segstream.core.rulelang import RuleSet
@@ -212,6 +213,7 @@ class Engine:
         # what is read of every customer of a lane without a state change (see :meth:`cool`)
         self.cold: dict[str, Cold] = {}
         self.hot_customers = hot_customers
+        self._packer = StatePacker()  # cold states packed once it has learned from some
         self._segment_pool: dict[tuple[tuple[str, Any], ...], tuple[tuple[str, Any], ...]] = {}
         self.clock = clock
         self.currency = currency
@@ -1433,13 +1435,27 @@ class Engine:
         return len(chosen)
 
     def _keep_cold(self, st: CustomerState, raw: bytes) -> None:
-        """Hold a customer just taken out of the hot set as ``raw``, its stored bytes."""
+        """Hold a customer just taken out of the hot set as ``raw``, its stored bytes, packed
+        once the packer has learned from the first customers cooled (they are then packed too)."""
         customer_id = st.customer_id
         segments = tuple(st.segments.items())
         segments = self._segment_pool.setdefault(segments, segments)
-        self.cold[customer_id] = (raw, st.ranked, segments)
+        packer, cold = self._packer, self.cold
+        if packer.trained:
+            cold[customer_id] = (packer.pack(raw), st.ranked, segments)
+        else:
+            cold[customer_id] = (raw, st.ranked, segments)
+            if packer.learn(raw):
+                for key, (held, ranked, pooled) in cold.items():
+                    cold[key] = (packer.pack(held), ranked, pooled)
         for group in self.lanes[self.partition_of[customer_id]].groups.values():
             group.forget_source(customer_id)
+
+    def _stored(self, customer_id: str) -> bytes:
+        """A cold customer's stored bytes, unpacked."""
+        held = self.cold[customer_id][0]
+        packer = self._packer
+        return packer.unpack(held) if packer.trained else held
 
     def adopt_stored(self, partition: int, raws: Iterable[bytes]) -> None:
         """:meth:`adopt_all` of stored states. With a bounded hot set, each customer beyond
@@ -1472,10 +1488,10 @@ class Engine:
 
     def _warm(self, customer_id: str) -> CustomerState | None:
         """A cold customer made hot again (None: not cold)."""
-        cold = self.cold.pop(customer_id, None)
-        if cold is None:
+        if customer_id not in self.cold:
             return None
-        st = self.store[customer_id] = self._loaded(cold[0])
+        st = self.store[customer_id] = self._loaded(self._stored(customer_id))
+        del self.cold[customer_id]
         return st
 
     def _peek(self, customer_id: str) -> CustomerState | None:
@@ -1486,7 +1502,7 @@ class Engine:
         return st
 
     def _decoded(self, customer_id: str) -> CustomerState:
-        return self._loaded(self.cold[customer_id][0])
+        return self._loaded(self._stored(customer_id))
 
     @staticmethod
     def _loaded(raw: bytes) -> CustomerState:
