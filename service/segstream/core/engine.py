@@ -102,8 +102,9 @@ class Commit:
     erased: list[str] = field(default_factory=list)  # customers to delete (tombstones)
 
 
-# a cold customer: its stored bytes, its quantile scores (CustomerState.ranked, read for every
-# customer of a recovered lane) and its segments (pooled: read when its partition is released)
+# a cold customer: its stored bytes (packed: core/packing.py), its quantile scores
+# (CustomerState.ranked, read for every customer of a recovered lane) and its segments (pooled:
+# read when its partition is released)
 Cold = tuple[bytes, tuple[Any, ...], tuple[tuple[str, Any], ...]]
 
 
@@ -1408,8 +1409,8 @@ class Engine:
 
     def cool(self) -> int:
         """Keep at most ``hot_customers`` customers as objects; the others as their stored
-        bytes (about a third of the object's memory), decoded again when an event, a due day,
-        a refresh or a rules change needs them. Returns how many were cooled.
+        bytes, packed (about a third of an object's memory), decoded again when an event, a
+        due day, a refresh or a rules change needs them. Returns how many were cooled.
 
         Decoding a customer gives what recovery gives, and a recovered worker says exactly
         what one that never stopped says (the restart and reference-equality tests), so
